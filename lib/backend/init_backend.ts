@@ -1,0 +1,185 @@
+/**
+ * Backend selection: one call, {@link initBackend}, picks and initialises the tfjs backend that the
+ * whole library computes on.
+ *
+ * Order for `"auto"`: tfjs-node (native TensorFlow, where its binding loads), then `"native"` (tfjs
+ * wasm with its heavy kernels in the system BLAS through Deno FFI, where the BLAS loads), then `"wasm"`
+ * (embedded, always available offline), never the slow pure-JS `"cpu"` unless asked for.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import "@tensorflow/tfjs-backend-wasm";
+import { registerWasmTrainingKernels } from "./wasm_kernels.ts";
+import { loadNativeBackend } from "./native.ts";
+
+/** Backends that {@link initBackend} understands. */
+export type BackendChoice = "auto" | "node" | "native" | "wasm" | "cpu";
+
+/** The backends a choice can resolve to. */
+export type BackendName = Exclude<BackendChoice, "auto">;
+
+/** What {@link initBackend} chose and why. */
+export interface BackendInfo {
+  /** The backend in use, in our naming (`"native"` is tfjs' `"wasm"` with BLAS kernels). */
+  name: BackendName;
+  /** The tfjs backend name underneath (`tf.getBackend()`). */
+  tfBackend: string;
+  /** Why this backend was chosen, for logs and `run.json`. */
+  reason: string;
+  /** The backends that were tried and why they were not used. */
+  rejected: { name: BackendName; reason: string }[];
+}
+
+/** Valid choices, for argument validation. */
+export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "node", "native", "wasm", "cpu"];
+
+let current: BackendInfo | undefined;
+
+/** Options of {@link initBackend}. */
+export interface InitBackendOptions {
+  /** Log the choice to the console (default true). */
+  log?: boolean;
+  /** Threads for the native BLAS backend (default: `BLAS_THREADS` or the number of cores). */
+  threads?: number;
+}
+
+/**
+ * Reads the backend choice from the `TFJS_BACKEND` environment variable, or `"auto"`.
+ *
+ * @example
+ * ```ts
+ * const choice = backendFromEnv(); // "auto" unless TFJS_BACKEND is set
+ * ```
+ */
+export function backendFromEnv(): BackendChoice {
+  let raw: string | undefined;
+  try {
+    raw = Deno.env.get("TFJS_BACKEND");
+  } catch {
+    raw = undefined; // no --allow-env
+  }
+  if (raw === undefined || raw === "") return "auto";
+  return parseBackendChoice(raw, "TFJS_BACKEND");
+}
+
+/**
+ * Validates a backend name, with an error that quotes the bad value and lists the valid ones.
+ *
+ * @example
+ * ```ts
+ * parseBackendChoice("wasm", "--backend"); // "wasm"
+ * ```
+ */
+export function parseBackendChoice(raw: string, source = "backend"): BackendChoice {
+  const v = raw.trim().toLowerCase();
+  if ((BACKEND_CHOICES as readonly string[]).includes(v)) return v as BackendChoice;
+  throw new Error(
+    `${source}: unknown backend "${raw}"; expected one of ${BACKEND_CHOICES.map((c) => `"${c}"`).join(", ")}`,
+  );
+}
+
+async function tryNode(): Promise<string | undefined> {
+  // The binding is optional: it only exists where tfjs-node's install script could download
+  // libtensorflow. A dynamic import keeps it out of the module graph otherwise.
+  const spec = "@tensorflow/tfjs-node";
+  try {
+    await import(spec);
+  } catch (e) {
+    return `tfjs-node did not load (${firstLine(e)}); install it where a network exists with ` +
+      "`deno install --allow-scripts=npm:@tensorflow/tfjs-node`";
+  }
+  if (tf.findBackend("tensorflow") === null) return "tfjs-node loaded but registered no 'tensorflow' backend";
+  return undefined;
+}
+
+function firstLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.split("\n")[0].slice(0, 200);
+}
+
+async function activate(name: BackendName, threads?: number): Promise<string | undefined> {
+  switch (name) {
+    case "node": {
+      const why = await tryNode();
+      if (why) return why;
+      if (!(await tf.setBackend("tensorflow"))) return "tf.setBackend('tensorflow') failed";
+      return undefined;
+    }
+    case "native": {
+      const r = await loadNativeBackend({ threads });
+      if (!r.ok) return r.reason;
+      if (!(await tf.setBackend(r.tfBackend))) return `tf.setBackend('${r.tfBackend}') failed`;
+      return undefined;
+    }
+    case "wasm": {
+      registerWasmTrainingKernels();
+      if (!(await tf.setBackend("wasm"))) return "tf.setBackend('wasm') failed to initialise the WebAssembly module";
+      return undefined;
+    }
+    case "cpu":
+      if (!(await tf.setBackend("cpu"))) return "tf.setBackend('cpu') failed";
+      return undefined;
+  }
+}
+
+/**
+ * Initialises the compute backend and returns what was chosen and why.
+ *
+ * `choice` defaults to the `TFJS_BACKEND` environment variable, then `"auto"`. An explicit
+ * choice that cannot be loaded throws with the reason; `"auto"` falls back and records why.
+ *
+ * @example
+ * ```ts
+ * const info = await initBackend("wasm");
+ * console.log(info.name, info.reason);
+ * ```
+ */
+export async function initBackend(
+  choice: BackendChoice = backendFromEnv(),
+  options: InitBackendOptions = {},
+): Promise<BackendInfo> {
+  const log = options.log ?? true;
+  const rejected: BackendInfo["rejected"] = [];
+  let info: BackendInfo | undefined;
+  if (choice === "auto") {
+    for (const name of ["node", "native", "wasm"] as const) {
+      const why = await activate(name, options.threads);
+      if (why === undefined) {
+        info = {
+          name,
+          tfBackend: tf.getBackend(),
+          reason: rejected.length === 0
+            ? `auto: ${name} is the first choice and loaded`
+            : `auto: ${name} (${rejected.map((r) => `${r.name}: ${r.reason}`).join("; ")})`,
+          rejected,
+        };
+        break;
+      }
+      rejected.push({ name, reason: why });
+    }
+    if (!info) throw new Error(`initBackend("auto"): no backend could be loaded: ${JSON.stringify(rejected)}`);
+  } else {
+    parseBackendChoice(choice, "initBackend");
+    const why = await activate(choice, options.threads);
+    if (why !== undefined) throw new Error(`initBackend("${choice}"): ${why}`);
+    info = { name: choice, tfBackend: tf.getBackend(), reason: `requested "${choice}"`, rejected };
+  }
+  current = info;
+  if (log) console.log(`[backend] using ${info.name} (tfjs '${info.tfBackend}'): ${info.reason}`);
+  return info;
+}
+
+/**
+ * The backend chosen by the last {@link initBackend} call, or undefined before the first.
+ *
+ * @example
+ * ```ts
+ * await initBackend("cpu", { log: false });
+ * currentBackend()?.name; // "cpu"
+ * ```
+ */
+export function currentBackend(): BackendInfo | undefined {
+  return current;
+}
