@@ -1,0 +1,179 @@
+/**
+ * The model contract shared by every model family (ResNet18, ViT, CNN-ViT hybrid), the training loop,
+ * the pruning strategies and the notebooks.
+ *
+ * Layout conventions: images are NHWC float32; convolution kernels are stored HWIO and linear
+ * weights `[in, out]` (tfjs layouts); names follow timm's state dict (`blocks.3.attn.qkv.weight`,
+ * `layer2.0.downsample.1.running_var`, `fc.weight`). `lib/weights` converts to and from PyTorch layouts
+ * using {@link Model.stateLayouts}.
+ *
+ * @module
+ */
+import type * as tf from "@tensorflow/tfjs-core";
+
+/** Model families. */
+export type ModelFamily = "resnet18" | "vit" | "hybrid";
+
+/** ResNet18 stems: `cifar` = 3x3 conv stride 1, no max-pool; `imagenet` = 7x7 stride 2 + 3x3 max-pool. */
+export type ResNetStem = "cifar" | "imagenet";
+
+/** Configuration of {@link Model} family `"resnet18"` (plain JSON). */
+export interface ResNetConfig {
+  model: "resnet18";
+  numClasses: number;
+  /** Channels of the first stage (64 for the standard ResNet18; stages use w, 2w, 4w, 8w). */
+  width: number;
+  stem: ResNetStem;
+  /** Input side in pixels (for GMACs and the importance grid). */
+  imgSize: number;
+  /** Add the importance head (`importance_head.*`, one score per patch of `importanceGrid`). */
+  importance?: {
+    /** Stage whose output feeds the head: 0 = stem output, 1..4 = layer1..layer4. */
+    stage: number;
+    /** Side of the ViT patch grid the scores are pooled onto (e.g. 8 for 32px / patch 4). */
+    grid: number;
+  };
+  /** Batch-norm epsilon (PyTorch default 1e-5). */
+  bnEps?: number;
+  /** Batch-norm momentum in PyTorch's sense (new = (1-m)*old + m*batch; default 0.1). */
+  bnMomentum?: number;
+}
+
+/** Configuration of {@link Model} family `"vit"` (plain JSON, timm's VisionTransformer). */
+export interface ViTConfig {
+  model: "vit";
+  numClasses: number;
+  imgSize: number;
+  patchSize: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  inChans?: number;
+  /** LayerNorm epsilon (timm: 1e-6). */
+  lnEps?: number;
+}
+
+/** Configuration of {@link Model} family `"hybrid"`: a ResNet18 scores patches, a ViT runs on the top-k. */
+export interface HybridConfig {
+  model: "hybrid";
+  vit: ViTConfig;
+  /** The scorer CNN; its `importance` field is set from `scoreStage` and the ViT's patch grid. */
+  resnet: ResNetConfig;
+  /** Which ResNet stage feeds the importance head (0 = stem .. 4); the CNN runs only up to it. */
+  scoreStage: number;
+  /** Fraction of patch tokens kept (CLS always kept), in (0, 1]. */
+  keepRatio: number;
+  /** Also run the rest of the CNN and its classification head (fills `aux.cnnLogits`). Default false. */
+  cnnHead?: boolean;
+  /** Resize the input to this side before the scorer CNN (cheaper scorer); default: no resize. */
+  scorerImgSize?: number;
+}
+
+/** Any model configuration. */
+export type ModelConfig = ResNetConfig | ViTConfig | HybridConfig;
+
+/** Options of {@link Model.forward}. Return types never change with options; `aux` is filled on request. */
+export interface ForwardOptions {
+  /** Batch norm uses batch statistics and updates its running statistics. Default false. */
+  training?: boolean;
+  /**
+   * `[B, k]` int32 PATCH indices (0..N-1, CLS excluded): the ViT gathers CLS + these k tokens after the
+   * position embedding and runs its blocks on the shorter sequence (real compute saving).
+   */
+  keepIndices?: tf.Tensor2D;
+  /**
+   * `[B, N]` patch mask in [0, 1] (soft or hard) for training-time pruning without gather
+   * (DynamicViT-style masked attention softmax; the CLS token is always on). Saves no compute.
+   */
+  tokenMask?: tf.Tensor2D;
+  /** Reducer called between blocks (ToMe / EViT style). */
+  reducer?: TokenReducer;
+  /** Fill {@link ForwardOutput.aux}. */
+  returnAux?: boolean;
+  /** Fill `aux.attention` with each block's attention probabilities `[B, heads, T, T]`. */
+  returnAttention?: boolean;
+  /** Hybrid only: override the configured keep ratio for this call. */
+  keepRatio?: number;
+}
+
+/** Extra outputs, present when asked for with `returnAux` / `returnAttention`. */
+export interface ForwardAux {
+  /** Hybrid with `cnnHead`, or ResNet18: the CNN classification logits `[B, classes]`. */
+  cnnLogits?: tf.Tensor2D;
+  /** Importance scores `[B, N]`, one per ViT patch (hybrid / ResNet18 with an importance head). */
+  scores?: tf.Tensor2D;
+  /** Patch indices `[B, k]` the ViT ran on at the end (CLS excluded, int32). */
+  keptIndices?: tf.Tensor2D;
+  /** Per block attention probabilities `[B, heads, T, T]`. */
+  attention?: tf.Tensor4D[];
+  /** Tokens (incl. CLS) entering each block. */
+  tokensPerBlock?: number[];
+}
+
+/** What {@link Model.forward} returns. The caller disposes every tensor in it. */
+export interface ForwardOutput {
+  logits: tf.Tensor2D;
+  aux?: ForwardAux;
+}
+
+/** Context passed to {@link TokenReducer.reduce}. */
+export interface TokenReducerContext {
+  /** Index of the block that just ran. */
+  block: number;
+  /** That block's attention probabilities `[B, heads, T, T]` when `needsAttention`. */
+  attention?: tf.Tensor4D;
+  /** Patch indices `[B, T-1]` of the current non-CLS tokens (int32). */
+  keptIndices: tf.Tensor2D;
+}
+
+/** A token reducer plugged into the slots between ViT blocks (runs inside the forward's tidy). */
+export interface TokenReducer {
+  /** Called after block i for every i listed. */
+  afterBlocks: number[];
+  /** Returns the reduced tokens `[B, 1+k, D]` (CLS first) and their patch indices `[B, k]`. */
+  reduce(tokens: tf.Tensor3D, ctx: TokenReducerContext): { tokens: tf.Tensor3D; keptIndices: tf.Tensor2D };
+  /** Ask the model to compute attention probabilities for the blocks in `afterBlocks`. */
+  needsAttention?: boolean;
+}
+
+/** How a state-dict tensor is laid out, so `lib/weights` can convert to and from PyTorch. */
+export type TensorLayout = "conv2d" | "linear" | "plain";
+
+/** Options of {@link Model.gmacs}. */
+export interface GmacsOptions {
+  /** Fraction of patch tokens kept (ViT / hybrid); default the model's own (1 for a plain ViT). */
+  keepRatio?: number;
+  /** Input side; default the config's `imgSize`. */
+  imgSize?: number;
+}
+
+/** Analytic multiply-accumulates, in GMACs (conv + linear + the two attention matmuls). */
+export interface GmacsReport {
+  total: number;
+  /** CNN part (ResNet18, or the hybrid's scorer + optional CNN head). */
+  cnn?: number;
+  /** ViT part. */
+  vit?: number;
+}
+
+/** The interface every model implements. */
+export interface Model {
+  readonly family: ModelFamily;
+  /** The configuration as plain JSON (round-trips through `createModel`). */
+  readonly config: ModelConfig;
+  /** Runs the model on `x` (`[B, H, W, C]` float32). Synchronous; wraps itself in `tf.tidy`. */
+  forward(x: tf.Tensor4D, options?: ForwardOptions): ForwardOutput;
+  /** Trainable variables by timm name. */
+  trainableVariables(): Map<string, tf.Variable>;
+  /** Every tensor of the state (incl. batch-norm running stats), timm names, OUR layouts (no copies). */
+  stateDict(): Map<string, tf.Variable>;
+  /** Layout of each state-dict tensor (for PyTorch conversion). */
+  stateLayouts(): Map<string, TensorLayout>;
+  /** Number of trainable parameters. */
+  paramCount(): number;
+  /** Analytic GMACs for one image. */
+  gmacs(options?: GmacsOptions): GmacsReport;
+  /** Frees every variable. */
+  dispose(): void;
+}
