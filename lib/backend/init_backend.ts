@@ -9,6 +9,9 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+// tfjs-core alone registers no gradients, and its ESM gradient files do not load in Deno (extension-less
+// imports); the @tensorflow/tfjs union package bundles them and registers them on the same tfjs-core.
+import "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { registerWasmTrainingKernels } from "./wasm_kernels.ts";
@@ -115,11 +118,16 @@ async function activate(name: BackendName, threads?: number): Promise<string | u
     }
     case "wasm": {
       registerWasmTrainingKernels();
-      if (!(await tf.setBackend("wasm"))) return "tf.setBackend('wasm') failed to initialise the WebAssembly module";
+      if (!(await tf.setBackend("wasm"))) {
+        return "tf.setBackend('wasm') failed to initialise the WebAssembly module";
+      }
       return undefined;
     }
     case "cpu":
       if (!(await tf.setBackend("cpu"))) return "tf.setBackend('cpu') failed";
+      // The cpu backend greets Node users with a banner recommending tfjs-node; initBackend already
+      // logs the choice and the reason.
+      (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
       return undefined;
   }
 }
@@ -159,7 +167,9 @@ export async function initBackend(
       }
       rejected.push({ name, reason: why });
     }
-    if (!info) throw new Error(`initBackend("auto"): no backend could be loaded: ${JSON.stringify(rejected)}`);
+    if (!info) {
+      throw new Error(`initBackend("auto"): no backend could be loaded: ${JSON.stringify(rejected)}`);
+    }
   } else {
     parseBackendChoice(choice, "initBackend");
     const why = await activate(choice, options.threads);

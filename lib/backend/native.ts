@@ -25,5 +25,8 @@ export type NativeBackendResult = { ok: true; tfBackend: string } | { ok: false;
  * ```
  */
 export function loadNativeBackend(_options: NativeBackendOptions = {}): Promise<NativeBackendResult> {
-  return Promise.resolve({ ok: false, reason: "the native BLAS backend is not built yet (issue: native-speed CPU compute)" });
+  return Promise.resolve({
+    ok: false,
+    reason: "the native BLAS backend is not built yet (issue: native-speed CPU compute)",
+  });
 }

@@ -1,0 +1,595 @@
+/**
+ * tfjs kernels for the `native` backend whose heavy work runs in the system BLAS: BatchMatMul,
+ * _FusedMatMul, Conv2D, FusedConv2D, Conv2DBackpropInput and Conv2DBackpropFilter. Tensors live in
+ * the WebAssembly heap of the tfjs wasm backend; BLAS reads and writes that memory in place.
+ * Convolutions are lowered with im2col in bounded chunks (1x1 stride-1 convolutions need no copy).
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
+import type { Blas } from "./blas.ts";
+
+type Info = tf.TensorInfo;
+type Activation = "linear" | "relu" | "relu6" | "prelu" | "elu" | "leakyrelu" | "sigmoid";
+
+/** Floats of im2col scratch per chunk (16 MiB): bounds memory, keeps GEMMs large. */
+const CHUNK_FLOATS = 4 * 1024 * 1024;
+let scratch = new Float32Array(0);
+function getScratch(n: number): Float32Array {
+  if (scratch.length < n) scratch = new Float32Array(n);
+  return scratch.subarray(0, n);
+}
+
+function size(shape: readonly number[]): number {
+  let s = 1;
+  for (const d of shape) s *= d;
+  return s;
+}
+
+function f32(backend: BackendWasm, t: Info): Float32Array {
+  return backend.typedArrayFromHeap(t) as Float32Array;
+}
+
+/** For each index of `outBatch`, the flat index into the (right-aligned, broadcast) `batch`. */
+function broadcastIndex(batch: readonly number[], outBatch: readonly number[]): Int32Array {
+  const n = size(outBatch);
+  const idx = new Int32Array(n);
+  const off = outBatch.length - batch.length;
+  const strides = new Array<number>(batch.length);
+  let s = 1;
+  for (let d = batch.length - 1; d >= 0; d--) {
+    strides[d] = s;
+    s *= batch[d];
+  }
+  for (let i = 0; i < n; i++) {
+    let rem = i, flat = 0;
+    for (let d = outBatch.length - 1; d >= 0; d--) {
+      const coord = rem % outBatch[d];
+      rem = (rem - coord) / outBatch[d];
+      const bd = d - off;
+      if (bd >= 0 && batch[bd] !== 1) flat += coord * strides[bd];
+    }
+    idx[i] = flat;
+  }
+  return idx;
+}
+
+/** Computes `op(a) · op(b)` with batch broadcasting into a new float32 output. */
+function matMul(
+  blas: Blas,
+  backend: BackendWasm,
+  a: Info,
+  b: Info,
+  transposeA: boolean,
+  transposeB: boolean,
+  prefill?: (c: Float32Array, m: number, n: number) => void,
+): Info {
+  const ra = a.shape.length, rb = b.shape.length;
+  if (ra < 2 || rb < 2) {
+    throw new Error(
+      `native BatchMatMul: expected rank >= 2 inputs, got shapes [${a.shape}] and [${b.shape}]`,
+    );
+  }
+  const m = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];
+  const k = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const kb = transposeB ? b.shape[rb - 1] : b.shape[rb - 2];
+  const n = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
+  if (k !== kb) {
+    throw new Error(
+      `native BatchMatMul: inner dimensions differ (${k} vs ${kb}) for shapes [${a.shape}] and [${b.shape}] ` +
+        `with transposeA=${transposeA}, transposeB=${transposeB}`,
+    );
+  }
+  const batchA = a.shape.slice(0, -2), batchB = b.shape.slice(0, -2);
+  const outBatch = tf.broadcast_util.assertAndGetBroadcastShape(batchA, batchB);
+  const out = backend.makeOutput([...outBatch, m, n], "float32");
+  const A = f32(backend, a), B = f32(backend, b), C = f32(backend, out);
+  const nBatch = size(outBatch), sA = size(batchA), sB = size(batchB);
+  let beta = 0;
+  if (prefill) {
+    prefill(C, nBatch * m, n);
+    beta = 1;
+  }
+  if (k === 0) {
+    if (!prefill) C.fill(0);
+    return out;
+  }
+  const lda = transposeA ? m : k, ldb = transposeB ? k : n;
+  if (sB === 1 && !transposeA && sA === nBatch) {
+    blas.sgemm(false, transposeB, nBatch * m, n, k, 1, A, lda, B, ldb, beta, C, n);
+    return out;
+  }
+  const ia = broadcastIndex(batchA, outBatch), ib = broadcastIndex(batchB, outBatch);
+  const mk = m * k, kn = k * n, mn = m * n;
+  for (let i = 0; i < nBatch; i++) {
+    blas.sgemm(
+      transposeA,
+      transposeB,
+      m,
+      n,
+      k,
+      1,
+      A.subarray(ia[i] * mk, (ia[i] + 1) * mk),
+      lda,
+      B.subarray(ib[i] * kn, (ib[i] + 1) * kn),
+      ldb,
+      beta,
+      C.subarray(i * mn, (i + 1) * mn),
+      n,
+    );
+  }
+  return out;
+}
+
+/** Adds `src` (shape `srcShape`, broadcast to `outShape`) into `dst`, or multiplies where requested. */
+function forEachBroadcast(
+  outShape: readonly number[],
+  srcShape: readonly number[],
+  fn: (outIndex: number, srcIndex: number) => void,
+): void {
+  const total = size(outShape);
+  const rank = outShape.length, off = rank - srcShape.length;
+  const strides = new Array<number>(rank).fill(0);
+  let s = 1;
+  for (let d = srcShape.length - 1; d >= 0; d--) {
+    if (srcShape[d] !== 1) strides[d + off] = s;
+    s *= srcShape[d];
+  }
+  const coord = new Array<number>(rank).fill(0);
+  let si = 0;
+  for (let i = 0; i < total; i++) {
+    fn(i, si);
+    for (let d = rank - 1; d >= 0; d--) {
+      coord[d]++;
+      si += strides[d];
+      if (coord[d] < outShape[d]) break;
+      si -= strides[d] * coord[d];
+      coord[d] = 0;
+    }
+  }
+}
+
+/** True when `shape` broadcast to `[..., n]` only varies along the last axis (a per-column vector). */
+function isRowVector(shape: readonly number[], n: number): boolean {
+  return size(shape) === n && (shape.length === 0 ? n === 1 : shape[shape.length - 1] === n);
+}
+
+function applyBias(backend: BackendWasm, C: Float32Array, outShape: number[], bias: Info): void {
+  const bv = f32(backend, bias);
+  forEachBroadcast(outShape, bias.shape, (o, s) => {
+    C[o] += bv[s];
+  });
+}
+
+function applyActivation(
+  backend: BackendWasm,
+  C: Float32Array,
+  outShape: number[],
+  activation: Activation,
+  prelu: Info | undefined,
+  leakyAlpha: number,
+): void {
+  const len = C.length;
+  switch (activation) {
+    case "linear":
+      return;
+    case "relu":
+      for (let i = 0; i < len; i++) if (C[i] < 0) C[i] = 0;
+      return;
+    case "relu6":
+      for (let i = 0; i < len; i++) {
+        const v = C[i];
+        C[i] = v < 0 ? 0 : v > 6 ? 6 : v;
+      }
+      return;
+    case "elu":
+      for (let i = 0; i < len; i++) if (C[i] < 0) C[i] = Math.expm1(C[i]);
+      return;
+    case "leakyrelu":
+      for (let i = 0; i < len; i++) if (C[i] < 0) C[i] *= leakyAlpha;
+      return;
+    case "sigmoid":
+      for (let i = 0; i < len; i++) C[i] = 1 / (1 + Math.exp(-C[i]));
+      return;
+    case "prelu": {
+      if (!prelu) {
+        throw new Error("native fused op: activation 'prelu' needs preluActivationWeights, got none");
+      }
+      const w = f32(backend, prelu);
+      forEachBroadcast(outShape, prelu.shape, (o, s) => {
+        if (C[o] < 0) C[o] *= w[s];
+      });
+      return;
+    }
+    default:
+      throw new Error(
+        `native fused op: unknown activation "${activation}"; expected linear, relu, relu6, prelu, elu, leakyrelu or sigmoid`,
+      );
+  }
+}
+
+function rowPrefill(backend: BackendWasm, bias: Info | undefined, n: number) {
+  if (!bias || !isRowVector(bias.shape, n)) return undefined;
+  return (C: Float32Array, rows: number) => {
+    const bv = f32(backend, bias);
+    for (let r = 0; r < rows; r++) C.set(bv, r * n);
+  };
+}
+
+// ---------------------------------------------------------------- convolution lowering
+
+/** Writes im2col rows `[r0, r1)` (one row per output pixel, `kh*kw*cin` columns) into `col`. */
+function im2col(
+  X: Float32Array,
+  ci: tf.backend_util.Conv2DInfo,
+  r0: number,
+  r1: number,
+  col: Float32Array,
+): void {
+  const { inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = ci;
+  const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = ci;
+  const { filterHeight: KH, filterWidth: KW } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const rowLen = KH * KW * C, ohw = OH * OW;
+  for (let r = r0; r < r1; r++) {
+    const nIdx = Math.floor(r / ohw), rem = r - nIdx * ohw;
+    const oh = Math.floor(rem / OW), ow = rem - oh * OW;
+    let dst = (r - r0) * rowLen;
+    const iw0 = ow * sw - pl;
+    for (let kh = 0; kh < KH; kh++) {
+      const ih = oh * sh - pt + kh * dh;
+      if (ih < 0 || ih >= H) {
+        col.fill(0, dst, dst + KW * C);
+        dst += KW * C;
+        continue;
+      }
+      const rowBase = (nIdx * H + ih) * W;
+      if (dw === 1 && iw0 >= 0 && iw0 + KW <= W) {
+        const src = (rowBase + iw0) * C, len = KW * C;
+        if (len >= 32) col.set(X.subarray(src, src + len), dst);
+        else for (let c = 0; c < len; c++) col[dst + c] = X[src + c];
+        dst += len;
+        continue;
+      }
+      for (let kw = 0; kw < KW; kw++) {
+        const iw = iw0 + kw * dw;
+        if (iw < 0 || iw >= W) col.fill(0, dst, dst + C);
+        else {
+          const src = (rowBase + iw) * C;
+          for (let c = 0; c < C; c++) col[dst + c] = X[src + c];
+        }
+        dst += C;
+      }
+    }
+  }
+}
+
+/** Adds im2col rows `[r0, r1)` of `col` back into the image `dX` (the adjoint of {@link im2col}). */
+function col2imAdd(
+  dX: Float32Array,
+  ci: tf.backend_util.Conv2DInfo,
+  r0: number,
+  r1: number,
+  col: Float32Array,
+): void {
+  const { inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = ci;
+  const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = ci;
+  const { filterHeight: KH, filterWidth: KW } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const rowLen = KH * KW * C, ohw = OH * OW;
+  for (let r = r0; r < r1; r++) {
+    const nIdx = Math.floor(r / ohw), rem = r - nIdx * ohw;
+    const oh = Math.floor(rem / OW), ow = rem - oh * OW;
+    let src = (r - r0) * rowLen;
+    const iw0 = ow * sw - pl;
+    for (let kh = 0; kh < KH; kh++) {
+      const ih = oh * sh - pt + kh * dh;
+      if (ih < 0 || ih >= H) {
+        src += KW * C;
+        continue;
+      }
+      const rowBase = (nIdx * H + ih) * W;
+      for (let kw = 0; kw < KW; kw++) {
+        const iw = iw0 + kw * dw;
+        if (iw >= 0 && iw < W) {
+          const dst = (rowBase + iw) * C;
+          for (let c = 0; c < C; c++) dX[dst + c] += col[src + c];
+        }
+        src += C;
+      }
+    }
+  }
+}
+
+function isPointwise(ci: tf.backend_util.Conv2DInfo): boolean {
+  return ci.filterHeight === 1 && ci.filterWidth === 1 && ci.strideHeight === 1 && ci.strideWidth === 1 &&
+    ci.padInfo.top === 0 && ci.padInfo.left === 0 && ci.outHeight === ci.inHeight &&
+    ci.outWidth === ci.inWidth;
+}
+
+function chunkRows(rowLen: number, rows: number): number {
+  return Math.max(1, Math.min(rows, Math.floor(CHUNK_FLOATS / Math.max(rowLen, 1))));
+}
+
+/** Forward convolution into `Y` (`[rows, cout]`), `beta` 1 when `Y` was prefilled with a bias. */
+function conv2dInto(
+  blas: Blas,
+  X: Float32Array,
+  Wt: Float32Array,
+  Y: Float32Array,
+  ci: tf.backend_util.Conv2DInfo,
+  beta: number,
+): void {
+  const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
+  const rowLen = ci.filterHeight * ci.filterWidth * ci.inChannels;
+  if (rows === 0 || cout === 0) return;
+  if (isPointwise(ci)) {
+    blas.sgemm(false, false, rows, cout, rowLen, 1, X, rowLen, Wt, cout, beta, Y, cout);
+    return;
+  }
+  const step = chunkRows(rowLen, rows);
+  const col = getScratch(step * rowLen);
+  for (let r0 = 0; r0 < rows; r0 += step) {
+    const r1 = Math.min(rows, r0 + step);
+    im2col(X, ci, r0, r1, col);
+    blas.sgemm(
+      false,
+      false,
+      r1 - r0,
+      cout,
+      rowLen,
+      1,
+      col,
+      rowLen,
+      Wt,
+      cout,
+      beta,
+      Y.subarray(r0 * cout),
+      cout,
+    );
+  }
+}
+
+function convInfo(
+  xShape: number[],
+  filterShape: number[],
+  attrs: {
+    strides: number | [number, number];
+    pad: unknown;
+    dataFormat?: string;
+    dilations?: number | [number, number];
+    dimRoundingMode?: "floor" | "round" | "ceil";
+  },
+): tf.backend_util.Conv2DInfo {
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides,
+    attrs.dilations ?? 1,
+    attrs.pad as "same" | "valid" | number,
+    attrs.dimRoundingMode,
+    false,
+    "channelsLast",
+  );
+}
+
+function isNHWC(attrs: { dataFormat?: string }): boolean {
+  return attrs.dataFormat === undefined || attrs.dataFormat === "NHWC";
+}
+
+// ---------------------------------------------------------------- kernel configs
+
+/** A kernel function that handles what it can and defers the rest to the wasm kernel. */
+type Fallback = (args: tf.KernelFunc extends (a: infer A) => unknown ? A : never) => Info | Info[];
+
+/**
+ * The BLAS kernels for a backend named `backendName`, each falling back to the wasm backend's own
+ * kernel (`fallbackFor(kernelName)`) for inputs it does not handle (non-float32, NCHW).
+ *
+ * @example
+ * ```ts
+ * for (const k of blasKernelConfigs("native", blas, (n) => tf.getKernel(n, "wasm")!.kernelFunc)) tf.registerKernel(k);
+ * ```
+ */
+export function blasKernelConfigs(
+  backendName: string,
+  blas: Blas,
+  fallbackFor: (kernelName: string) => tf.KernelFunc | undefined,
+): tf.KernelConfig[] {
+  const fallback = (name: string, args: Parameters<Fallback>[0], why: string): Info | Info[] => {
+    const f = fallbackFor(name);
+    if (!f) {
+      throw new Error(`native ${name}: ${why}, and the wasm backend has no ${name} kernel to fall back to`);
+    }
+    return f(args) as Info | Info[];
+  };
+  const allF32 = (...ts: (Info | undefined)[]) => ts.every((t) => t === undefined || t.dtype === "float32");
+
+  const batchMatMul: tf.KernelFunc = (args) => {
+    const { a, b } = args.inputs as { a: Info; b: Info };
+    const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    if (!allF32(a, b)) return fallback(tf.BatchMatMul, args, `dtypes ${a.dtype}/${b.dtype}`);
+    return matMul(blas, args.backend as BackendWasm, a, b, !!transposeA, !!transposeB);
+  };
+
+  const fusedMatMul: tf.KernelFunc = (args) => {
+    const { a, b, bias, preluActivationWeights } = args.inputs as {
+      a: Info;
+      b: Info;
+      bias?: Info;
+      preluActivationWeights?: Info;
+    };
+    const { transposeA, transposeB, activation, leakyreluAlpha } = args.attrs as unknown as {
+      transposeA: boolean;
+      transposeB: boolean;
+      activation: Activation;
+      leakyreluAlpha?: number;
+    };
+    if (!allF32(a, b, bias, preluActivationWeights)) {
+      return fallback(tf._FusedMatMul, args, "non-float32 inputs");
+    }
+    const backend = args.backend as BackendWasm;
+    const n = transposeB ? b.shape[b.shape.length - 2] : b.shape[b.shape.length - 1];
+    const prefill = rowPrefill(backend, bias, n);
+    const out = matMul(blas, backend, a, b, !!transposeA, !!transposeB, prefill);
+    const C = f32(backend, out);
+    if (bias && !prefill) applyBias(backend, C, out.shape, bias);
+    applyActivation(
+      backend,
+      C,
+      out.shape,
+      activation ?? "linear",
+      preluActivationWeights,
+      leakyreluAlpha ?? 0.2,
+    );
+    return out;
+  };
+
+  const conv2d: tf.KernelFunc = (args) => {
+    const { x, filter } = args.inputs as { x: Info; filter: Info };
+    const attrs = args.attrs as unknown as Parameters<typeof convInfo>[2];
+    if (!allF32(x, filter) || !isNHWC(attrs)) {
+      return fallback(tf.Conv2D, args, `dtype ${x.dtype} / dataFormat ${attrs.dataFormat}`);
+    }
+    const backend = args.backend as BackendWasm;
+    const ci = convInfo(x.shape, filter.shape, attrs);
+    const out = backend.makeOutput([ci.batchSize, ci.outHeight, ci.outWidth, ci.outChannels], "float32");
+    conv2dInto(blas, f32(backend, x), f32(backend, filter), f32(backend, out), ci, 0);
+    return out;
+  };
+
+  const fusedConv2d: tf.KernelFunc = (args) => {
+    const { x, filter, bias, preluActivationWeights } = args.inputs as {
+      x: Info;
+      filter: Info;
+      bias?: Info;
+      preluActivationWeights?: Info;
+    };
+    const attrs = args.attrs as unknown as Parameters<typeof convInfo>[2] & {
+      activation: Activation;
+      leakyreluAlpha?: number;
+    };
+    if (!allF32(x, filter, bias, preluActivationWeights) || !isNHWC(attrs)) {
+      return fallback(tf.FusedConv2D, args, `dtype ${x.dtype} / dataFormat ${attrs.dataFormat}`);
+    }
+    const backend = args.backend as BackendWasm;
+    const ci = convInfo(x.shape, filter.shape, attrs);
+    const outShape = [ci.batchSize, ci.outHeight, ci.outWidth, ci.outChannels];
+    const out = backend.makeOutput(outShape, "float32");
+    const Y = f32(backend, out);
+    const prefill = rowPrefill(backend, bias, ci.outChannels);
+    if (prefill) prefill(Y, Y.length / Math.max(ci.outChannels, 1), ci.outChannels);
+    conv2dInto(blas, f32(backend, x), f32(backend, filter), Y, ci, prefill ? 1 : 0);
+    if (bias && !prefill) applyBias(backend, Y, outShape, bias);
+    applyActivation(
+      backend,
+      Y,
+      outShape,
+      attrs.activation ?? "linear",
+      preluActivationWeights,
+      attrs.leakyreluAlpha ?? 0.2,
+    );
+    return out;
+  };
+
+  const conv2dBackpropInput: tf.KernelFunc = (args) => {
+    const { dy, filter } = args.inputs as { dy: Info; filter: Info };
+    const attrs = args.attrs as unknown as Parameters<typeof convInfo>[2] & { inputShape: number[] };
+    if (!allF32(dy, filter) || !isNHWC(attrs)) {
+      return fallback(tf.Conv2DBackpropInput, args, `dtype ${dy.dtype} / dataFormat ${attrs.dataFormat}`);
+    }
+    const backend = args.backend as BackendWasm;
+    const ci = convInfo(attrs.inputShape, filter.shape, { ...attrs, dilations: 1 });
+    const out = backend.makeOutput([...attrs.inputShape], "float32");
+    const dX = f32(backend, out), dY = f32(backend, dy), Wt = f32(backend, filter);
+    const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
+    const rowLen = ci.filterHeight * ci.filterWidth * ci.inChannels;
+    if (isPointwise(ci)) {
+      blas.sgemm(false, true, rows, rowLen, cout, 1, dY, cout, Wt, cout, 0, dX, rowLen);
+      return out;
+    }
+    dX.fill(0);
+    if (rows === 0 || cout === 0) return out;
+    const step = chunkRows(rowLen, rows);
+    const col = getScratch(step * rowLen);
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const r1 = Math.min(rows, r0 + step);
+      blas.sgemm(
+        false,
+        true,
+        r1 - r0,
+        rowLen,
+        cout,
+        1,
+        dY.subarray(r0 * cout),
+        cout,
+        Wt,
+        cout,
+        0,
+        col,
+        rowLen,
+      );
+      col2imAdd(dX, ci, r0, r1, col);
+    }
+    return out;
+  };
+
+  const conv2dBackpropFilter: tf.KernelFunc = (args) => {
+    const { x, dy } = args.inputs as { x: Info; dy: Info };
+    const attrs = args.attrs as unknown as Parameters<typeof convInfo>[2] & { filterShape: number[] };
+    if (!allF32(x, dy) || !isNHWC(attrs)) {
+      return fallback(tf.Conv2DBackpropFilter, args, `dtype ${x.dtype} / dataFormat ${attrs.dataFormat}`);
+    }
+    const backend = args.backend as BackendWasm;
+    const ci = convInfo(x.shape, attrs.filterShape, { ...attrs, dilations: 1 });
+    const out = backend.makeOutput([...attrs.filterShape], "float32");
+    const dW = f32(backend, out), dY = f32(backend, dy), X = f32(backend, x);
+    const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
+    const rowLen = ci.filterHeight * ci.filterWidth * ci.inChannels;
+    if (rows === 0) {
+      dW.fill(0);
+      return out;
+    }
+    if (isPointwise(ci)) {
+      blas.sgemm(true, false, rowLen, cout, rows, 1, X, rowLen, dY, cout, 0, dW, cout);
+      return out;
+    }
+    const step = chunkRows(rowLen, rows);
+    const col = getScratch(step * rowLen);
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const r1 = Math.min(rows, r0 + step);
+      im2col(X, ci, r0, r1, col);
+      blas.sgemm(
+        true,
+        false,
+        rowLen,
+        cout,
+        r1 - r0,
+        1,
+        col,
+        rowLen,
+        dY.subarray(r0 * cout),
+        cout,
+        r0 === 0 ? 0 : 1,
+        dW,
+        cout,
+      );
+    }
+    return out;
+  };
+
+  const k = (kernelName: string, kernelFunc: tf.KernelFunc): tf.KernelConfig => ({
+    kernelName,
+    backendName,
+    kernelFunc,
+  });
+  return [
+    k(tf.BatchMatMul, batchMatMul),
+    k(tf._FusedMatMul, fusedMatMul),
+    k(tf.Conv2D, conv2d),
+    k(tf.FusedConv2D, fusedConv2d),
+    k(tf.Conv2DBackpropInput, conv2dBackpropInput),
+    k(tf.Conv2DBackpropFilter, conv2dBackpropFilter),
+  ];
+}
