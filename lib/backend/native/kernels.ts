@@ -63,7 +63,7 @@ function matMul(
   b: Info,
   transposeA: boolean,
   transposeB: boolean,
-  prefill?: (c: Float32Array, m: number, n: number) => void,
+  prefill?: (c: Float32Array, rows: number) => void,
 ): Info {
   const ra = a.shape.length, rb = b.shape.length;
   if (ra < 2 || rb < 2) {
@@ -88,7 +88,7 @@ function matMul(
   const nBatch = size(outBatch), sA = size(batchA), sB = size(batchB);
   let beta = 0;
   if (prefill) {
-    prefill(C, nBatch * m, n);
+    prefill(C, nBatch * m);
     beta = 1;
   }
   if (k === 0) {
@@ -479,7 +479,7 @@ export function blasKernelConfigs(
     const out = backend.makeOutput(outShape, "float32");
     const Y = f32(backend, out);
     const prefill = rowPrefill(backend, bias, ci.outChannels);
-    if (prefill) prefill(Y, Y.length / Math.max(ci.outChannels, 1), ci.outChannels);
+    if (prefill) prefill(Y, Y.length / Math.max(ci.outChannels, 1));
     conv2dInto(blas, f32(backend, x), f32(backend, filter), Y, ci, prefill ? 1 : 0);
     if (bias && !prefill) applyBias(backend, Y, outShape, bias);
     applyActivation(
