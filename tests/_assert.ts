@@ -24,7 +24,11 @@ export function assertAlmostEquals(actual: number, expected: number, tolerance =
   }
 }
 /** `fn` throws an error of class `cls` whose message includes `includes`. */
-export function assertThrows(fn: () => unknown, cls: new (...a: never[]) => Error = Error, includes?: string): Error {
+export function assertThrows(
+  fn: () => unknown,
+  cls: new (...a: never[]) => Error = Error,
+  includes?: string,
+): Error {
   try {
     fn();
   } catch (e) {
@@ -45,7 +49,9 @@ export async function assertRejects(
     checkError(e, cls, includes);
     return e as Error;
   }
-  throw new Error(`expected the promise to reject${includes ? ` with an error including "${includes}"` : ""}`);
+  throw new Error(
+    `expected the promise to reject${includes ? ` with an error including "${includes}"` : ""}`,
+  );
 }
 function checkError(e: unknown, cls: new (...a: never[]) => Error, includes?: string): void {
   if (!(e instanceof cls)) throw new Error(`expected ${cls.name}, got ${String(e)}`);

@@ -56,7 +56,12 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** Asserts `relErr(actual, expected) < tol`, with a message naming `what`. */
-export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  what: string,
+): void {
   const e = relErr(actual, expected);
   if (!(e < tol)) throw new Error(`${what}: relative error ${e.toExponential(3)} is not below ${tol}`);
 }
