@@ -69,7 +69,7 @@ const SYMBOLS = {
 } as const;
 
 /**
- * Library paths tried in order, for the running OS (`BLAS_LIBRARY` first when set).
+ * Library paths tried in order, for the running OS; only `BLAS_LIBRARY` when that is set.
  *
  * @example
  * ```ts
@@ -83,7 +83,8 @@ export function blasCandidates(os: string = Deno.build.os): string[] {
   } catch {
     env = undefined;
   }
-  const list: string[] = env ? [env] : [];
+  if (env) return [env]; // an explicit choice: do not silently load another library
+  const list: string[] = [];
   if (os === "darwin") {
     list.push(
       "/System/Library/Frameworks/Accelerate.framework/Accelerate",

@@ -1,0 +1,322 @@
+/**
+ * The native BLAS backend: every BLAS kernel against the cpu backend (relErr < 1e-5), leaks,
+ * thread control, library discovery and the fallback when no BLAS loads.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { initBackend, loadNativeBackend, nativeBackendStatus, setNativeThreads } from "../lib/backend/mod.ts";
+import { blasCandidates, loadBlas } from "../lib/backend/native/blas.ts";
+import { assertEquals, assertThrows } from "./_assert.ts";
+import { assertClose, seededRandom } from "./_backends.ts";
+
+const native = await loadNativeBackend();
+const ignore = !native.ok;
+if (!native.ok) {
+  console.warn(`native_test: native backend unavailable, kernel tests skipped: ${native.reason}`);
+}
+
+const TOL = 1e-5;
+let seed = 100;
+function rand(shape: number[]): { values: Float32Array; shape: number[] } {
+  return { values: seededRandom(shape.reduce((a, b) => a * b, 1), seed++), shape };
+}
+
+/** Runs `f` on the given backend with fresh tensors from `inputs`; returns every output's values. */
+async function run(
+  backend: string,
+  inputs: { values: Float32Array; shape: number[] }[],
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<Float32Array[]> {
+  await tf.setBackend(backend);
+  const xs = inputs.map((i) => tf.tensor(i.values, i.shape));
+  try {
+    const out = tf.tidy(() => f(...xs));
+    const outs = Array.isArray(out) ? out : [out];
+    try {
+      return await Promise.all(outs.map(async (t) => (await t.data()) as Float32Array));
+    } finally {
+      tf.dispose(outs);
+    }
+  } finally {
+    tf.dispose(xs);
+  }
+}
+
+/** Asserts native and cpu agree on `f` (each output, relErr < 1e-5) and that native does not leak. */
+async function parity(
+  what: string,
+  inputs: { values: Float32Array; shape: number[] }[],
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<void> {
+  const ref = await run("cpu", inputs, f);
+  await tf.setBackend("native");
+  const before = tf.memory().numTensors;
+  const got = await run("native", inputs, f);
+  assertEquals(tf.memory().numTensors, before, `${what}: native leaked tensors`);
+  assertEquals(got.length, ref.length);
+  for (let i = 0; i < ref.length; i++) assertClose(got[i], ref[i], TOL, `${what} output ${i}`);
+}
+
+function nativeTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({
+    name,
+    ignore,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      await initBackend("cpu", { log: false });
+      await initBackend("native", { log: false });
+      await fn();
+    },
+  });
+}
+
+const grad = (f: (...xs: tf.Tensor[]) => tf.Tensor) => (...xs: tf.Tensor[]) =>
+  tf.grads((...ys: tf.Tensor[]) => f(...ys).square().sum())(xs);
+
+nativeTest("native matMul() matches cpu for every transpose combination", async () => {
+  for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+    const a = rand(ta ? [7, 5] : [5, 7]), b = rand(tb ? [3, 7] : [7, 3]);
+    await parity(`matMul ta=${ta} tb=${tb}`, [a, b], (x, y) => tf.matMul(x, y, ta, tb));
+    await parity(`matMul grad ta=${ta} tb=${tb}`, [a, b], grad((x, y) => tf.matMul(x, y, ta, tb)));
+  }
+});
+
+nativeTest("native matMul() matches cpu with batch dimensions and broadcasting", async () => {
+  const cases: [number[], number[], boolean, boolean][] = [
+    [[4, 6, 5], [4, 5, 3], false, false],
+    [[4, 6, 5], [1, 5, 3], false, false], // broadcast b over the batch
+    [[1, 6, 5], [4, 5, 3], false, false], // broadcast a over the batch
+    [[2, 3, 6, 5], [2, 3, 3, 5], false, true], // attention-like q·kᵀ, rank 4
+    [[2, 3, 5, 6], [2, 3, 5, 4], true, false],
+    [[2, 3, 6, 5], [5, 4], false, false], // rank-2 weight against a rank-4 activation
+    [[2, 4, 1], [2, 1, 3], false, false], // inner dimension 1
+  ];
+  for (const [sa, sb, ta, tb] of cases) {
+    const a = rand(sa), b = rand(sb);
+    const f = (x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, ta, tb);
+    await parity(`matMul [${sa}]x[${sb}]`, [a, b], f);
+  }
+  // Broadcasting on different axes: tfjs' cpu kernel does not support it, so compare with tiled inputs.
+  const a = rand([3, 1, 4, 5]), b = rand([1, 2, 5, 3]);
+  const ref = await run(
+    "cpu",
+    [a, b],
+    (x, y) => tf.matMul(tf.tile(x, [1, 2, 1, 1]), tf.tile(y, [3, 1, 1, 1])),
+  );
+  const got = await run("native", [a, b], (x, y) => tf.matMul(x, y));
+  assertClose(got[0], ref[0], TOL, "matMul [3,1,4,5]x[1,2,5,3]");
+  // Gradients through batched matmuls (tfjs' BatchMatMul gradient needs equal batch shapes).
+  for (const [sa, sb, ta, tb] of [cases[0], cases[3], cases[4]]) {
+    await parity(
+      `matMul grad [${sa}]x[${sb}]`,
+      [rand(sa), rand(sb)],
+      grad((x, y) => tf.matMul(x, y, ta, tb)),
+    );
+  }
+});
+
+nativeTest("native fused matMul() matches cpu for bias shapes and every activation", async () => {
+  const activations = ["linear", "relu", "relu6", "elu", "leakyrelu", "sigmoid", "prelu"] as const;
+  for (const activation of activations) {
+    const a = rand([2, 6, 5]), b = rand([5, 4]);
+    const bias = rand([4]), alpha = rand([4]);
+    await parity(`fused matMul ${activation}`, [a, b, bias, alpha], (x, y, z, w) =>
+      tf.fused.matMul({
+        a: x as tf.Tensor3D,
+        b: y as tf.Tensor3D,
+        bias: z,
+        activation,
+        preluActivationWeights: activation === "prelu" ? w : undefined,
+        leakyreluAlpha: 0.1,
+      }));
+  }
+  for (const biasShape of [[1], [6, 1], [6, 4], [1, 4]]) {
+    const a = rand([6, 5]), b = rand([4, 5]), bias = rand(biasShape);
+    await parity(
+      `fused matMul bias [${biasShape}]`,
+      [a, b, bias],
+      (x, y, z) =>
+        tf.fused.matMul({
+          a: x as tf.Tensor2D,
+          b: y as tf.Tensor2D,
+          transposeB: true,
+          bias: z,
+          activation: "relu",
+        }),
+    );
+  }
+  // (tfjs' fused matMul gradient only handles equal batch shapes, on every backend.)
+  const a = rand([6, 5]), b = rand([5, 4]), bias = rand([4]);
+  await parity(
+    "fused matMul gradient",
+    [a, b, bias],
+    grad((x, y, z) =>
+      tf.fused.matMul({ a: x as tf.Tensor2D, b: y as tf.Tensor2D, bias: z, activation: "relu" })
+    ),
+  );
+});
+
+interface ConvCase {
+  x: number[];
+  f: number[];
+  strides: number | [number, number];
+  pad: "same" | "valid" | number;
+  dil: number | [number, number];
+}
+const CONV_CASES: ConvCase[] = [
+  { x: [2, 9, 9, 5], f: [3, 3, 5, 7], strides: 1, pad: "same", dil: 1 },
+  { x: [2, 9, 9, 5], f: [3, 3, 5, 7], strides: 2, pad: "same", dil: 1 },
+  { x: [2, 10, 8, 5], f: [3, 3, 5, 7], strides: 2, pad: "valid", dil: 1 },
+  { x: [2, 8, 8, 5], f: [3, 3, 5, 4], strides: 1, pad: 1, dil: 1 }, // explicit padding
+  { x: [1, 11, 11, 6], f: [7, 7, 6, 8], strides: 2, pad: 3, dil: 1 }, // ImageNet-style stem
+  { x: [2, 8, 8, 3], f: [3, 3, 3, 16], strides: 1, pad: 1, dil: 1 }, // CIFAR stem (cin 3)
+  { x: [2, 7, 7, 8], f: [1, 1, 8, 6], strides: 1, pad: "valid", dil: 1 }, // pointwise (no im2col)
+  { x: [2, 8, 8, 8], f: [1, 1, 8, 6], strides: 2, pad: "valid", dil: 1 }, // downsample shortcut
+  { x: [2, 8, 8, 4], f: [4, 4, 4, 6], strides: 4, pad: "valid", dil: 1 }, // ViT patch embedding
+  { x: [1, 12, 10, 4], f: [3, 2, 4, 5], strides: [2, 1], pad: "same", dil: 1 }, // non-square
+  { x: [2, 10, 10, 4], f: [3, 3, 4, 5], strides: 1, pad: "same", dil: 2 },
+  { x: [1, 12, 12, 3], f: [3, 3, 3, 4], strides: 1, pad: "valid", dil: [2, 3] },
+];
+
+nativeTest("native conv2d() matches cpu for strides, padding modes and dilations", async () => {
+  for (const c of CONV_CASES) {
+    await parity(
+      `conv2d x[${c.x}] f[${c.f}] s=${c.strides} pad=${c.pad} dil=${c.dil}`,
+      [rand(c.x), rand(c.f)],
+      (x, f) => tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, c.strides, c.pad, "NHWC", c.dil),
+    );
+  }
+});
+
+nativeTest("native conv2d() gradients (Conv2DBackpropInput/Filter) match cpu", async () => {
+  for (const c of CONV_CASES.filter((c) => c.dil === 1)) {
+    await parity(
+      `conv2d grads x[${c.x}] f[${c.f}] s=${c.strides} pad=${c.pad}`,
+      [rand(c.x), rand(c.f)],
+      grad((x, f) => tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, c.strides, c.pad)),
+    );
+  }
+});
+
+nativeTest("native conv2dTranspose() (Conv2DBackpropInput as an op) matches cpu", async () => {
+  const x = rand([2, 4, 4, 6]), f = rand([3, 3, 5, 6]);
+  await parity(
+    "conv2dTranspose",
+    [x, f],
+    (a, b) => tf.conv2dTranspose(a as tf.Tensor4D, b as tf.Tensor4D, [2, 8, 8, 5], 2, "same"),
+  );
+});
+
+nativeTest("native fused conv2d() matches cpu with bias and activations", async () => {
+  for (const activation of ["linear", "relu", "relu6", "elu", "sigmoid"] as const) {
+    await parity(
+      `fused conv2d ${activation}`,
+      [rand([2, 6, 6, 3]), rand([3, 3, 3, 5]), rand([5])],
+      (x, f, b) =>
+        tf.fused.conv2d({
+          x: x as tf.Tensor4D,
+          filter: f as tf.Tensor4D,
+          strides: 1,
+          pad: "same",
+          bias: b,
+          activation,
+        }),
+    );
+  }
+});
+
+nativeTest("native backend keeps tensors apart from the wasm backend it shares a module with", async () => {
+  await tf.setBackend("wasm");
+  const w = tf.tensor([1, 2, 3, 4], [2, 2]);
+  await tf.setBackend("native");
+  const n = tf.tensor([10, 20, 30, 40], [2, 2]);
+  const prod = tf.matMul(n, w); // w moves to native
+  assertEquals(Array.from(await prod.data()), [70, 100, 150, 220]);
+  await tf.setBackend("wasm");
+  assertEquals(Array.from(await w.data()), [1, 2, 3, 4]);
+  tf.dispose([w, n, prod]);
+});
+
+nativeTest("native backend reports its library and honours the thread count", () => {
+  const s = nativeBackendStatus();
+  if (!s) throw new Error("nativeBackendStatus() is undefined after loading");
+  assertEquals(s.blasKernels.includes("Conv2DBackpropFilter"), true);
+  const before = s.threads;
+  setNativeThreads(1);
+  if (s.threads !== undefined) assertEquals(nativeBackendStatus()?.threads, 1);
+  setNativeThreads(before ?? 1);
+  assertThrows(() => setNativeThreads(0), Error, "positive integer");
+  return Promise.resolve();
+});
+
+Deno.test("blasCandidates() names Accelerate on macOS and OpenBLAS on Linux", () => {
+  if (Deno.env.get("BLAS_LIBRARY")) return;
+  assertEquals(blasCandidates("darwin")[0], "/System/Library/Frameworks/Accelerate.framework/Accelerate");
+  assertEquals(blasCandidates("linux")[0], "libopenblas.so.0");
+});
+
+Deno.test({
+  name: "loadBlas() gives a GEMM that computes a known product",
+  ignore,
+  fn: () => {
+    const r = loadBlas();
+    if (!r.ok) throw new Error(r.reason);
+    const c = new Float32Array(4);
+    r.blas.sgemm(
+      false,
+      false,
+      2,
+      2,
+      3,
+      1,
+      new Float32Array([1, 2, 3, 4, 5, 6]),
+      3,
+      new Float32Array([1, 0, 0, 1, 1, 1]),
+      2,
+      0,
+      c,
+      2,
+    );
+    assertEquals(Array.from(c), [4, 5, 10, 11]);
+  },
+});
+
+async function autoBackendIn(env: Record<string, string>, flags: string[]): Promise<string> {
+  const code = `import { initBackend } from "${new URL("../lib/backend/mod.ts", import.meta.url).href}";
+const info = await initBackend("auto", { log: false });
+console.log(JSON.stringify({ name: info.name, rejected: info.rejected }));`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", ...flags, code],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
+  if (!out.success) throw new Error(`subprocess failed: ${new TextDecoder().decode(out.stderr)}`);
+  return text;
+}
+
+Deno.test({
+  name: "initBackend('auto') falls back to wasm with a reason when no BLAS library loads",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const r = JSON.parse(
+      await autoBackendIn({ BLAS_LIBRARY: "/nonexistent/libnoblas.so" }, ["--unstable-ffi"]),
+    );
+    assertEquals(r.name, "wasm");
+    const nat = r.rejected.find((x: { name: string }) => x.name === "native");
+    assertEquals(/no BLAS library could be loaded.*libnoblas/.test(nat.reason), true, nat.reason);
+  },
+});
+
+Deno.test({
+  name: "initBackend('auto') picks native where the BLAS loads",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const r = JSON.parse(await autoBackendIn({}, ["--unstable-ffi"]));
+    assertEquals(r.name, "native");
+  },
+});
