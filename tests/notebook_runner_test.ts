@@ -1,0 +1,125 @@
+/**
+ * The headless notebook runner (tools/nbrun.py) against the real Deno Jupyter kernel: no output lost over
+ * repeated runs (the Deno kernel can publish outputs after `idle`), cell errors and timeouts fail with the
+ * cell named, and notebook type-checking finds errors. Skipped, visibly, where Jupyter or the kernel is absent.
+ */
+import { join, resolve } from "node:path";
+import { assert, assertEquals } from "./_assert.ts";
+import { notebookToModule } from "../tools/check_notebooks.ts";
+
+const root = resolve(new URL("..", import.meta.url).pathname);
+
+async function findPython(): Promise<string | undefined> {
+  for (const py of ["/usr/bin/python3", "python3"]) {
+    try {
+      const r = await new Deno.Command(py, {
+        args: [
+          "-c",
+          "import nbclient\nfrom jupyter_client.kernelspec import KernelSpecManager as K\nassert 'deno' in K().find_kernel_specs()",
+        ],
+        stderr: "null",
+      }).output();
+      if (r.success) return py;
+    } catch { /* absent */ }
+  }
+  return undefined;
+}
+
+const py = await findPython();
+if (!py) {
+  console.log(
+    "SKIP notebook runner tests: no Python with nbclient and a registered Deno kernel " +
+      "(apt-get install python3-nbclient jupyter-client; deno jupyter --install)",
+  );
+}
+
+function notebook(cells: string[]): string {
+  return JSON.stringify({
+    cells: cells.map((src, i) => ({
+      cell_type: "code",
+      id: `t${i}`,
+      execution_count: null,
+      metadata: {},
+      outputs: [],
+      source: src,
+    })),
+    metadata: { kernelspec: { name: "deno", display_name: "Deno", language: "typescript" } },
+    nbformat: 4,
+    nbformat_minor: 5,
+  });
+}
+
+async function run(cells: string[], extra: string[] = []) {
+  const dir = await Deno.makeTempDir({ prefix: "nbrun_test_" });
+  const src = join(dir, "t.ipynb"), out = join(dir, "out.ipynb");
+  await Deno.writeTextFile(src, notebook(cells));
+  const r = await new Deno.Command(py!, {
+    args: [join(root, "tools/nbrun.py"), src, out, ...extra],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const executed = JSON.parse(await Deno.readTextFile(out));
+  await Deno.remove(dir, { recursive: true });
+  return { code: r.code, stderr: new TextDecoder().decode(r.stderr), executed };
+}
+
+Deno.test({
+  name: "nbrun.py loses no cell output over repeated runs of a 12-cell notebook",
+  ignore: !py,
+  fn: async () => {
+    const cells = Array.from({ length: 12 }, (_, i) => `console.log("stdout of cell ${i}");\n${i} * 2;`);
+    for (let rep = 0; rep < 4; rep++) {
+      const { code, executed } = await run(cells);
+      assertEquals(code, 0);
+      // nbformat stores multi-line strings as lists of lines.
+      const str = (v: unknown) => (Array.isArray(v) ? v.join("") : String(v ?? ""));
+      type Out = { output_type: string; text?: string[]; data?: Record<string, string[]> };
+      executed.cells.forEach((c: { outputs: Out[] }, i: number) => {
+        const text = c.outputs.filter((o) => o.output_type === "stream").map((o) => str(o.text)).join("");
+        const result = c.outputs.find((o) => o.output_type === "execute_result");
+        assert(text.includes(`stdout of cell ${i}`), `run ${rep}, cell ${i}: stream output lost`);
+        assert(
+          str(result?.data?.["text/plain"]).includes(String(i * 2)),
+          `run ${rep}, cell ${i}: execute_result lost`,
+        );
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "nbrun.py fails on a cell error and names the cell",
+  ignore: !py,
+  fn: async () => {
+    const { code, stderr } = await run(["1 + 1;", 'throw new Error("boom in the second cell");', "3;"]);
+    assertEquals(code, 1);
+    assert(stderr.includes("cell 1"), stderr);
+    assert(stderr.includes("boom in the second cell"), stderr);
+  },
+});
+
+Deno.test({
+  name: "nbrun.py treats a cell timeout as a failure",
+  ignore: !py,
+  fn: async () => {
+    const { code, stderr } = await run(["await new Promise((r) => setTimeout(r, 20000));"], [
+      "--timeout",
+      "3",
+    ]);
+    assertEquals(code, 2);
+    assert(stderr.includes("timed out"), stderr);
+  },
+});
+
+Deno.test("notebookToModule() joins code cells with cell markers and comments out magics", () => {
+  const m = notebookToModule({
+    cells: [
+      { cell_type: "markdown", source: "# title" },
+      { cell_type: "code", source: ["const a = 1;\n", "a;"] },
+      { cell_type: "code", source: "%%time\nconst b: number = a + 1;" },
+    ],
+  });
+  assert(m.includes("// ---- cell 1 ----\nconst a = 1;\na;"));
+  assert(m.includes("// %%time"));
+  assert(!m.includes("# title"));
+});

@@ -1,0 +1,188 @@
+/**
+ * `deno task notebooks`: executes every `notebooks/*.ipynb` headlessly with the Deno Jupyter kernel, in
+ * order, through `tools/nbrun.py` (nbclient that keeps reading outputs the Deno kernel sends after
+ * `idle`). Executed copies go to `results/notebooks/` (ignored by git) as .ipynb and .html; the sources stay
+ * without outputs. A cell error or timeout fails the run with the notebook and cell named. A notebook can
+ * declare the files it must produce in its metadata (`"cnnvit": {"outputs": ["results/..."]}`); the runner
+ * checks they were written during the run.
+ *
+ * ```
+ * deno task notebooks [--profile quick|cpu|full] [--timeout SECONDS] [--no-html] [NAME_FILTER ...]
+ * ```
+ * The profile also comes from `CNNVIT_PROFILE` (default `quick` here: this task is the headless check;
+ * `deno task compare` is the study).
+ */
+import { parseArgs } from "node:util";
+import { basename, join, resolve } from "node:path";
+import { parseProfile, type ProfileName } from "../lib/profile.ts";
+
+const root = resolve(new URL("..", import.meta.url).pathname);
+
+const HELP = `Usage: deno task notebooks [options] [name-filter ...]
+
+Executes notebooks/*.ipynb with the Deno kernel, writes executed copies to results/notebooks/.
+
+Options:
+  --profile NAME   quick | cpu | full (default: $CNNVIT_PROFILE or quick)
+  --timeout SEC    per-cell timeout in seconds (default 1200); a timeout fails the notebook
+  --no-html        do not export HTML copies
+  --out DIR        where executed copies go (default results/notebooks)
+  -h, --help       this text`;
+
+/** Finds a Python that has nbclient (Debian's /usr/bin/python3 first: pyenv shims may lack it). */
+async function findPython(): Promise<string> {
+  const candidates = [Deno.env.get("NBRUN_PYTHON"), "/usr/bin/python3", "python3"].filter(
+    Boolean,
+  ) as string[];
+  for (const py of candidates) {
+    try {
+      const r = await new Deno.Command(py, { args: ["-c", "import nbclient, nbformat"], stderr: "null" })
+        .output();
+      if (r.success) return py;
+    } catch { /* not there */ }
+  }
+  throw new Error(
+    "no Python with nbclient found (tried " + candidates.join(", ") + "); install Jupyter: " +
+      "`apt-get install jupyter-nbconvert python3-nbclient jupyter-client` or `pip install nbclient nbconvert`",
+  );
+}
+
+async function checkKernel(py: string): Promise<void> {
+  const r = await new Deno.Command(py, {
+    args: [
+      "-c",
+      "from jupyter_client.kernelspec import KernelSpecManager as K; print(' '.join(K().find_kernel_specs()))",
+    ],
+  }).output();
+  const specs = new TextDecoder().decode(r.stdout).trim().split(/\s+/);
+  if (!specs.includes("deno")) {
+    throw new Error(
+      `the Deno Jupyter kernel is not registered (kernels: ${
+        specs.join(", ") || "none"
+      }); run \`deno jupyter --install\``,
+    );
+  }
+}
+
+interface Result {
+  name: string;
+  ok: boolean;
+  seconds: number;
+  message?: string;
+}
+
+async function runOne(
+  py: string,
+  nbPath: string,
+  outDir: string,
+  profile: ProfileName,
+  timeout: number,
+  html: boolean,
+): Promise<Result> {
+  const name = basename(nbPath, ".ipynb");
+  const out = join(outDir, `${name}.ipynb`);
+  const started = Date.now();
+  const t0 = performance.now();
+  console.log(`\n=== ${name} (profile ${profile}) ===`);
+  const proc = await new Deno.Command(py, {
+    args: [
+      join(root, "tools/nbrun.py"),
+      nbPath,
+      out,
+      "--timeout",
+      String(timeout),
+      "--cwd",
+      join(root, "notebooks"),
+    ],
+    env: { CNNVIT_PROFILE: profile, NO_COLOR: "1" },
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  const seconds = (performance.now() - t0) / 1000;
+  if (!proc.success) {
+    return {
+      name,
+      ok: false,
+      seconds,
+      message: `execution failed (exit ${proc.code}); executed copy: ${out}`,
+    };
+  }
+  // Files the notebook promised to write.
+  const nb = JSON.parse(await Deno.readTextFile(nbPath));
+  const expected: string[] = nb.metadata?.cnnvit?.outputs ?? [];
+  const missing: string[] = [];
+  for (const rel of expected) {
+    try {
+      const st = await Deno.stat(join(root, rel));
+      if ((st.mtime?.getTime() ?? 0) < started - 2000) missing.push(`${rel} (not rewritten by this run)`);
+    } catch {
+      missing.push(rel);
+    }
+  }
+  if (missing.length) return { name, ok: false, seconds, message: `did not produce: ${missing.join(", ")}` };
+  if (html) {
+    const r = await new Deno.Command(py, {
+      args: ["-m", "nbconvert", "--to", "html", "--log-level", "WARN", "--output-dir", outDir, out],
+      stdout: "null",
+    }).output();
+    if (!r.success) console.warn(`  (HTML export of ${name} failed; the executed .ipynb is at ${out})`);
+  }
+  return { name, ok: true, seconds };
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    options: {
+      profile: { type: "string" },
+      timeout: { type: "string", default: "1200" },
+      "no-html": { type: "boolean", default: false },
+      out: { type: "string", default: "results/notebooks" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    allowPositionals: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const profile = parseProfile(values.profile ?? Deno.env.get("CNNVIT_PROFILE") ?? "quick", "--profile");
+  const timeout = Number(values.timeout);
+  if (!Number.isInteger(timeout) || timeout <= 0) {
+    throw new Error(`--timeout: expected a positive whole number of seconds, got "${values.timeout}"`);
+  }
+  const outDir = resolve(root, values.out!);
+  const all = [...Deno.readDirSync(join(root, "notebooks"))]
+    .filter((e) => e.isFile && e.name.endsWith(".ipynb"))
+    .map((e) => e.name)
+    .sort();
+  const chosen = positionals.length ? all.filter((n) => positionals.some((p) => n.includes(p))) : all;
+  if (chosen.length === 0) {
+    throw new Error(`no notebook matches ${JSON.stringify(positionals)} (have: ${all.join(", ")})`);
+  }
+  const py = await findPython();
+  await checkKernel(py);
+  const results: Result[] = [];
+  for (const nb of chosen) {
+    results.push(await runOne(py, join(root, "notebooks", nb), outDir, profile, timeout, !values["no-html"]));
+  }
+  console.log("\nNotebook                      result   seconds");
+  for (const r of results) {
+    console.log(
+      `${r.name.padEnd(30)}${(r.ok ? "ok" : "FAILED").padEnd(9)}${r.seconds.toFixed(1).padStart(7)}`,
+    );
+    if (!r.ok) console.log(`  ${r.message}`);
+  }
+  const failed = results.filter((r) => !r.ok).length;
+  console.log(`notebooks: ${results.length - failed} passed, ${failed} failed`);
+  return failed ? 1 : 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    console.error(`run_notebooks: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(2);
+  }
+}
