@@ -180,6 +180,18 @@ export class Slide {
     return bestLevelForDownsample(this.levelDownsamples, downsample);
   }
 
+  /**
+   * The same answer from the C library (`openslide_get_best_level_for_downsample`), for cross-checks.
+   *
+   * @example
+   * ```ts
+   * slide.openslideBestLevel(32) === slide.bestLevelForDownsample(32);
+   * ```
+   */
+  openslideBestLevel(downsample: number): number {
+    return openslide().openslide_get_best_level_for_downsample(this.#live("openslideBestLevel"), downsample);
+  }
+
   #live(what: string): Deno.PointerValue {
     if (this.#closeRequested || this.#handle === null) {
       throw new Error(`Slide.${what}(): slide "${this.path}" is closed`);
