@@ -47,19 +47,27 @@ async function findPython(): Promise<string> {
   );
 }
 
-async function checkKernel(py: string): Promise<void> {
+async function kernelSpecs(py: string): Promise<string[]> {
   const r = await new Deno.Command(py, {
     args: [
       "-c",
       "from jupyter_client.kernelspec import KernelSpecManager as K; print(' '.join(K().find_kernel_specs()))",
     ],
   }).output();
-  const specs = new TextDecoder().decode(r.stdout).trim().split(/\s+/);
+  return new TextDecoder().decode(r.stdout).trim().split(/\s+/).filter(Boolean);
+}
+
+/** Makes sure the Deno kernel is registered with Jupyter, registering it (`deno jupyter --install`) if not. */
+async function ensureKernel(py: string): Promise<void> {
+  if ((await kernelSpecs(py)).includes("deno")) return;
+  console.log("registering the Deno Jupyter kernel (deno jupyter --install)");
+  await new Deno.Command(Deno.execPath(), { args: ["jupyter", "--install"], stdout: "null", stderr: "null" })
+    .output();
+  const specs = await kernelSpecs(py);
   if (!specs.includes("deno")) {
     throw new Error(
-      `the Deno Jupyter kernel is not registered (kernels: ${
-        specs.join(", ") || "none"
-      }); run \`deno jupyter --install\``,
+      `the Deno Jupyter kernel is not registered (kernels: ${specs.join(", ") || "none"}) and ` +
+        "`deno jupyter --install` did not register it; run it by hand and check `jupyter kernelspec list`",
     );
   }
 }
@@ -161,7 +169,7 @@ async function main(): Promise<number> {
     throw new Error(`no notebook matches ${JSON.stringify(positionals)} (have: ${all.join(", ")})`);
   }
   const py = await findPython();
-  await checkKernel(py);
+  await ensureKernel(py);
   const results: Result[] = [];
   for (const nb of chosen) {
     results.push(await runOne(py, join(root, "notebooks", nb), outDir, profile, timeout, !values["no-html"]));
