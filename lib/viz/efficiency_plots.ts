@@ -1,0 +1,222 @@
+/**
+ * Accuracy-efficiency figures: accuracy vs GMACs with the Pareto front, accuracy vs keep ratio per
+ * strategy, measured throughput vs keep ratio.
+ *
+ * @module
+ */
+import { Figure } from "./figure.ts";
+import { baseLayout, finite, groupBy, PALETTE } from "./_palette.ts";
+
+/** One model/strategy/keep-ratio result for {@link accuracyVsGmacsPlot}. */
+export interface AccuracyGmacsPoint {
+  /** Model name, e.g. "ViT-S", "CNN-ViT". */
+  model: string;
+  /** Pruning strategy, e.g. "cnn-topk", "random", "evit"; one trace per model + strategy. */
+  strategy?: string;
+  /** Analytic GMACs per image. */
+  gmacs: number;
+  /** Accuracy as a fraction in [0, 1] (plotted in percent). */
+  accuracy: number;
+  /** Optional 95% interval of the accuracy (fractions). */
+  ci?: [number, number];
+  /** Optional keep ratio, shown next to the marker. */
+  keepRatio?: number;
+}
+
+/**
+ * Indices of the Pareto-optimal points: no other point has fewer-or-equal GMACs and higher-or-equal
+ * accuracy with one of them strictly better. Sorted by GMACs.
+ *
+ * @example
+ * ```ts
+ * paretoFront([{ gmacs: 1, accuracy: 0.8 }, { gmacs: 2, accuracy: 0.7 }, { gmacs: 3, accuracy: 0.9 }]); // [0, 2]
+ * ```
+ */
+export function paretoFront(points: readonly { gmacs: number; accuracy: number }[]): number[] {
+  const order = points.map((_, i) => i).sort((a, b) =>
+    points[a].gmacs - points[b].gmacs || points[b].accuracy - points[a].accuracy
+  );
+  const front: number[] = [];
+  let best = -Infinity;
+  for (const i of order) {
+    if (points[i].accuracy > best) {
+      front.push(i);
+      best = points[i].accuracy;
+    }
+  }
+  return front;
+}
+
+/**
+ * Accuracy (%) vs GMACs per image, one marker trace per model/strategy (error bars from `ci`,
+ * keep ratios as labels) and the Pareto front over all points as a dashed line.
+ *
+ * @example
+ * ```ts
+ * accuracyVsGmacsPlot([{ model: "ViT", gmacs: 4.6, accuracy: 0.81 }, { model: "CNN-ViT", strategy: "cnn", gmacs: 2.4, accuracy: 0.8, keepRatio: 0.5 }]);
+ * ```
+ */
+export function accuracyVsGmacsPlot(
+  points: readonly AccuracyGmacsPoint[],
+  options: { title?: string } = {},
+): Figure {
+  if (points.length === 0) {
+    throw new RangeError("accuracyVsGmacsPlot: points is empty; expected at least one result");
+  }
+  points.forEach((p, i) => {
+    finite("accuracyVsGmacsPlot", `points[${i}].gmacs`, p.gmacs);
+    finite("accuracyVsGmacsPlot", `points[${i}].accuracy`, p.accuracy);
+  });
+  const groups = groupBy(points, (p) => (p.strategy ? `${p.model} · ${p.strategy}` : p.model));
+  const data: Record<string, unknown>[] = [];
+  let c = 0;
+  for (const [name, ps] of groups) {
+    const hasCi = ps.some((p) => p.ci);
+    data.push({
+      type: "scatter",
+      mode: "markers+text",
+      name,
+      x: ps.map((p) => p.gmacs),
+      y: ps.map((p) => 100 * p.accuracy),
+      text: ps.map((p) => (p.keepRatio !== undefined ? `r=${p.keepRatio}` : "")),
+      textposition: "top center",
+      marker: { size: 10, color: PALETTE[c++ % PALETTE.length] },
+      ...(hasCi
+        ? {
+          error_y: {
+            type: "data",
+            symmetric: false,
+            array: ps.map((p) => (p.ci ? 100 * (p.ci[1] - p.accuracy) : 0)),
+            arrayminus: ps.map((p) => (p.ci ? 100 * (p.accuracy - p.ci[0]) : 0)),
+          },
+        }
+        : {}),
+      hovertemplate: "%{x:.3f} GMACs, %{y:.2f}%<extra>" + name + "</extra>",
+    });
+  }
+  const front = paretoFront(points);
+  data.push({
+    type: "scatter",
+    mode: "lines",
+    name: "Pareto front",
+    x: front.map((i) => points[i].gmacs),
+    y: front.map((i) => 100 * points[i].accuracy),
+    line: { dash: "dash", color: "#555555", shape: "hv" },
+    hoverinfo: "skip",
+  });
+  return new Figure(
+    data,
+    baseLayout(options.title ?? "Accuracy vs compute", {
+      xaxis: { title: { text: "GMACs per image" }, rangemode: "tozero" },
+      yaxis: { title: { text: "Top-1 accuracy (%)" } },
+    }),
+  );
+}
+
+/** One strategy/keep-ratio result for {@link accuracyVsKeepRatioPlot}. */
+export interface KeepRatioPoint {
+  /** Pruning strategy (one line each). */
+  strategy: string;
+  /** Fraction of patch tokens kept, in (0, 1]. */
+  keepRatio: number;
+  /** Accuracy as a fraction (plotted in percent). */
+  accuracy: number;
+  /** Standard deviation over seeds (fraction), drawn as error bars. */
+  std?: number;
+}
+
+/**
+ * Accuracy (%) vs keep ratio, one line per strategy (sorted by keep ratio, ± std error bars).
+ *
+ * @example
+ * ```ts
+ * accuracyVsKeepRatioPlot([{ strategy: "cnn", keepRatio: 0.5, accuracy: 0.8 }, { strategy: "random", keepRatio: 0.5, accuracy: 0.7 }]);
+ * ```
+ */
+export function accuracyVsKeepRatioPlot(
+  points: readonly KeepRatioPoint[],
+  options: { title?: string } = {},
+): Figure {
+  if (points.length === 0) throw new RangeError("accuracyVsKeepRatioPlot: points is empty; expected results");
+  points.forEach((p, i) => {
+    finite("accuracyVsKeepRatioPlot", `points[${i}].keepRatio`, p.keepRatio);
+    finite("accuracyVsKeepRatioPlot", `points[${i}].accuracy`, p.accuracy);
+  });
+  const data = [...groupBy(points, (p) => p.strategy)].map(([name, ps], c) => {
+    const s = [...ps].sort((a, b) => a.keepRatio - b.keepRatio);
+    return {
+      type: "scatter",
+      mode: "lines+markers",
+      name,
+      x: s.map((p) => p.keepRatio),
+      y: s.map((p) => 100 * p.accuracy),
+      line: { color: PALETTE[c % PALETTE.length] },
+      ...(s.some((p) => p.std !== undefined)
+        ? { error_y: { type: "data", array: s.map((p) => 100 * (p.std ?? 0)), visible: true } }
+        : {}),
+    };
+  });
+  return new Figure(
+    data,
+    baseLayout(options.title ?? "Accuracy vs keep ratio", {
+      xaxis: { title: { text: "Keep ratio (fraction of patch tokens kept)" }, range: [0, 1.05] },
+      yaxis: { title: { text: "Top-1 accuracy (%)" } },
+    }),
+  );
+}
+
+/** One measured throughput for {@link throughputVsKeepRatioPlot}. */
+export interface ThroughputPoint {
+  /** Line name (strategy or model). */
+  name: string;
+  keepRatio: number;
+  /** Measured images per second. */
+  imagesPerSecond: number;
+}
+
+/**
+ * Measured throughput vs keep ratio, one line per name. The batch size and backend are part of the
+ * axis title, since throughput means nothing without them.
+ *
+ * @example
+ * ```ts
+ * throughputVsKeepRatioPlot([{ name: "CNN-ViT", keepRatio: 0.5, imagesPerSecond: 120 }], { batchSize: 32, backend: "wasm" });
+ * ```
+ */
+export function throughputVsKeepRatioPlot(
+  points: readonly ThroughputPoint[],
+  options: { batchSize: number; backend: string; title?: string },
+): Figure {
+  if (points.length === 0) {
+    throw new RangeError("throughputVsKeepRatioPlot: points is empty; expected measurements");
+  }
+  if (!Number.isInteger(options?.batchSize) || !options.backend) {
+    throw new RangeError(
+      `throughputVsKeepRatioPlot: options is ${JSON.stringify(options)}; expected {batchSize, backend}`,
+    );
+  }
+  points.forEach((p, i) =>
+    finite("throughputVsKeepRatioPlot", `points[${i}].imagesPerSecond`, p.imagesPerSecond)
+  );
+  const data = [...groupBy(points, (p) => p.name)].map(([name, ps], c) => {
+    const s = [...ps].sort((a, b) => a.keepRatio - b.keepRatio);
+    return {
+      type: "scatter",
+      mode: "lines+markers",
+      name,
+      x: s.map((p) => p.keepRatio),
+      y: s.map((p) => p.imagesPerSecond),
+      line: { color: PALETTE[c % PALETTE.length] },
+    };
+  });
+  return new Figure(
+    data,
+    baseLayout(options.title ?? "Throughput vs keep ratio", {
+      xaxis: { title: { text: "Keep ratio (fraction of patch tokens kept)" }, range: [0, 1.05] },
+      yaxis: {
+        title: { text: `Throughput (img/s, batch ${options.batchSize}, ${options.backend})` },
+        rangemode: "tozero",
+      },
+    }),
+  );
+}
