@@ -422,9 +422,8 @@ Deno.test({
       Error,
       "yielded 1 batches",
     );
-    // deno-lint-ignore no-explicit-any
     await assertRejects(
-      () => train({ model, epochs: 1, stepsPerEpoch: 1, train: [{ x: 1 } as any], progress: false }),
+      () => train({ model, epochs: 1, stepsPerEpoch: 1, train: [{ x: 1 } as unknown as TrainBatch], progress: false }),
       Error,
       "batch 0",
     );

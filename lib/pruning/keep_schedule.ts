@@ -103,32 +103,3 @@ export function tokensPerBlock(s: KeepSchedule, numPatches: number, depth: numbe
   }
   return out;
 }
-
-/**
- * Analytic GMACs of a ViT's blocks for given token counts per block (per image): per block
- * `T·(4 + 2·mlpRatio)·D²` for the linear layers plus `2·T²·D` for the two attention matmuls, plus the
- * patch embedding and the head. Lets strategies that prune at different places be compared at equal cost.
- *
- * @example
- * ```ts
- * vitGmacs({ imgSize: 32, patchSize: 4, embedDim: 192, mlpRatio: 4, numClasses: 10, inChans: 3 }, [65, 65]);
- * ```
- */
-export function vitGmacs(
-  c: {
-    imgSize: number;
-    patchSize: number;
-    embedDim: number;
-    mlpRatio: number;
-    numClasses: number;
-    inChans?: number;
-  },
-  tokens: number[],
-): number {
-  const d = c.embedDim;
-  const n = (c.imgSize / c.patchSize) ** 2;
-  const patch = n * c.patchSize * c.patchSize * (c.inChans ?? 3) * d;
-  let blocks = 0;
-  for (const t of tokens) blocks += t * (4 + 2 * c.mlpRatio) * d * d + 2 * t * t * d;
-  return (patch + blocks + d * c.numClasses) / 1e9;
-}

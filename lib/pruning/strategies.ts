@@ -1,0 +1,280 @@
+/**
+ * Token-pruning strategies behind one interface, all usable with the same ViT at the same keep-ratio
+ * schedule, so that accuracy can be compared at equal GMACs:
+ *
+ * - `none`: the unpruned ViT (the reference);
+ * - `random`: a seeded uniformly random subset (the control every claim must beat);
+ * - `cnn`: the hybrid's ResNet18 importance head scores the patches;
+ * - `attention`: EViT-style, the CLS token's attention (mean over heads) in the block before each
+ *   location decides, no extra parameters (so it cannot prune before the first block);
+ * - `merge`: ToMe-style bipartite merging down to the same token count.
+ *
+ * Every strategy gathers the kept tokens, so the blocks after a location really run on fewer tokens.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { Hybrid } from "../models/hybrid.ts";
+import type { ForwardAux, ForwardOutput, Model, TokenReducer } from "../models/types.ts";
+import type { ViT } from "../models/vit.ts";
+import { Rng } from "../util/mod.ts";
+import { batchGather } from "./batch_gather.ts";
+import { keepCounts, type KeepSchedule, tokensPerBlock, validateKeepSchedule } from "./keep_schedule.ts";
+import { selectTopK } from "./select_top_k.ts";
+import { mergeToCount } from "./token_merging.ts";
+
+/** Names of the strategies. */
+export type StrategyName = "none" | "random" | "cnn" | "attention" | "merge";
+
+/** Valid strategy names, for argument validation. */
+export const STRATEGIES: readonly StrategyName[] = ["none", "random", "cnn", "attention", "merge"];
+
+/** Options of {@link PruningStrategy.forward}. */
+export interface PrunedForwardOptions {
+  /** Where and how much to prune (ignored by `none`). */
+  schedule: KeepSchedule;
+  /** Training mode (batch norm of the hybrid's scorer). Default false. */
+  training?: boolean;
+  /** Fill `aux` (kept indices, tokens per block, scores for `cnn`). */
+  returnAux?: boolean;
+  /** Fill `aux.attention`. */
+  returnAttention?: boolean;
+  /** Generator for `random` (default the strategy's own, seeded at creation). */
+  rng?: Rng;
+}
+
+/** A way of choosing tokens; `forward` runs a ViT (or the hybrid's ViT) with it. */
+export interface PruningStrategy {
+  readonly name: StrategyName;
+  /** Runs the model on `x` with this strategy (tidy; the caller disposes the output). */
+  forward(model: Model, x: tf.Tensor4D, options: PrunedForwardOptions): ForwardOutput;
+  /** GMACs per image under `schedule` (ViT at its real token counts, plus the scorer for `cnn`). */
+  gmacs(model: Model, schedule: KeepSchedule): number;
+}
+
+/** Options of {@link createStrategy}. */
+export interface StrategyOptions {
+  /** Seed of `random` (default 0). */
+  seed?: number;
+}
+
+/**
+ * The ViT of a model: the model itself, or the hybrid's `vit`.
+ *
+ * @example
+ * ```ts
+ * const vit = vitOf(createModel("hybrid_test"));
+ * ```
+ */
+export function vitOf(model: Model): ViT {
+  if (model instanceof Hybrid) return model.vit;
+  if (model.family === "vit") return model as unknown as ViT;
+  throw new Error(`pruning: model family "${model.family}" has no ViT; expected a "vit" or "hybrid" model`);
+}
+
+function hybridOf(model: Model, strategy: string): Hybrid {
+  if (model instanceof Hybrid) return model;
+  throw new Error(
+    `pruning: strategy "${strategy}" needs the hybrid model (its CNN importance head); got "${model.family}"`,
+  );
+}
+
+/** Ascending indices of the top-k entries of each row of `scores` `[B, T]` (ties to the lower index). */
+function sortedTopK(scores: tf.Tensor2D, k: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const top = tf.topk(scores, k, true).indices;
+    return tf.cast(tf.neg(tf.topk(tf.neg(tf.cast(top, "float32")), k, true).values), "int32") as tf.Tensor2D;
+  });
+}
+
+/** Reduces `[B, 1+T, D]` tokens with patch indices `[B, T]` to `keep` patch tokens. */
+type ReduceFn = (
+  tokens: tf.Tensor3D,
+  ctx: { block: number; attention?: tf.Tensor4D; keptIndices: tf.Tensor2D; keep: number },
+) => { tokens: tf.Tensor3D; keptIndices: tf.Tensor2D };
+
+/** A reduction by scores over the current patch tokens: hard top-k with a real gather. */
+function byScores(score: (ctx: Parameters<ReduceFn>[1], tokens: tf.Tensor3D) => tf.Tensor2D): ReduceFn {
+  return (tokens, ctx) => {
+    const s = score(ctx, tokens);
+    const sel = selectTopK(tokens, s, { keep: ctx.keep, prefixTokens: 1 });
+    const kept = tf.squeeze(batchGather(tf.expandDims(ctx.keptIndices, 2), sel.indices), [2]) as tf.Tensor2D;
+    return { tokens: sel.tokens, keptIndices: kept };
+  };
+}
+
+/**
+ * Runs the ViT with `reduce` applied at each schedule location (location 0 on the embedded tokens,
+ * later ones in the reducer slot after block `location − 1`).
+ */
+function runWithReduction(
+  vit: ViT,
+  x: tf.Tensor4D,
+  schedule: KeepSchedule,
+  reduce: ReduceFn,
+  needsAttention: boolean,
+  options: PrunedForwardOptions,
+  extraAux: ForwardAux = {},
+): ForwardOutput {
+  const depth = vit.config.depth;
+  validateKeepSchedule(schedule, depth);
+  const n = vit.numPatches;
+  const counts = keepCounts(schedule, n);
+  return tf.tidy(() => {
+    let tokens = vit.embed(x);
+    const b = x.shape[0];
+    let pre: { keptIndices: tf.Tensor2D; numPatches: number } | undefined;
+    const later = schedule.locations.map((l, i) => ({ l, keep: counts[i] })).filter((e) => e.l > 0);
+    if (schedule.locations[0] === 0) {
+      const all = tf.tile(tf.reshape(tf.range(0, n, 1, "int32"), [1, n]), [b, 1]) as tf.Tensor2D;
+      const red = reduce(tokens, { block: -1, keptIndices: all, keep: counts[0] });
+      tokens = red.tokens;
+      pre = { keptIndices: red.keptIndices, numPatches: n };
+    }
+    const reducer: TokenReducer | undefined = later.length === 0 ? undefined : {
+      afterBlocks: later.map((e) => e.l - 1),
+      needsAttention,
+      reduce: (t, ctx) => {
+        const keep = Math.min(later.find((e) => e.l - 1 === ctx.block)!.keep, t.shape[1] - 1);
+        return reduce(t, { ...ctx, keep });
+      },
+    };
+    const r = vit.forwardTokens(
+      tokens,
+      { training: options.training, reducer, returnAttention: options.returnAttention },
+      pre,
+    );
+    const logits = vit.forwardHead(r.tokens);
+    const out: ForwardOutput = { logits };
+    if (options.returnAux || options.returnAttention) {
+      const aux: ForwardAux = { ...extraAux, tokensPerBlock: r.tokensPerBlock };
+      if (r.keptIndices) aux.keptIndices = r.keptIndices;
+      if (options.returnAttention) aux.attention = r.attention;
+      out.aux = aux;
+    }
+    return out as unknown as tf.TensorContainer;
+  }) as unknown as ForwardOutput;
+}
+
+function vitGmacs(model: Model, schedule: KeepSchedule): number {
+  const vit = vitOf(model);
+  return vit.gmacs({ tokensPerBlock: tokensPerBlock(schedule, vit.numPatches, vit.config.depth) }).total;
+}
+
+/**
+ * Creates a strategy by name.
+ *
+ * @example
+ * ```ts
+ * const random = createStrategy("random", { seed: 1 });
+ * const { logits } = random.forward(vit, x, { schedule: singleStage(0.5) });
+ * ```
+ */
+export function createStrategy(name: StrategyName, options: StrategyOptions = {}): PruningStrategy {
+  switch (name) {
+    case "none":
+      return {
+        name,
+        forward: (model, x, o) =>
+          vitOf(model).forward(x, { returnAux: o.returnAux, returnAttention: o.returnAttention }),
+        gmacs: (model) => vitOf(model).gmacs({ keepRatio: 1 }).total,
+      };
+    case "random": {
+      const own = new Rng(options.seed ?? 0);
+      return {
+        name,
+        forward: (model, x, o) => {
+          const rng = o.rng ?? own;
+          const reduce = byScores((ctx) => {
+            const [b, t] = ctx.keptIndices.shape;
+            const v = new Float32Array(b * t);
+            for (let i = 0; i < v.length; i++) v[i] = rng.next();
+            return tf.tensor2d(v, [b, t]);
+          });
+          return runWithReduction(vitOf(model), x, o.schedule, reduce, false, o);
+        },
+        gmacs: vitGmacs,
+      };
+    }
+    case "cnn":
+      return {
+        name,
+        forward: (model, x, o) => {
+          const hybrid = hybridOf(model, name);
+          return tf.tidy(() => {
+            const scores = hybrid.scores(x, o.training ?? false);
+            const reduce = byScores((ctx) => {
+              if (ctx.block === -1) return scores;
+              return tf.squeeze(batchGather(tf.expandDims(scores, 2), ctx.keptIndices), [2]) as tf.Tensor2D;
+            });
+            const out = runWithReduction(
+              hybrid.vit,
+              x,
+              o.schedule,
+              reduce,
+              false,
+              o,
+              o.returnAux ? { scores } : {},
+            );
+            return out as unknown as tf.TensorContainer;
+          }) as unknown as ForwardOutput;
+        },
+        gmacs: (model, schedule) => {
+          const hybrid = hybridOf(model, name);
+          return (hybrid.gmacs({ keepRatio: 1 }).cnn ?? 0) + vitGmacs(model, schedule);
+        },
+      };
+    case "attention":
+      return {
+        name,
+        forward: (model, x, o) => {
+          if (o.schedule.locations[0] === 0) {
+            throw new Error(
+              `pruning: strategy "attention" needs a block's attention before it prunes, so its first location ` +
+                `must be ≥ 1; got ${JSON.stringify(o.schedule)}`,
+            );
+          }
+          const reduce = byScores((ctx) => {
+            const att = ctx.attention!; // [B, H, T, T]
+            const [b, h, t] = att.shape;
+            const cls = tf.slice(att, [0, 0, 0, 1], [b, h, 1, t - 1]);
+            return tf.reshape(tf.mean(cls, 1), [b, t - 1]) as tf.Tensor2D;
+          });
+          return runWithReduction(vitOf(model), x, o.schedule, reduce, true, o);
+        },
+        gmacs: vitGmacs,
+      };
+    case "merge":
+      return {
+        name,
+        forward: (model, x, o) => {
+          const reduce: ReduceFn = (tokens, ctx) => {
+            const r = mergeToCount(tokens, ctx.keptIndices, ctx.keep);
+            r.sizes.dispose();
+            return { tokens: r.tokens, keptIndices: r.keptIndices };
+          };
+          return runWithReduction(vitOf(model), x, o.schedule, reduce, false, o);
+        },
+        // Merging costs a similarity matmul per location; small next to the blocks, not counted here.
+        gmacs: vitGmacs,
+      };
+    default:
+      throw new Error(`pruning: unknown strategy "${name}"; expected one of ${STRATEGIES.join(", ")}`);
+  }
+}
+
+/**
+ * Validates a strategy name from user input.
+ *
+ * @example
+ * ```ts
+ * parseStrategy("cnn"); // "cnn"
+ * ```
+ */
+export function parseStrategy(raw: string, source = "strategy"): StrategyName {
+  const v = raw.trim().toLowerCase();
+  if ((STRATEGIES as readonly string[]).includes(v)) return v as StrategyName;
+  throw new Error(
+    `${source}: unknown strategy "${raw}"; expected one of ${STRATEGIES.map((s) => `"${s}"`).join(", ")}`,
+  );
+}
