@@ -79,14 +79,6 @@ function hybridOf(model: Model, strategy: string): Hybrid {
   );
 }
 
-/** Ascending indices of the top-k entries of each row of `scores` `[B, T]` (ties to the lower index). */
-function sortedTopK(scores: tf.Tensor2D, k: number): tf.Tensor2D {
-  return tf.tidy(() => {
-    const top = tf.topk(scores, k, true).indices;
-    return tf.cast(tf.neg(tf.topk(tf.neg(tf.cast(top, "float32")), k, true).values), "int32") as tf.Tensor2D;
-  });
-}
-
 /** Reduces `[B, 1+T, D]` tokens with patch indices `[B, T]` to `keep` patch tokens. */
 type ReduceFn = (
   tokens: tf.Tensor3D,
