@@ -3,6 +3,8 @@
 // when it is absent (Debian: apt-get install -y libopenslide0).
 import { join } from "node:path";
 import sharp from "sharp";
+import * as tf from "@tensorflow/tfjs-core";
+import { initBackend } from "../lib/backend/mod.ts";
 import { assert, assertAlmostEquals, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
 import {
   argbToRgb,
@@ -14,7 +16,9 @@ import {
   encodeCoords,
   extractPatches,
   extractPatchesMany,
+  inferSlide,
   isTumour,
+  loadPatchDataset,
   mapConcurrent,
   medianBlur,
   mppFromProperties,
@@ -26,6 +30,8 @@ import {
   patchLabels,
   rasterizeAnnotations,
   readCoordsFile,
+  readPatch,
+  resizeArea,
   segmentTissue,
   segmentTissueImage,
   Slide,
@@ -478,3 +484,110 @@ slideTest(
     await assertRejects(() => readCoordsFile(join(outDir, "nope.coords")), Error, "nope.coords");
   },
 );
+
+Deno.test("resizeArea() averages exact areas for any ratio", () => {
+  const img = {
+    width: 4,
+    height: 2,
+    channels: 1 as const,
+    data: Uint8Array.from([0, 100, 200, 40, 10, 110, 210, 50]),
+  };
+  assertEquals(Array.from(resizeArea(img, 2, 1).data), [55, 125]);
+  assertEquals(Array.from(resizeArea(img, 3, 1).data), [30, 155, 85]);
+});
+
+slideTest("readPatch() reads a downsampled view from a coarser level", async (f) => {
+  await withSlide(f.pyramid, async (s) => {
+    const p = await readPatch(s, 1400, 400, 256, 32); // ds 8 -> level 3
+    assertEquals([p.width, p.height, p.channels], [32, 32, 3]);
+    assert(
+      Math.abs(p.data[0] - 150) <= 8 && Math.abs(p.data[2] - 180) <= 8,
+      `colour ${p.data.subarray(0, 3)}`,
+    );
+  });
+});
+
+slideTest("loadPatchDataset() feeds slide patches through the common Dataset interface", async (f) => {
+  await initBackend("cpu", { log: false });
+  const outDir = join(f.dir, "ds");
+  const r = await extractPatches(f.pyramid, {
+    outDir,
+    patchSize: 128,
+    tissue: "small",
+    progress: false,
+    annotations: f.xml,
+  });
+  const ds = await loadPatchDataset([{ slidePath: f.pyramid, coords: r.coordsPath }], {
+    imageSize: 32,
+    progress: false,
+  });
+  assertEquals([ds.size, ...ds.imageShape], [r.count, 32, 32, 3]);
+  assertEquals(ds.classes, ["normal", "tumour"]);
+  assertEquals(ds.classCounts()[1], r.coords.labels!.reduce((a, b) => a + b, 0));
+  const before = tf.memory().numTensors;
+  const b = ds.getBatch([0, 1, 2]);
+  assertEquals(b.x.shape, [3, 32, 32, 3]);
+  assertEquals([b.x.dtype, b.y.dtype], ["float32", "int32"]);
+  b.x.dispose();
+  b.y.dispose();
+  assertEquals(tf.memory().numTensors, before);
+  const sub = await loadPatchDataset([{ slidePath: f.pyramid, coords: r.coords }], {
+    imageSize: 16,
+    maxPerSlide: 5,
+    seed: 3,
+    progress: false,
+  });
+  assertEquals(sub.size, 5);
+});
+
+slideTest("inferSlide() scores every patch, classifies only the top-k and paints heatmaps", async (f) => {
+  await initBackend("cpu", { log: false });
+  const s = Slide.open(f.pyramid);
+  try {
+    const mask = segmentTissue(s, "small");
+    const coords = patchGrid(mask, s.levelDownsamples, { patchSize: 128 }, "a");
+    const seen: number[] = [];
+    const inRect = (i: number) =>
+      coords.x[i] >= 1300 && coords.x[i] + 128 <= 1900 && coords.y[i] >= 300 && coords.y[i] + 128 <= 1200;
+    const rectCount = Array.from(coords.x).filter((_, i) => inRect(i)).length;
+    const before = tf.memory().numTensors;
+    const r = await inferSlide(s, coords, {
+      // purple rectangle (blue - green = 90) outranks pink ellipse (50); tensors are returned and disposed by inferSlide
+      score: (x) =>
+        tf.tidy(() =>
+          tf.sub(x.slice([0, 0, 0, 2], [-1, -1, -1, 1]), x.slice([0, 0, 0, 1], [-1, -1, -1, 1])).mean([
+            1,
+            2,
+            3,
+          ])
+        ),
+      classify: (x) => {
+        seen.push(x.shape[0]);
+        assertEquals(x.shape.slice(1), [64, 64, 3]);
+        return new Array(x.shape[0]).fill(0.75);
+      },
+    }, { lowSize: 16, highSize: 64, topK: 10, batchSize: 4 });
+    assertEquals(tf.memory().numTensors, before);
+    assert(rectCount >= 10);
+    assertEquals(r.scores.length, coords.x.length);
+    assertEquals(r.selected.length, 10);
+    assertEquals(seen, [4, 4, 2]);
+    for (const i of r.selected) {
+      assert(inRect(i) || coords.x[i] >= 1280, `selected patch ${i} at (${coords.x[i]}, ${coords.y[i]})`);
+    }
+    assertAlmostEquals(r.slideScore, 0.75, 1e-6);
+    assertEquals([r.scoreHeatmap.width, r.scoreHeatmap.height], [32, 24]);
+    assert(Number.isNaN(r.scoreHeatmap.data[0]), "no patch in the corner");
+    const hx = Math.floor(1600 / 64), hy = Math.floor(700 / 64);
+    assert(r.scoreHeatmap.data[hy * 32 + hx] > 0.3, `rect score ${r.scoreHeatmap.data[hy * 32 + hx]}`);
+    const painted = r.probHeatmap.data.filter((v) => v === 0.75).length;
+    assertEquals(painted, 10 * 4);
+    await assertRejects(
+      () => inferSlide(s, coords, { score: () => [1], classify: () => [1] }),
+      Error,
+      "returned 1 values",
+    );
+  } finally {
+    s.close();
+  }
+});

@@ -291,3 +291,57 @@ export function downsampleBox(img: RasterImage, factor: number): RasterImage {
   }
   return { width: w, height: h, channels: c, data: out };
 }
+
+function areaWeights(inLen: number, outLen: number): { start: Int32Array; weights: Float64Array[] } {
+  const scale = inLen / outLen;
+  const start = new Int32Array(outLen);
+  const weights: Float64Array[] = [];
+  for (let o = 0; o < outLen; o++) {
+    const a = o * scale, b = Math.min(inLen, (o + 1) * scale);
+    const i0 = Math.floor(a), i1 = Math.min(inLen - 1, Math.ceil(b) - 1);
+    const w = new Float64Array(i1 - i0 + 1);
+    for (let i = i0; i <= i1; i++) w[i - i0] = (Math.min(b, i + 1) - Math.max(a, i)) / (b - a);
+    start[o] = i0;
+    weights.push(w);
+  }
+  return { start, weights };
+}
+
+/**
+ * Resizes an 8-bit image by exact area averaging (any ratio; best for shrinking, like OpenCV's INTER_AREA).
+ *
+ * @example
+ * ```ts
+ * const small = resizeArea(patch, 32, 32);
+ * ```
+ */
+export function resizeArea(img: RasterImage, outW: number, outH: number): RasterImage {
+  if (!(Number.isInteger(outW) && Number.isInteger(outH) && outW > 0 && outH > 0)) {
+    throw new Error(`resizeArea(): output size must be positive integers, got ${outW}x${outH}`);
+  }
+  if (outW === img.width && outH === img.height) return img;
+  const c = img.channels;
+  const hx = areaWeights(img.width, outW), hy = areaWeights(img.height, outH);
+  const tmp = new Float64Array(outW * img.height * c);
+  for (let y = 0; y < img.height; y++) {
+    const row = y * img.width * c;
+    for (let ox = 0; ox < outW; ox++) {
+      const w = hx.weights[ox], s = hx.start[ox];
+      for (let ch = 0; ch < c; ch++) {
+        let acc = 0;
+        for (let k = 0; k < w.length; k++) acc += w[k] * img.data[row + (s + k) * c + ch];
+        tmp[(y * outW + ox) * c + ch] = acc;
+      }
+    }
+  }
+  const out = new Uint8Array(outW * outH * c);
+  for (let oy = 0; oy < outH; oy++) {
+    const w = hy.weights[oy], s = hy.start[oy];
+    for (let i = 0; i < outW * c; i++) {
+      let acc = 0;
+      for (let k = 0; k < w.length; k++) acc += w[k] * tmp[(s + k) * outW * c + i];
+      out[oy * outW * c + i] = Math.round(acc);
+    }
+  }
+  return { width: outW, height: outH, channels: c, data: out };
+}

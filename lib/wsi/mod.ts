@@ -22,3 +22,6 @@ export * from "./coords_file.ts";
 export * from "./patch_grid.ts";
 export * from "./annotations.ts";
 export * from "./extract_patches.ts";
+export * from "./read_patch.ts";
+export * from "./patch_dataset.ts";
+export * from "./slide_inference.ts";
