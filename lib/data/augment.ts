@@ -206,7 +206,7 @@ export function fillBatch(args: FillBatchArgs): void {
     const rng = args.rng!;
     if (r.geometric) geometric(src, s0, srcScale, H, W, C, r, rng, tmp);
     else for (let p = 0; p < per; p++) tmp[p] = src[s0 + p] * srcScale;
-    if (r.colour) colour(tmp, C, r, rng);
+    if (r.colour) colour(tmp, r, rng, src instanceof Uint8Array && srcScale === 1 / 255);
     for (let p = 0, c = 0; p < per; p++) {
       out[o0 + p] = tmp[p] * scale[c] + bias[c];
       if (++c === C) c = 0;
@@ -253,7 +253,22 @@ function geometric(
   }
 }
 
-function colour(tmp: Float32Array, C: number, r: Resolved, rng: Rng): void {
+/** Optical density of byte values: `OD_OF_BYTE[k] = -ln((k + 1) / 256)`. */
+const OD_OF_BYTE = Float64Array.from({ length: 256 }, (_, k) => -Math.log((k + 1) / 256));
+
+/** `exp(-x)` on [EXP_LO, EXP_HI] by linear interpolation in a table (relative error below 1e-6). */
+const EXP_LO = -4, EXP_HI = 12, EXP_N = 8192;
+const EXP_STEP = (EXP_HI - EXP_LO) / EXP_N;
+const EXP_TABLE = Float64Array.from({ length: EXP_N + 2 }, (_, i) => Math.exp(-(EXP_LO + i * EXP_STEP)));
+function expNeg(x: number): number {
+  if (!(x > EXP_LO && x < EXP_HI)) return Math.exp(-x);
+  const t = (x - EXP_LO) / EXP_STEP;
+  const i = t | 0;
+  const f = t - i;
+  return EXP_TABLE[i] + (EXP_TABLE[i + 1] - EXP_TABLE[i]) * f;
+}
+
+function colour(tmp: Float32Array, r: Resolved, rng: Rng, bytes: boolean): void {
   const n = tmp.length;
   if (r.hed > 0) {
     const a = [0, 0, 0], b = [0, 0, 0];
@@ -276,16 +291,20 @@ function colour(tmp: Float32Array, C: number, r: Resolved, rng: Rng): void {
       for (let j = 0; j < 3; j++) s += b[j] * RGB_FROM_HED[j][k];
       off[k] = s;
     }
+    const [[m00, m01, m02], [m10, m11, m12], [m20, m21, m22]] = M;
+    const [f0, f1, f2] = off;
     for (let p = 0; p < n; p += 3) {
       // od = -ln((v*255 + 1) / 256): finite for black, 0 for white, exactly invertible.
-      const o0 = -Math.log((tmp[p] * 255 + 1) / 256);
-      const o1 = -Math.log((tmp[p + 1] * 255 + 1) / 256);
-      const o2 = -Math.log((tmp[p + 2] * 255 + 1) / 256);
-      for (let k = 0; k < 3; k++) {
-        const od = o0 * M[0][k] + o1 * M[1][k] + o2 * M[2][k] + off[k];
-        const v = (256 * Math.exp(-od) - 1) / 255;
-        tmp[p + k] = v < 0 ? 0 : v > 1 ? 1 : v;
-      }
+      // (Values that came from bytes are exact multiples of 1/255: look their OD up.)
+      const o0 = bytes ? OD_OF_BYTE[Math.round(tmp[p] * 255)] : -Math.log((tmp[p] * 255 + 1) / 256);
+      const o1 = bytes ? OD_OF_BYTE[Math.round(tmp[p + 1] * 255)] : -Math.log((tmp[p + 1] * 255 + 1) / 256);
+      const o2 = bytes ? OD_OF_BYTE[Math.round(tmp[p + 2] * 255)] : -Math.log((tmp[p + 2] * 255 + 1) / 256);
+      const v0 = (256 * expNeg(o0 * m00 + o1 * m10 + o2 * m20 + f0) - 1) / 255;
+      const v1 = (256 * expNeg(o0 * m01 + o1 * m11 + o2 * m21 + f1) - 1) / 255;
+      const v2 = (256 * expNeg(o0 * m02 + o1 * m12 + o2 * m22 + f2) - 1) / 255;
+      tmp[p] = v0 < 0 ? 0 : v0 > 1 ? 1 : v0;
+      tmp[p + 1] = v1 < 0 ? 0 : v1 > 1 ? 1 : v1;
+      tmp[p + 2] = v2 < 0 ? 0 : v2 > 1 ? 1 : v2;
     }
   }
   if (r.bright > 0 || r.contrast > 0) {
@@ -301,7 +320,6 @@ function colour(tmp: Float32Array, C: number, r: Resolved, rng: Rng): void {
       tmp[p] = v < 0 ? 0 : v > 1 ? 1 : v;
     }
   }
-  void C;
 }
 
 /**
