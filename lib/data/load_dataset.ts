@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { findCifar10, loadCifar10 } from "./cifar10.ts";
-import { CIFAR10_MD5, CIFAR10_URL, downloadCifar10 } from "./cifar10_download.ts";
+import { CIFAR10_ARCHIVE, CIFAR10_MD5, CIFAR10_URL, downloadCifar10 } from "./cifar10_download.ts";
 import { type Dataset, InMemoryDataset, type Split } from "./dataset.ts";
 import { FASHION_MNIST_SYSTEM_DIR, findFashionMnist, loadFashionMnist } from "./fashion_mnist.ts";
 import { loadSynthetic, type LoadSyntheticOptions } from "./synthetic.ts";
@@ -113,7 +113,9 @@ export async function loadDataset(
 
   const getCifar = async (): Promise<string> => {
     if (findCifar10(cifarDir)) return `CIFAR-10 found in ${findCifar10(cifarDir)}`;
-    if (!download) throw new Error(`CIFAR-10 is not in ${cifarDir} and download is disabled`);
+    const archive = join(cifarDir, CIFAR10_ARCHIVE);
+    const haveArchive = await Deno.stat(archive).then(() => true, () => false);
+    if (!download && !haveArchive) throw new Error(`CIFAR-10 is not in ${cifarDir} and download is disabled`);
     await downloadCifar10({
       dir: cifarDir,
       url: options.cifarUrl ?? CIFAR10_URL,
@@ -121,7 +123,9 @@ export async function loadDataset(
       progress,
       timeoutMs: 15000,
     });
-    return `CIFAR-10 downloaded from ${options.cifarUrl ?? CIFAR10_URL} into ${cifarDir}`;
+    return haveArchive
+      ? `CIFAR-10 extracted from ${archive}`
+      : `CIFAR-10 downloaded from ${options.cifarUrl ?? CIFAR10_URL} into ${cifarDir}`;
   };
 
   switch (which) {
