@@ -5,8 +5,7 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
-import sharp, { type OverlayOptions } from "sharp";
+import sharp, { type OverlayOptions } from "./_sharp.ts";
 import { colormap, type ColormapName } from "./colormap.ts";
 import { type AttentionMatrix, attentionRollout, clsAttention } from "./attention.ts";
 import { type ImageInput, type PixelOptions, PngImage, type Rgb, toRgb } from "./png_image.ts";
@@ -233,21 +232,21 @@ export async function imageGrid(
   const font = `font-family="DejaVu Sans, Arial, sans-serif"`;
   list.forEach((it, i) => {
     const left = pad + (i % cols) * (cw + pad), top = th + pad + Math.floor(i / cols) * (lh + ch + pad);
-    composites.push({ input: Buffer.from(it.image.png), left, top: top + lh });
+    composites.push({ input: it.image.png, left, top: top + lh });
     if (it.label) {
       const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${cw}" height="${lh}">` +
         `<text x="${cw / 2}" y="${lh - 5}" text-anchor="middle" font-size="${
           Math.round(lh * 0.7)
         }" ${font} ` +
         `fill="#222">${escapeXml(it.label)}</text></svg>`;
-      composites.push({ input: Buffer.from(svg), left, top });
+      composites.push({ input: new TextEncoder().encode(svg), left, top });
     }
   });
   if (options.title) {
     const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${th}">` +
       `<text x="${width / 2}" y="${th - 6}" text-anchor="middle" font-size="17" font-weight="bold" ${font} ` +
       `fill="#111">${escapeXml(options.title)}</text></svg>`;
-    composites.push({ input: Buffer.from(svg), left: 0, top: 0 });
+    composites.push({ input: new TextEncoder().encode(svg), left: 0, top: 0 });
   }
   const png = await sharp({ create: { width, height, channels: 3, background: "#ffffff" } })
     .composite(composites)

@@ -6,7 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Buffer } from "node:buffer";
-import sharp from "sharp";
+import sharp from "./_sharp.ts";
 import type { MimeBundle } from "../util/mod.ts";
 import { JUPYTER_DISPLAY } from "./figure.ts";
 
