@@ -844,3 +844,21 @@ Deno.test({
 });
 
 void tf;
+
+Deno.test({
+  name: 'loadDataset("cifar10") extracts an archive put in data/cifar-10 by hand, without the network',
+  ...noSanitize,
+  fn: async () => {
+    const archive = await buildCifarArchive();
+    await withTempDir(async (dir) => {
+      await Deno.mkdir(join(dir, "cifar-10"));
+      await Deno.writeFile(join(dir, "cifar-10", "cifar-10-binary.tar.gz"), archive);
+      const opts = { dataDir: dir, download: false, cifarUrl: deadUrl(), cifarMd5: md5(archive), log: false };
+      const ds = await loadDataset("cifar10", { ...opts, split: "test" });
+      assertEquals([ds.name, ds.size], ["cifar10", 20]);
+      assert(ds.reason!.includes("extracted from"), ds.reason);
+      await Deno.remove(join(dir, "cifar-10"), { recursive: true });
+      await assertRejects(() => loadDataset("cifar10", opts), Error, "download is disabled");
+    });
+  },
+});
