@@ -33,6 +33,11 @@ export interface ResNetConfig {
     /** Side of the ViT patch grid the scores are pooled onto (e.g. 8 for 32px / patch 4). */
     grid: number;
   };
+  /**
+   * Build only the stem and layers 1..`stages` (default 4). Below 4 there is no classification head
+   * (`fc`): such a truncated network only serves as a scorer.
+   */
+  stages?: number;
   /** Batch-norm epsilon (PyTorch default 1e-5). */
   bnEps?: number;
   /** Batch-norm momentum in PyTorch's sense (new = (1-m)*old + m*batch; default 0.1). */
@@ -146,6 +151,8 @@ export interface GmacsOptions {
   keepRatio?: number;
   /** Input side; default the config's `imgSize`. */
   imgSize?: number;
+  /** ViT / hybrid: tokens (incl. CLS) entering each block, e.g. from an EViT-style schedule; overrides keepRatio. */
+  tokensPerBlock?: number[];
 }
 
 /** Analytic multiply-accumulates, in GMACs (conv + linear + the two attention matmuls). */

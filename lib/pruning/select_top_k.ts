@@ -52,7 +52,7 @@ export function gatherTokens(tokens: tf.Tensor3D, indices: tf.Tensor2D, prefixTo
   const k = indices.shape[1];
   return tf.tidy(() => {
     const patches = tf.reshape(tf.slice(tokens, [0, prefixTokens, 0], [b, n, d]), [b * n, d]);
-    const offsets = tf.mul(tf.range(0, b, 1, "int32"), tf.scalar(n, "int32")).reshape([b, 1]);
+    const offsets = tf.reshape(tf.mul(tf.range(0, b, 1, "int32"), tf.scalar(n, "int32")), [b, 1]);
     const flat = tf.reshape(tf.add(indices, offsets), [b * k]);
     const kept = tf.reshape(tf.gather(patches, flat, 0), [b, k, d]) as tf.Tensor3D;
     if (prefixTokens === 0) return kept;
@@ -93,11 +93,14 @@ export function selectTopK(
   return tf.tidy(() => {
     let indices: tf.Tensor2D;
     if (k === n) {
-      indices = tf.tile(tf.range(0, n, 1, "int32").reshape([1, n]), [b, 1]) as tf.Tensor2D;
+      indices = tf.tile(tf.reshape(tf.range(0, n, 1, "int32"), [1, n]), [b, 1]) as tf.Tensor2D;
     } else {
       const top = tf.topk(tf.cast(scores, "float32"), k, true).indices;
       // Sort the chosen indices ascending: top-k of their negation.
-      indices = tf.neg(tf.topk(tf.neg(tf.cast(top, "float32")), k, true).values).toInt() as tf.Tensor2D;
+      indices = tf.cast(
+        tf.neg(tf.topk(tf.neg(tf.cast(top, "float32")), k, true).values),
+        "int32",
+      ) as tf.Tensor2D;
     }
     return { tokens: gatherTokens(tokens, indices, prefix), indices };
   });

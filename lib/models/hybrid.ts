@@ -1,0 +1,174 @@
+/**
+ * {@link Hybrid}: the CNN-ViT model of the study. A ResNet18 run only up to an early stage scores
+ * every ViT patch (importance head), {@link selectTopK} keeps CLS + the top-k patch tokens after the
+ * position embedding, and the ViT runs its blocks on those only. Reuses {@link ResNet18} and
+ * {@link ViT} (no forks); parameter names are `cnn.<timm resnet name>` and `vit.<timm vit name>`.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { ResNet18 } from "./resnet18.ts";
+import { resolveViTConfig, ViT } from "./vit.ts";
+import { selectTopK } from "../pruning/select_top_k.ts";
+import type {
+  ForwardAux,
+  ForwardOptions,
+  ForwardOutput,
+  GmacsOptions,
+  GmacsReport,
+  HybridConfig,
+  Model,
+  ResNetConfig,
+  TensorLayout,
+} from "./types.ts";
+
+function prefixed<T>(prefix: string, m: Map<string, T>): [string, T][] {
+  return [...m].map(([k, v]) => [prefix + k, v]);
+}
+
+/**
+ * CNN-guided dynamic token pruning: ResNet18 importance scores → top-k patch tokens → ViT.
+ *
+ * @example
+ * ```ts
+ * const model = createModel("hybrid_tiny", { keepRatio: 0.5 }) as Hybrid;
+ * const { logits, aux } = model.forward(x, { returnAux: true }); // aux.keptIndices [B, 32]
+ * ```
+ */
+export class Hybrid implements Model {
+  readonly family = "hybrid" as const;
+  readonly config: HybridConfig;
+  /** The ViT (shared class, parameters under `vit.`). */
+  readonly vit: ViT;
+  /** The scorer CNN (parameters under `cnn.`); truncated after `scoreStage` unless `cnnHead`. */
+  readonly cnn: ResNet18;
+
+  constructor(config: HybridConfig, options: { seed?: number } = {}) {
+    if (config.model !== "hybrid") {
+      throw new Error(`Hybrid config: model is "${config.model}", expected "hybrid"`);
+    }
+    const vitConfig = resolveViTConfig(config.vit);
+    if (!(config.keepRatio > 0 && config.keepRatio <= 1)) {
+      throw new Error(`Hybrid config: keepRatio ${config.keepRatio} is not in (0, 1]`);
+    }
+    if (!(Number.isInteger(config.scoreStage) && config.scoreStage >= 0 && config.scoreStage <= 4)) {
+      throw new Error(`Hybrid config: scoreStage ${config.scoreStage} is not an integer in 0..4`);
+    }
+    this.config = structuredClone(config);
+    const seed = options.seed ?? 0;
+    this.vit = new ViT(vitConfig, { seed });
+    const cnnConfig: ResNetConfig = {
+      ...config.resnet,
+      imgSize: config.scorerImgSize ?? vitConfig.imgSize,
+      stages: config.cnnHead ? 4 : config.scoreStage,
+      importance: { stage: config.scoreStage, grid: this.vit.gridSize },
+    };
+    this.cnn = new ResNet18(cnnConfig, { seed: seed + 1 });
+    const side = this.cnn.stageSize(config.scoreStage);
+    const g = this.vit.gridSize;
+    if (!(side % g === 0 || g % side === 0)) {
+      this.dispose();
+      throw new Error(
+        `Hybrid config: the scorer's stage-${config.scoreStage} map is ${side}x${side}, which does not pool onto ` +
+          `the ${g}x${g} patch grid; change scoreStage or scorerImgSize`,
+      );
+    }
+  }
+
+  /** Importance scores `[B, N]` for images `x`. Call inside `tf.tidy`. */
+  scores(x: tf.Tensor4D, training = false): tf.Tensor2D {
+    return this.scoresAndFeatures(x, training).scores;
+  }
+
+  private scoresAndFeatures(
+    x: tf.Tensor4D,
+    training: boolean,
+  ): { scores: tf.Tensor2D; feature: tf.Tensor4D } {
+    const s = this.config.scorerImgSize;
+    const input = s && s !== x.shape[1] ? tf.image.resizeBilinear(x, [s, s]) : x;
+    const feature = this.cnn.features(input, this.config.scoreStage, training);
+    return { scores: this.cnn.importanceScores(feature), feature };
+  }
+
+  forward(x: tf.Tensor4D, options: ForwardOptions = {}): ForwardOutput {
+    const training = options.training ?? false;
+    const ratio = options.keepRatio ?? this.config.keepRatio;
+    return tf.tidy(() => {
+      const { scores, feature } = this.scoresAndFeatures(x, training);
+      let cnnLogits: tf.Tensor2D | undefined;
+      if (this.config.cnnHead && options.returnAux) {
+        let y = feature;
+        for (let s = this.config.scoreStage + 1; s <= 4; s++) y = this.cnn.layer(s, y, training);
+        cnnLogits = this.cnn.head(y);
+      }
+      const tokens = this.vit.embed(x);
+      let r: ReturnType<ViT["forwardTokens"]>;
+      if (options.keepIndices || options.tokenMask) {
+        // Caller-chosen tokens (e.g. an oracle or a soft training mask) override the scorer.
+        r = this.vit.forwardTokens(tokens, options);
+      } else {
+        const sel = selectTopK(tokens, scores, { keepRatio: ratio, prefixTokens: 1 });
+        r = this.vit.forwardTokens(sel.tokens, options, {
+          keptIndices: sel.indices,
+          numPatches: this.vit.numPatches,
+        });
+      }
+      const logits = this.vit.forwardHead(r.tokens);
+      const out: ForwardOutput = { logits };
+      if (options.returnAux || options.returnAttention) {
+        const aux: ForwardAux = { scores, tokensPerBlock: r.tokensPerBlock };
+        if (r.keptIndices) {
+          aux.keptIndices = r.keptIndices === options.keepIndices ? tf.clone(r.keptIndices) : r.keptIndices;
+        }
+        if (cnnLogits) aux.cnnLogits = cnnLogits;
+        if (options.returnAttention) aux.attention = r.attention;
+        out.aux = aux;
+      }
+      return out as unknown as tf.TensorContainer;
+    }) as unknown as ForwardOutput;
+  }
+
+  trainableVariables(): Map<string, tf.Variable> {
+    return new Map([
+      ...prefixed("cnn.", this.cnn.trainableVariables()),
+      ...prefixed("vit.", this.vit.trainableVariables()),
+    ]);
+  }
+
+  stateDict(): Map<string, tf.Variable> {
+    return new Map([...prefixed("cnn.", this.cnn.stateDict()), ...prefixed("vit.", this.vit.stateDict())]);
+  }
+
+  stateLayouts(): Map<string, TensorLayout> {
+    return new Map([
+      ...prefixed("cnn.", this.cnn.stateLayouts()),
+      ...prefixed("vit.", this.vit.stateLayouts()),
+    ]);
+  }
+
+  paramCount(): number {
+    return this.cnn.paramCount() + this.vit.paramCount();
+  }
+
+  /**
+   * GMACs: the scorer CNN (stem .. scoreStage + importance head, at `scorerImgSize`; the whole CNN with
+   * `cnnHead`) plus the ViT at the keep ratio.
+   */
+  gmacs(options: GmacsOptions = {}): GmacsReport {
+    const img = options.imgSize ?? this.config.vit.imgSize;
+    const scorerImg = this.config.scorerImgSize ?? img;
+    const cnn =
+      this.cnn.gmacs({ imgSize: scorerImg, upTo: this.config.cnnHead ? 4 : this.config.scoreStage }).total;
+    const vit = this.vit.gmacs({
+      imgSize: img,
+      keepRatio: options.keepRatio ?? this.config.keepRatio,
+      tokensPerBlock: options.tokensPerBlock,
+    }).total;
+    return { total: cnn + vit, cnn, vit };
+  }
+
+  dispose(): void {
+    this.vit?.dispose();
+    this.cnn?.dispose();
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * {@link ResNet18}: torchvision/timm ResNet18 (BasicBlock [2, 2, 2, 2]) with a `cifar` or `imagenet`
+ * stem, a width multiplier, a classification head and an optional importance head that gives one
+ * score per ViT patch from an early stage.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { ParamStore } from "./param_store.ts";
+import { batchNorm, type BatchNormParams, conv2d, linear } from "./layers.ts";
+import type {
+  ForwardOptions,
+  ForwardOutput,
+  GmacsOptions,
+  GmacsReport,
+  Model,
+  ResNetConfig,
+  TensorLayout,
+} from "./types.ts";
+
+/** One convolution of the network, for parameter creation and analytic GMACs. */
+interface ConvSpec {
+  name: string;
+  k: number;
+  cin: number;
+  cout: number;
+  stride: number;
+  pad: number;
+  /** Stage the conv belongs to: 0 = stem, 1..4 = layer1..4. */
+  stage: number;
+}
+
+function outSize(n: number, k: number, s: number, p: number): number {
+  return Math.floor((n + 2 * p - k) / s) + 1;
+}
+
+/** Validates a ResNet config and fills defaults. */
+export function resolveResNetConfig(
+  c: ResNetConfig,
+): Required<Omit<ResNetConfig, "importance">> & ResNetConfig {
+  const where = `ResNet18 config`;
+  if (c.model !== "resnet18") throw new Error(`${where}: model is "${c.model}", expected "resnet18"`);
+  if (!(Number.isInteger(c.numClasses) && c.numClasses >= 1)) {
+    throw new Error(`${where}: numClasses ${c.numClasses} is not a positive integer`);
+  }
+  if (!(Number.isInteger(c.width) && c.width >= 1)) {
+    throw new Error(`${where}: width ${c.width} is not a positive integer`);
+  }
+  if (c.stem !== "cifar" && c.stem !== "imagenet") {
+    throw new Error(`${where}: stem "${c.stem}" is not "cifar" or "imagenet"`);
+  }
+  if (!(Number.isInteger(c.imgSize) && c.imgSize >= 4)) {
+    throw new Error(`${where}: imgSize ${c.imgSize} is not an integer >= 4`);
+  }
+  const stages = c.stages ?? 4;
+  if (!(Number.isInteger(stages) && stages >= 0 && stages <= 4)) {
+    throw new Error(`${where}: stages ${c.stages} is not an integer in 0..4`);
+  }
+  if (c.importance) {
+    const { stage, grid } = c.importance;
+    if (!(Number.isInteger(stage) && stage >= 0 && stage <= stages)) {
+      throw new Error(`${where}: importance.stage ${stage} is not an integer in 0..${stages}`);
+    }
+    if (!(Number.isInteger(grid) && grid >= 1)) {
+      throw new Error(`${where}: importance.grid ${grid} is not a positive integer`);
+    }
+  }
+  return { ...c, stages, bnEps: c.bnEps ?? 1e-5, bnMomentum: c.bnMomentum ?? 0.1 };
+}
+
+/**
+ * ResNet18 in NHWC with timm/torchvision parameter names (`conv1`, `bn1`, `layer1.0.conv1`, ...,
+ * `layer2.0.downsample.0`, `fc`, plus `importance_head` when configured).
+ *
+ * @example
+ * ```ts
+ * const net = new ResNet18({ model: "resnet18", numClasses: 10, width: 16, stem: "cifar", imgSize: 32 });
+ * const { logits } = net.forward(tf.zeros([2, 32, 32, 3]) as tf.Tensor4D);
+ * logits.dispose();
+ * net.dispose();
+ * ```
+ */
+export class ResNet18 implements Model {
+  readonly family = "resnet18" as const;
+  readonly config: ResNetConfig;
+  private readonly c: ReturnType<typeof resolveResNetConfig>;
+  private readonly store: ParamStore;
+  private readonly convs: ConvSpec[];
+
+  constructor(config: ResNetConfig, options: { seed?: number } = {}) {
+    this.c = resolveResNetConfig(config);
+    this.config = structuredClone(config);
+    this.store = new ParamStore(options.seed ?? 0);
+    this.convs = ResNet18.convSpecs(this.c);
+    const s = this.store;
+    for (const cv of this.convs) {
+      s.conv(`${cv.name}.weight`, cv.k, cv.cin, cv.cout);
+      const bn = ResNet18.bnName(cv.name);
+      s.fill(`${bn}.weight`, cv.cout, 1);
+      s.fill(`${bn}.bias`, cv.cout, 0);
+      s.fill(`${bn}.running_mean`, cv.cout, 0, false);
+      s.fill(`${bn}.running_var`, cv.cout, 1, false);
+    }
+    if (this.c.importance) {
+      const ch = this.stageChannels(this.c.importance.stage);
+      s.linear("importance_head.weight", ch, 1, "torch");
+      s.add("importance_head.bias", [1], new Float32Array(1), "plain");
+    }
+    if (this.c.stages === 4) {
+      const feat = this.c.width * 8;
+      s.linear("fc.weight", feat, this.c.numClasses, "torch");
+      s.add("fc.bias", [this.c.numClasses], s.uniform(this.c.numClasses, 1 / Math.sqrt(feat)), "plain");
+    }
+  }
+
+  /** Name of the batch norm following the conv called `name`. */
+  private static bnName(conv: string): string {
+    if (conv === "conv1") return "bn1";
+    if (conv.endsWith("downsample.0")) return conv.replace(/0$/, "1");
+    return conv.replace(/conv(\d)$/, "bn$1");
+  }
+
+  private static convSpecs(c: ReturnType<typeof resolveResNetConfig>): ConvSpec[] {
+    const out: ConvSpec[] = [];
+    if (c.stem === "cifar") {
+      out.push({ name: "conv1", k: 3, cin: 3, cout: c.width, stride: 1, pad: 1, stage: 0 });
+    } else out.push({ name: "conv1", k: 7, cin: 3, cout: c.width, stride: 2, pad: 3, stage: 0 });
+    let cin = c.width;
+    for (let st = 1; st <= c.stages; st++) {
+      const cout = c.width * 2 ** (st - 1);
+      for (let b = 0; b < 2; b++) {
+        const stride = st > 1 && b === 0 ? 2 : 1;
+        const p = `layer${st}.${b}`;
+        out.push({ name: `${p}.conv1`, k: 3, cin, cout, stride, pad: 1, stage: st });
+        out.push({ name: `${p}.conv2`, k: 3, cin: cout, cout, stride: 1, pad: 1, stage: st });
+        if (stride !== 1 || cin !== cout) {
+          out.push({ name: `${p}.downsample.0`, k: 1, cin, cout, stride, pad: 0, stage: st });
+        }
+        cin = cout;
+      }
+    }
+    return out;
+  }
+
+  /** Output channels of stage `s` (0 = stem). */
+  stageChannels(s: number): number {
+    return s === 0 ? this.c.width : this.c.width * 2 ** (s - 1);
+  }
+
+  /** Spatial side of stage `s`'s output for an input of side `imgSize`. */
+  stageSize(s: number, imgSize = this.c.imgSize): number {
+    let n = imgSize;
+    if (this.c.stem === "imagenet") n = outSize(outSize(n, 7, 2, 3), 3, 2, 1);
+    for (let st = 2; st <= s; st++) n = outSize(n, 3, 2, 1);
+    return n;
+  }
+
+  private conv(x: tf.Tensor4D, name: string, stride: number, pad: number): tf.Tensor4D {
+    return conv2d(x, this.store.get(`${name}.weight`) as tf.Tensor4D, stride, pad);
+  }
+
+  private bn(x: tf.Tensor4D, name: string, training: boolean): tf.Tensor4D {
+    const s = this.store;
+    const p: BatchNormParams = {
+      weight: s.get(`${name}.weight`),
+      bias: s.get(`${name}.bias`),
+      runningMean: s.get(`${name}.running_mean`),
+      runningVar: s.get(`${name}.running_var`),
+    };
+    return batchNorm(x, p, { training, eps: this.c.bnEps, momentum: this.c.bnMomentum });
+  }
+
+  /** The stem (conv1, bn1, relu, and the max-pool of the imagenet stem). Call inside `tf.tidy`. */
+  stem(x: tf.Tensor4D, training = false): tf.Tensor4D {
+    if (x.rank !== 4 || x.shape[3] !== 3) {
+      throw new Error(`ResNet18.forward: input shape [${x.shape}] is not [B, H, W, 3] (NHWC)`);
+    }
+    const imagenet = this.c.stem === "imagenet";
+    let y = tf.relu(this.bn(this.conv(x, "conv1", imagenet ? 2 : 1, imagenet ? 3 : 1), "bn1", training));
+    if (imagenet) y = tf.maxPool(y, 3, 2, 1);
+    return y;
+  }
+
+  /** Stage `s` (1..4): two BasicBlocks. Call inside `tf.tidy`. */
+  layer(s: number, x: tf.Tensor4D, training = false): tf.Tensor4D {
+    if (s < 1 || s > this.c.stages) {
+      throw new Error(`ResNet18.layer: stage ${s} is not in 1..${this.c.stages}`);
+    }
+    let y = x;
+    for (let b = 0; b < 2; b++) {
+      const p = `layer${s}.${b}`;
+      const stride = s > 1 && b === 0 ? 2 : 1;
+      let h = tf.relu(this.bn(this.conv(y, `${p}.conv1`, stride, 1), `${p}.bn1`, training));
+      h = this.bn(this.conv(h, `${p}.conv2`, 1, 1), `${p}.bn2`, training);
+      const short = this.hasParam(`${p}.downsample.0.weight`)
+        ? this.bn(this.conv(y, `${p}.downsample.0`, stride, 0), `${p}.downsample.1`, training)
+        : y;
+      y = tf.relu(tf.add(h, short));
+    }
+    return y;
+  }
+
+  private hasParam(name: string): boolean {
+    return this.store.has(name);
+  }
+
+  /** Runs the stem and layers 1..`upTo`. Call inside `tf.tidy`. */
+  features(x: tf.Tensor4D, upTo: number, training = false): tf.Tensor4D {
+    let y = this.stem(x, training);
+    for (let s = 1; s <= upTo; s++) y = this.layer(s, y, training);
+    return y;
+  }
+
+  /**
+   * Importance scores `[B, grid²]` from a stage's feature map: average-pooled onto the ViT patch grid
+   * (nearest upsampling when the map is smaller), then a linear map to one score. Call inside `tf.tidy`.
+   */
+  importanceScores(feature: tf.Tensor4D): tf.Tensor2D {
+    if (!this.c.importance) {
+      throw new Error("ResNet18.importanceScores: this ResNet has no importance head (config.importance)");
+    }
+    const g = this.c.importance.grid;
+    const h = feature.shape[1];
+    let pooled: tf.Tensor4D;
+    if (h === g) pooled = feature;
+    else if (h % g === 0) pooled = tf.avgPool(feature, h / g, h / g, "valid");
+    else if (g % h === 0) pooled = tf.image.resizeNearestNeighbor(feature, [g, g]);
+    else {
+      throw new Error(
+        `ResNet18.importanceScores: feature map side ${h} and patch grid ${g} do not divide each other; ` +
+          "choose another importance stage or scorer input size",
+      );
+    }
+    const s = linear(
+      pooled,
+      this.store.get("importance_head.weight"),
+      this.store.get("importance_head.bias"),
+    );
+    return tf.reshape(s, [feature.shape[0], g * g]);
+  }
+
+  /** Global average pool + `fc`. Call inside `tf.tidy`. */
+  head(feature: tf.Tensor4D): tf.Tensor2D {
+    if (this.c.stages !== 4) {
+      throw new Error(`ResNet18.head: this ResNet is truncated after stage ${this.c.stages} (no fc)`);
+    }
+    const pooled = tf.mean(feature, [1, 2]) as tf.Tensor2D;
+    return linear(pooled, this.store.get("fc.weight"), this.store.get("fc.bias"));
+  }
+
+  forward(x: tf.Tensor4D, options: ForwardOptions = {}): ForwardOutput {
+    const training = options.training ?? false;
+    return tf.tidy(() => {
+      let y = this.stem(x, training);
+      let scores: tf.Tensor2D | undefined;
+      const imp = this.c.importance;
+      if (imp && imp.stage === 0 && options.returnAux) scores = this.importanceScores(y);
+      for (let s = 1; s <= this.c.stages; s++) {
+        y = this.layer(s, y, training);
+        if (imp && imp.stage === s && options.returnAux) scores = this.importanceScores(y);
+      }
+      const logits = this.head(y);
+      const out: ForwardOutput = { logits };
+      if (options.returnAux) out.aux = scores ? { cnnLogits: logits, scores } : { cnnLogits: logits };
+      return out as unknown as tf.TensorContainer;
+    }) as unknown as ForwardOutput;
+  }
+
+  trainableVariables(): Map<string, tf.Variable> {
+    return this.store.trainable();
+  }
+
+  stateDict(): Map<string, tf.Variable> {
+    return this.store.state();
+  }
+
+  stateLayouts(): Map<string, TensorLayout> {
+    return this.store.layouts();
+  }
+
+  paramCount(): number {
+    return this.store.paramCount();
+  }
+
+  /**
+   * Analytic GMACs (conv + linear multiply-accumulates) for one image. `upTo` limits the count to
+   * the stem and layers 1..upTo (plus the importance head at `importanceStage`), as the hybrid runs them.
+   */
+  gmacs(options: GmacsOptions & { upTo?: number; importanceStage?: number } = {}): GmacsReport {
+    const img = options.imgSize ?? this.c.imgSize;
+    const upTo = options.upTo ?? this.c.stages;
+    let macs = 0;
+    for (const cv of this.convs) {
+      if (cv.stage > upTo) continue;
+      // Every conv of stage s outputs the stage's side; the stem conv's output precedes the max-pool.
+      const n = cv.stage === 0 ? outSize(img, cv.k, cv.stride, cv.pad) : this.stageSize(cv.stage, img);
+      macs += n * n * cv.cout * cv.cin * cv.k * cv.k;
+    }
+    const impStage = options.importanceStage ?? this.c.importance?.stage;
+    if (this.c.importance && impStage !== undefined && impStage <= upTo) {
+      macs += this.c.importance.grid ** 2 * this.stageChannels(impStage);
+    }
+    if (upTo === 4 && this.c.stages === 4) macs += this.c.width * 8 * this.c.numClasses;
+    const total = macs / 1e9;
+    return { total, cnn: total };
+  }
+
+  dispose(): void {
+    this.store.dispose();
+  }
+}

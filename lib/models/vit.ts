@@ -1,0 +1,339 @@
+/**
+ * {@link ViT}: timm's VisionTransformer (CLS token, learned position embeddings, pre-norm blocks with
+ * fused qkv attention and an exact-GELU MLP, final norm, CLS head), in NHWC, with real token pruning:
+ * given kept patch indices it gathers those tokens and runs its blocks on the shorter sequence.
+ *
+ * The pieces are public so pruning strategies compose them (timm's `forwardFeatures`/`forwardHead`):
+ * {@link ViT.embed} → {@link ViT.block} (×depth) → {@link ViT.forwardHead}.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { ParamStore } from "./param_store.ts";
+import { conv2d, gelu, layerNorm, linear } from "./layers.ts";
+import { gatherTokens } from "../pruning/select_top_k.ts";
+import type {
+  ForwardAux,
+  ForwardOptions,
+  ForwardOutput,
+  GmacsOptions,
+  GmacsReport,
+  Model,
+  TensorLayout,
+  ViTConfig,
+} from "./types.ts";
+
+/** Validates a ViT config and fills defaults. */
+export function resolveViTConfig(c: ViTConfig): Required<ViTConfig> {
+  const where = "ViT config";
+  if (c.model !== "vit") throw new Error(`${where}: model is "${c.model}", expected "vit"`);
+  for (const k of ["numClasses", "imgSize", "patchSize", "embedDim", "depth", "numHeads"] as const) {
+    if (!(Number.isInteger(c[k]) && c[k] >= 1)) {
+      throw new Error(`${where}: ${k} ${c[k]} is not a positive integer`);
+    }
+  }
+  if (c.imgSize % c.patchSize !== 0) {
+    throw new Error(`${where}: imgSize ${c.imgSize} is not a multiple of patchSize ${c.patchSize}`);
+  }
+  if (c.embedDim % c.numHeads !== 0) {
+    throw new Error(`${where}: embedDim ${c.embedDim} is not divisible by numHeads ${c.numHeads}`);
+  }
+  if (!(c.mlpRatio > 0)) throw new Error(`${where}: mlpRatio ${c.mlpRatio} is not positive`);
+  return { ...c, inChans: c.inChans ?? 3, lnEps: c.lnEps ?? 1e-6 };
+}
+
+/** Options of {@link ViT.block}. */
+export interface BlockOptions {
+  /** Return the attention probabilities `[B, heads, T, T]`. */
+  returnAttention?: boolean;
+  /** `[B, T]` token mask in [0, 1] for DynamicViT-style masked softmax (CLS column must be 1). */
+  tokenMask?: tf.Tensor2D;
+}
+
+/**
+ * Vision Transformer with timm parameter names (`cls_token`, `pos_embed`, `patch_embed.proj`,
+ * `blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`, `norm`, `head`).
+ *
+ * @example
+ * ```ts
+ * const vit = new ViT({ model: "vit", numClasses: 10, imgSize: 32, patchSize: 4, embedDim: 64,
+ *   depth: 2, numHeads: 4, mlpRatio: 4 });
+ * const keep = tf.tensor2d([[0, 3, 9]], [1, 3], "int32");
+ * const { logits } = vit.forward(tf.zeros([1, 32, 32, 3]) as tf.Tensor4D, { keepIndices: keep });
+ * ```
+ */
+export class ViT implements Model {
+  readonly family = "vit" as const;
+  readonly config: ViTConfig;
+  private readonly c: Required<ViTConfig>;
+  private readonly store: ParamStore;
+
+  constructor(config: ViTConfig, options: { seed?: number } = {}) {
+    this.c = resolveViTConfig(config);
+    this.config = structuredClone(config);
+    const c = this.c;
+    const s = (this.store = new ParamStore(options.seed ?? 0));
+    const d = c.embedDim;
+    const hidden = Math.round(d * c.mlpRatio);
+    const fanIn = c.inChans * c.patchSize ** 2;
+    s.add("cls_token", [1, 1, d], s.normal(d, 1e-6), "plain");
+    s.add("pos_embed", [1, this.numPatches + 1, d], s.normal((this.numPatches + 1) * d, 0.02, true), "plain");
+    s.add(
+      "patch_embed.proj.weight",
+      [c.patchSize, c.patchSize, c.inChans, d],
+      s.uniform(fanIn * d, 1 / Math.sqrt(fanIn)),
+      "conv2d",
+    );
+    s.add("patch_embed.proj.bias", [d], s.uniform(d, 1 / Math.sqrt(fanIn)), "plain");
+    for (let i = 0; i < c.depth; i++) {
+      const p = `blocks.${i}`;
+      s.fill(`${p}.norm1.weight`, d, 1);
+      s.fill(`${p}.norm1.bias`, d, 0);
+      s.linear(`${p}.attn.qkv.weight`, d, 3 * d);
+      s.fill(`${p}.attn.qkv.bias`, 3 * d, 0);
+      s.linear(`${p}.attn.proj.weight`, d, d);
+      s.fill(`${p}.attn.proj.bias`, d, 0);
+      s.fill(`${p}.norm2.weight`, d, 1);
+      s.fill(`${p}.norm2.bias`, d, 0);
+      s.linear(`${p}.mlp.fc1.weight`, d, hidden);
+      s.fill(`${p}.mlp.fc1.bias`, hidden, 0);
+      s.linear(`${p}.mlp.fc2.weight`, hidden, d);
+      s.fill(`${p}.mlp.fc2.bias`, d, 0);
+    }
+    s.fill("norm.weight", d, 1);
+    s.fill("norm.bias", d, 0);
+    s.linear("head.weight", d, c.numClasses);
+    s.fill("head.bias", c.numClasses, 0);
+  }
+
+  /** Patch grid side (imgSize / patchSize). */
+  get gridSize(): number {
+    return this.c.imgSize / this.c.patchSize;
+  }
+
+  /** Number of patch tokens N (CLS excluded). */
+  get numPatches(): number {
+    return this.gridSize ** 2;
+  }
+
+  /** Number of blocks. */
+  get depth(): number {
+    return this.c.depth;
+  }
+
+  private p(name: string): tf.Variable {
+    return this.store.get(name);
+  }
+
+  /**
+   * Patch embedding + CLS token + position embedding: `[B, H, W, C]` → `[B, 1 + N, D]`. Call inside `tf.tidy`.
+   */
+  embed(x: tf.Tensor4D): tf.Tensor3D {
+    const c = this.c;
+    if (x.rank !== 4 || x.shape[1] !== c.imgSize || x.shape[2] !== c.imgSize || x.shape[3] !== c.inChans) {
+      throw new Error(
+        `ViT.embed: input shape [${x.shape}] is not [B, ${c.imgSize}, ${c.imgSize}, ${c.inChans}] (NHWC)`,
+      );
+    }
+    const b = x.shape[0];
+    const d = c.embedDim;
+    const proj = conv2d(x, this.p("patch_embed.proj.weight") as tf.Tensor4D, c.patchSize, 0);
+    const patches = tf.reshape(tf.add(proj, this.p("patch_embed.proj.bias")), [b, this.numPatches, d]);
+    const cls = tf.tile(this.p("cls_token"), [b, 1, 1]);
+    return tf.add(tf.concat([cls, patches], 1), this.p("pos_embed")) as tf.Tensor3D;
+  }
+
+  /**
+   * Multi-head self-attention of block `i` on normalised tokens `[B, T, D]`. Call inside `tf.tidy`.
+   */
+  attention(
+    i: number,
+    x: tf.Tensor3D,
+    opts: BlockOptions = {},
+  ): { out: tf.Tensor3D; attention?: tf.Tensor4D } {
+    const [b, t, d] = x.shape;
+    const h = this.c.numHeads;
+    const dh = d / h;
+    const qkv = linear(x, this.p(`blocks.${i}.attn.qkv.weight`), this.p(`blocks.${i}.attn.qkv.bias`));
+    const [q, k, v] = tf.split(qkv, 3, 2).map((m) =>
+      tf.transpose(tf.reshape(m, [b, t, h, dh]), [0, 2, 1, 3])
+    );
+    let logits = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)) as tf.Tensor4D;
+    let probs: tf.Tensor4D;
+    if (opts.tokenMask) {
+      // DynamicViT's softmax with policy: masked keys get no weight, except each token on itself.
+      const policy = tf.reshape(opts.tokenMask, [b, 1, 1, t]);
+      const eye = tf.reshape(tf.eye(t), [1, 1, t, t]);
+      const attnPolicy = tf.add(policy, tf.mul(tf.sub(1, policy), eye));
+      logits = tf.sub(logits, tf.max(logits, -1, true));
+      const e = tf.mul(tf.exp(logits), attnPolicy);
+      const eps = 1e-6;
+      probs = tf.div(tf.add(e, eps / t), tf.add(tf.sum(e, -1, true), eps)) as tf.Tensor4D;
+    } else {
+      probs = tf.softmax(logits) as tf.Tensor4D;
+    }
+    const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, t, d]);
+    const out = linear(
+      ctx,
+      this.p(`blocks.${i}.attn.proj.weight`),
+      this.p(`blocks.${i}.attn.proj.bias`),
+    ) as tf.Tensor3D;
+    return opts.returnAttention ? { out, attention: probs } : { out };
+  }
+
+  /** Transformer block `i` (pre-norm attention + MLP, residuals) on `[B, T, D]`. Call inside `tf.tidy`. */
+  block(
+    i: number,
+    tokens: tf.Tensor3D,
+    opts: BlockOptions = {},
+  ): { tokens: tf.Tensor3D; attention?: tf.Tensor4D } {
+    if (!(i >= 0 && i < this.c.depth)) {
+      throw new Error(`ViT.block: block ${i} is not in 0..${this.c.depth - 1}`);
+    }
+    const p = `blocks.${i}`;
+    const eps = this.c.lnEps;
+    const a = this.attention(
+      i,
+      layerNorm(tokens, this.p(`${p}.norm1.weight`), this.p(`${p}.norm1.bias`), eps),
+      opts,
+    );
+    const x = tf.add(tokens, a.out) as tf.Tensor3D;
+    const hn = layerNorm(x, this.p(`${p}.norm2.weight`), this.p(`${p}.norm2.bias`), eps);
+    const m = linear(
+      gelu(linear(hn, this.p(`${p}.mlp.fc1.weight`), this.p(`${p}.mlp.fc1.bias`))),
+      this.p(`${p}.mlp.fc2.weight`),
+      this.p(`${p}.mlp.fc2.bias`),
+    );
+    const out = tf.add(x, m) as tf.Tensor3D;
+    return a.attention ? { tokens: out, attention: a.attention } : { tokens: out };
+  }
+
+  /** Final norm and the CLS-token head: `[B, T, D]` → logits `[B, classes]`. Call inside `tf.tidy`. */
+  forwardHead(tokens: tf.Tensor3D): tf.Tensor2D {
+    const [b, , d] = tokens.shape;
+    const cls = tf.reshape(tf.slice(tokens, [0, 0, 0], [b, 1, d]), [b, d]);
+    const normed = layerNorm(cls, this.p("norm.weight"), this.p("norm.bias"), this.c.lnEps);
+    return linear(normed, this.p("head.weight"), this.p("head.bias")) as tf.Tensor2D;
+  }
+
+  /**
+   * Runs the blocks on embedded tokens `[B, 1 + N, D]`: gathers `keepIndices` first, applies the
+   * token mask and the reducer, and collects aux outputs. Returns the final tokens (before the final
+   * norm). `preselected` says the tokens were already reduced to CLS + the given patch indices out of
+   * `numPatches` (the hybrid's top-k). Call inside `tf.tidy`; used by {@link ViT.forward} and the hybrid.
+   */
+  forwardTokens(
+    tokens: tf.Tensor3D,
+    options: ForwardOptions = {},
+    preselected?: { keptIndices: tf.Tensor2D; numPatches: number },
+  ): { tokens: tf.Tensor3D; keptIndices?: tf.Tensor2D; attention: tf.Tensor4D[]; tokensPerBlock: number[] } {
+    const [b, t] = tokens.shape;
+    const n = preselected ? preselected.numPatches : t - 1;
+    if ((options.keepIndices || preselected) && options.tokenMask) {
+      throw new Error("ViT.forward: give keepIndices or tokenMask, not both");
+    }
+    let x = tokens;
+    let kept: tf.Tensor2D | undefined = preselected?.keptIndices;
+    if (options.keepIndices && !preselected) {
+      const ki = options.keepIndices;
+      if (ki.rank !== 2 || ki.shape[0] !== b || ki.shape[1] < 1 || ki.shape[1] > n) {
+        throw new Error(`ViT.forward: keepIndices shape [${ki.shape}] is not [${b}, k] with 1 <= k <= ${n}`);
+      }
+      kept = ki.dtype === "int32" ? ki : (tf.cast(ki, "int32") as tf.Tensor2D);
+      x = gatherTokens(tokens, kept, 1);
+    }
+    let mask: tf.Tensor2D | undefined;
+    if (options.tokenMask) {
+      const m = options.tokenMask;
+      if (m.rank !== 2 || m.shape[0] !== b || m.shape[1] !== n) {
+        throw new Error(`ViT.forward: tokenMask shape [${m.shape}] is not [${b}, ${n}]`);
+      }
+      mask = tf.concat([tf.ones([b, 1]), tf.cast(m, "float32")], 1) as tf.Tensor2D;
+    }
+    const reducer = options.reducer;
+    const attention: tf.Tensor4D[] = [];
+    const tokensPerBlock: number[] = [];
+    for (let i = 0; i < this.c.depth; i++) {
+      tokensPerBlock.push(x.shape[1]);
+      const reduceHere = reducer?.afterBlocks.includes(i) ?? false;
+      const wantAttn = (options.returnAttention ?? false) ||
+        (reduceHere && (reducer?.needsAttention ?? false));
+      const r = this.block(i, x, { returnAttention: wantAttn, tokenMask: mask });
+      x = r.tokens;
+      if (r.attention && options.returnAttention) attention.push(r.attention);
+      if (reduceHere && reducer) {
+        if (mask) throw new Error("ViT.forward: a reducer cannot be combined with tokenMask");
+        if (!kept) kept = tf.tile(tf.reshape(tf.range(0, n, 1, "int32"), [1, n]), [b, 1]) as tf.Tensor2D;
+        const red = reducer.reduce(x, { block: i, attention: r.attention, keptIndices: kept });
+        x = red.tokens;
+        kept = red.keptIndices;
+      }
+    }
+    return { tokens: x, keptIndices: kept, attention, tokensPerBlock };
+  }
+
+  /** Embedding + blocks + final tokens, as timm's `forward_features` (without the final norm). */
+  forwardFeatures(x: tf.Tensor4D, options: ForwardOptions = {}): tf.Tensor3D {
+    return tf.tidy(() => this.forwardTokens(this.embed(x), options).tokens);
+  }
+
+  forward(x: tf.Tensor4D, options: ForwardOptions = {}): ForwardOutput {
+    return tf.tidy(() => {
+      const r = this.forwardTokens(this.embed(x), options);
+      const logits = this.forwardHead(r.tokens);
+      const out: ForwardOutput = { logits };
+      if (options.returnAux || options.returnAttention) {
+        const aux: ForwardAux = { tokensPerBlock: r.tokensPerBlock };
+        if (r.keptIndices) {
+          aux.keptIndices = r.keptIndices === options.keepIndices ? tf.clone(r.keptIndices) : r.keptIndices;
+        }
+        if (options.returnAttention) aux.attention = r.attention;
+        out.aux = aux;
+      }
+      return out as unknown as tf.TensorContainer;
+    }) as unknown as ForwardOutput;
+  }
+
+  trainableVariables(): Map<string, tf.Variable> {
+    return this.store.trainable();
+  }
+
+  stateDict(): Map<string, tf.Variable> {
+    return this.store.state();
+  }
+
+  stateLayouts(): Map<string, TensorLayout> {
+    return this.store.layouts();
+  }
+
+  paramCount(): number {
+    return this.store.paramCount();
+  }
+
+  /**
+   * Analytic GMACs: patch embedding, per block qkv + q·kᵀ + attn·v + proj + MLP at the block's token
+   * count, and the head. Token counts come from `tokensPerBlock`, else `keepRatio` (CLS + k).
+   */
+  gmacs(options: GmacsOptions = {}): GmacsReport {
+    const c = this.c;
+    const img = options.imgSize ?? c.imgSize;
+    const n = (img / c.patchSize) ** 2;
+    const d = c.embedDim;
+    const hidden = Math.round(d * c.mlpRatio);
+    let macs = n * d * c.inChans * c.patchSize ** 2;
+    const k = options.keepRatio === undefined || options.keepRatio >= 1
+      ? n
+      : Math.max(1, Math.min(n, Math.round(options.keepRatio * n)));
+    const perBlock = options.tokensPerBlock ?? new Array(c.depth).fill(k + 1);
+    if (perBlock.length !== c.depth) {
+      throw new Error(`ViT.gmacs: tokensPerBlock has ${perBlock.length} entries, expected depth ${c.depth}`);
+    }
+    for (const t of perBlock) macs += t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * hidden;
+    macs += d * c.numClasses;
+    return { total: macs / 1e9, vit: macs / 1e9 };
+  }
+
+  dispose(): void {
+    this.store.dispose();
+  }
+}
