@@ -25,3 +25,4 @@ export * from "./extract_patches.ts";
 export * from "./read_patch.ts";
 export * from "./patch_dataset.ts";
 export * from "./slide_inference.ts";
+export * from "./synthetic_slide.ts";
