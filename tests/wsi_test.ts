@@ -35,9 +35,11 @@ import {
   segmentTissue,
   segmentTissueImage,
   Slide,
+  syntheticColorAt,
   tissueParams,
   toAsapXml,
   withSlide,
+  writeSyntheticSlide,
 } from "../lib/wsi/mod.ts";
 
 const HAVE_OPENSLIDE = openslideAvailable();
@@ -591,3 +593,44 @@ slideTest("inferSlide() scores every patch, classifies only the top-k and paints
     s.close();
   }
 });
+
+slideTest(
+  "writeSyntheticSlide() writes a shared-tile pyramid OpenSlide reads, drawn exactly at small levels",
+  async (f) => {
+    const path = join(f.dir, "synthetic.tif");
+    const shapes = [
+      { kind: "ellipse" as const, cx: 3000, cy: 2000, rx: 2000, ry: 1500, color: [200, 120, 170] as const },
+      { kind: "rect" as const, cx: 3000, cy: 2000, rx: 500, ry: 400, hole: true },
+    ];
+    const info = await writeSyntheticSlide(path, {
+      width: 6000,
+      height: 4000,
+      shapes,
+      exactPixels: 2_000_000,
+      mpp: 0.5,
+    });
+    assertEquals(info.levels.length, 6);
+    assert(info.uniqueTiles < info.totalTiles / 2, `${info.uniqueTiles} distinct of ${info.totalTiles}`);
+    await withSlide(path, (s) => {
+      assertEquals(s.levelDimensions.map((d) => d[0]), [6000, 3000, 1500, 750, 375, 188]);
+      assertAlmostEquals(s.mpp!.x, 0.5, 1e-3);
+      const hole = s.readRegion(3000, 2000, 0, 1, 1).data, bg = s.readRegion(10, 10, 0, 1, 1).data;
+      assertEquals(Array.from(hole), Array.from(bg), "hole shows the background");
+      assertEquals(syntheticColorAt(shapes, 3000, 2000), undefined);
+      // level 3 (750 x 500) is drawn exactly: every pixel is tissue or background as the shapes say
+      const l3 = s.readLevel(3);
+      let wrong = 0;
+      for (let y = 0; y < l3.height; y++) {
+        for (let x = 0; x < l3.width; x++) {
+          const tissue = syntheticColorAt(shapes, (x + 0.5) * 8, (y + 0.5) * 8) !== undefined;
+          const sat = Math.max(...l3.data.subarray((y * l3.width + x) * 3, (y * l3.width + x) * 3 + 3)) -
+            Math.min(...l3.data.subarray((y * l3.width + x) * 3, (y * l3.width + x) * 3 + 3));
+          if (tissue !== sat > 20) wrong++;
+        }
+      }
+      assertEquals(wrong, 0);
+      const m = segmentTissue(s, "default", { minTissueArea: 1, minHoleArea: 1 });
+      assertEquals([m.components, m.holes], [1, 1]);
+    });
+  },
+);
