@@ -20,6 +20,7 @@ import {
   decodeCifarBinary,
   decodeIdx,
   downloadCifar10,
+  downloadFashionMnist,
   downloadFile,
   encodeCifarBinary,
   encodeIdx,
@@ -666,6 +667,7 @@ Deno.test({
         log: false,
         fashionMnistDirs: [fm],
         cifarUrl: deadUrl(),
+        fashionMnistUrl: deadUrl() + "/",
       };
       const a = await loadDataset("auto", opts);
       assertEquals(a.name, "fashion-mnist");
@@ -860,5 +862,59 @@ Deno.test({
       await Deno.remove(join(dir, "cifar-10"), { recursive: true });
       await assertRejects(() => loadDataset("cifar10", opts), Error, "download is disabled");
     });
+  },
+});
+
+Deno.test({
+  name: "downloadFashionMnist() fetches the four IDX files, validates them, and deletes an invalid one",
+  ...noSanitize,
+  fn: async () => {
+    const files: Record<string, Uint8Array> = {
+      "train-images-idx3-ubyte.gz": encodeIdx([20, 28, 28], new Uint8Array(20 * 784).fill(9)),
+      "train-labels-idx1-ubyte.gz": encodeIdx([20], Uint8Array.from({ length: 20 }, (_, i) => i % 10)),
+      "t10k-images-idx3-ubyte.gz": encodeIdx([10, 28, 28], new Uint8Array(10 * 784)),
+      "t10k-labels-idx1-ubyte.gz": encodeIdx([10], Uint8Array.from({ length: 10 }, (_, i) => i)),
+    };
+    const gz = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, new Uint8Array(gzipSync(v))]));
+    let broken = "";
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+      const name = new URL(req.url).pathname.slice(1);
+      if (!(name in gz)) return new Response("missing", { status: 404 });
+      return new Response(name === broken ? gz[name].subarray(0, 30).slice() : gz[name].slice());
+    });
+    const url = `http://127.0.0.1:${server.addr.port}/`;
+    try {
+      await withTempDir(async (dir) => {
+        const ds = await loadDataset("fashion-mnist", {
+          dataDir: dir,
+          fashionMnistDirs: [join(dir, "fashion-mnist")],
+          fashionMnistUrl: url,
+          split: "train",
+          valFraction: 0,
+          log: false,
+          progress: false,
+        });
+        assertEquals([ds.name, ds.size], ["fashion-mnist", 20]);
+        assert(ds.reason!.includes("downloaded into"), ds.reason);
+        await Deno.remove(join(dir, "fashion-mnist"), { recursive: true });
+        broken = "t10k-labels-idx1-ubyte.gz";
+        const e = await assertRejects(
+          () => downloadFashionMnist(join(dir, "fashion-mnist"), { url, progress: false }),
+          Error,
+          broken,
+        );
+        assert(e.message.includes("gzip") && e.message.includes("deleted"), e.message);
+        await assertRejects(() => Deno.stat(join(dir, "fashion-mnist", broken)));
+        assert((await Deno.stat(join(dir, "fashion-mnist", "t10k-images-idx3-ubyte.gz"))).isFile);
+        const e404 = await assertRejects(
+          () => downloadFashionMnist(join(dir, "fm2"), { url: url + "nope/", progress: false }),
+          Error,
+          "expected HTTP 200 or 206, found 404",
+        );
+        assert(e404.message.includes("apt-get install dataset-fashion-mnist"), e404.message);
+      });
+    } finally {
+      await server.shutdown();
+    }
   },
 });

@@ -8,7 +8,12 @@ import { join } from "node:path";
 import { findCifar10, loadCifar10 } from "./cifar10.ts";
 import { CIFAR10_ARCHIVE, CIFAR10_MD5, CIFAR10_URL, downloadCifar10 } from "./cifar10_download.ts";
 import { type Dataset, InMemoryDataset, type Split } from "./dataset.ts";
-import { FASHION_MNIST_SYSTEM_DIR, findFashionMnist, loadFashionMnist } from "./fashion_mnist.ts";
+import {
+  downloadFashionMnist,
+  FASHION_MNIST_SYSTEM_DIR,
+  findFashionMnist,
+  loadFashionMnist,
+} from "./fashion_mnist.ts";
 import { loadSynthetic, type LoadSyntheticOptions } from "./synthetic.ts";
 
 /** Names {@link loadDataset} understands. */
@@ -39,6 +44,8 @@ export interface LoadDatasetOptions {
   cifarMd5?: string;
   /** Folders searched for Fashion-MNIST (default `[<dataDir>/fashion-mnist, /usr/share/datasets/fashion-mnist]`). */
   fashionMnistDirs?: readonly string[];
+  /** Base address of the Fashion-MNIST files (default: the upstream one; tests use a local server). */
+  fashionMnistUrl?: string;
   /** Options of the synthetic set. */
   synthetic?: LoadSyntheticOptions;
   /** Print the choice (default true). */
@@ -128,37 +135,61 @@ export async function loadDataset(
       : `CIFAR-10 downloaded from ${options.cifarUrl ?? CIFAR10_URL} into ${cifarDir}`;
   };
 
+  const getFm = async (): Promise<{ dir: string; how: string }> => {
+    const found = findFashionMnist(fmDirs);
+    if (found) return { dir: found, how: `found in ${found}` };
+    const dir = join(dataDir, "fashion-mnist");
+    if (!download) {
+      throw new Error(
+        `Fashion-MNIST is not in ${fmDirs.join(" or ")} and download is disabled ` +
+          `(apt-get install dataset-fashion-mnist)`,
+      );
+    }
+    await downloadFashionMnist(dir, { url: options.fashionMnistUrl, progress, timeoutMs: 15000 });
+    return { dir, how: `downloaded into ${dir}` };
+  };
+
   switch (which) {
     case "cifar10":
       reason = await getCifar();
       ds = loadCifar10({ dir: cifarDir, split, valFraction, valSeed });
       break;
-    case "fashion-mnist":
-      ds = loadFashionMnist({ dirs: fmDirs, split, valFraction, valSeed });
-      reason = `Fashion-MNIST requested, found in ${ds.source}`;
+    case "fashion-mnist": {
+      const fm = await getFm();
+      ds = loadFashionMnist({ dirs: [fm.dir], split, valFraction, valSeed });
+      reason = `Fashion-MNIST requested, ${fm.how}`;
       break;
+    }
     case "synthetic":
       ds = loadSynthetic({ valFraction, valSeed, ...options.synthetic, split });
       reason = `synthetic set requested (${ds.source})`;
       break;
     case "auto": {
-      let cifarWhy: string;
+      let cifar: string | undefined, cifarWhy = "";
       try {
-        reason = `auto: ${await getCifar()}`;
-        ds = loadCifar10({ dir: cifarDir, split, valFraction, valSeed });
-        break;
+        cifar = await getCifar();
       } catch (e) {
         cifarWhy = (e as Error).message;
       }
-      const fm = findFashionMnist(fmDirs);
-      if (!fm) {
+      if (cifar !== undefined) {
+        // Present: problems with the files themselves are errors, not a reason to switch datasets.
+        ds = loadCifar10({ dir: cifarDir, split, valFraction, valSeed });
+        reason = `auto: ${cifar}`;
+        break;
+      }
+      let fm: { dir: string; how: string };
+      try {
+        fm = await getFm();
+      } catch (e) {
         throw new Error(
-          `loadDataset("auto"): no dataset available. CIFAR-10: ${cifarWhy} Fashion-MNIST: not in ` +
-            `${fmDirs.join(" or ")} (apt-get install dataset-fashion-mnist). Or ask for "synthetic".`,
+          `loadDataset("auto"): no dataset available. CIFAR-10: ${cifarWhy} Fashion-MNIST: ${
+            (e as Error).message
+          }. ` +
+            `Or ask for "synthetic".`,
         );
       }
-      ds = loadFashionMnist({ dirs: fmDirs, split, valFraction, valSeed });
-      reason = `auto: Fashion-MNIST from ${fm}, because CIFAR-10 is not available (${cifarWhy})`;
+      ds = loadFashionMnist({ dirs: [fm.dir], split, valFraction, valSeed });
+      reason = `auto: Fashion-MNIST ${fm.how}, because CIFAR-10 is not available (${cifarWhy})`;
       break;
     }
   }
