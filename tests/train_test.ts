@@ -118,7 +118,10 @@ Deno.test({
     const vars = new Map<string, tf.Variable>([["fc.weight", w], ["fc.bias", b]]);
     const opt = new AdamW({ lr: 0.1, betas: [0.9, 0.99], eps: 1e-8, weightDecay: 0.5 });
     const gW = [0.2, -0.4, 1.0, 0.0], gB = [0.3, -0.6];
-    const g1 = new Map<string, tf.Tensor>([["fc.weight", tf.tensor2d(gW, [2, 2])], ["fc.bias", tf.tensor1d(gB)]]);
+    const g1 = new Map<string, tf.Tensor>([["fc.weight", tf.tensor2d(gW, [2, 2])], [
+      "fc.bias",
+      tf.tensor1d(gB),
+    ]]);
     opt.step(vars, g1);
     opt.step(vars, g1, 0.05); // second step, different lr
     // By hand, two steps with the same gradient g: m2 = (1-b1)(1+b1) g, v2 = (1-b2)(1+b2) g².
@@ -423,10 +426,73 @@ Deno.test({
       "yielded 1 batches",
     );
     await assertRejects(
-      () => train({ model, epochs: 1, stepsPerEpoch: 1, train: [{ x: 1 } as unknown as TrainBatch], progress: false }),
+      () =>
+        train({
+          model,
+          epochs: 1,
+          stepsPerEpoch: 1,
+          train: [{ x: 1 } as unknown as TrainBatch],
+          progress: false,
+        }),
       Error,
       "batch 0",
     );
     model.dispose();
+  },
+});
+
+Deno.test({
+  name:
+    "trainHybridTwoStage(): stage 1 trains only the CNN; stage 2 with a frozen CNN trains the ViT and importance head",
+  ...cpu,
+  fn: async () => {
+    await initBackend("wasm", { log: false }); // the pure-JS cpu backend takes ~14 s here
+    const { createModel } = await import("../lib/models/mod.ts");
+    const { trainHybridTwoStage } = await import("../lib/train/mod.ts");
+    const hybrid = createModel("hybrid_test", { cnnHead: true, keepRatio: 0.5 }, {
+      seed: 3,
+    }) as import("../lib/models/mod.ts").Hybrid;
+    const data = (epoch: number): Iterable<TrainBatch> => ({
+      *[Symbol.iterator]() {
+        for (let i = 0; i < 2; i++) {
+          const s = 50 + epoch * 10 + i;
+          yield {
+            x: tf.tensor4d(seededRandom(4 * 32 * 32 * 3, s), [4, 32, 32, 3]),
+            y: tf.tensor1d([0, 1, 2, 3], "int32"),
+          };
+        }
+      },
+    });
+    const snap = async () => await weightsOf(hybrid);
+    const w0 = await snap();
+    let afterStage1: Map<string, Float32Array> | undefined;
+    const changed = (a: Map<string, Float32Array>, b: Map<string, Float32Array>) =>
+      [...a.keys()].filter((k) => a.get(k)!.some((v, i) => v !== b.get(k)![i]));
+    const r = await trainHybridTwoStage({
+      model: hybrid,
+      train: data,
+      stepsPerEpoch: 2,
+      stage1: {
+        epochs: 1,
+        lr: 1e-3,
+        progress: false,
+        callbacks: {
+          onEpochEnd: async () => {
+            afterStage1 = await snap();
+          },
+        },
+      },
+      stage2: { epochs: 1, lr: 1e-3, progress: false, cnnMode: "frozen", loss: { distill: 0.5 } },
+    });
+    assert(r.stage1.completed && r.stage2?.completed);
+    const c1 = changed(w0, afterStage1!);
+    assert(c1.length > 0 && c1.every((k) => k.startsWith("cnn.")), `stage 1 changed ${c1.join(", ")}`);
+    assert(c1.some((k) => k.startsWith("cnn.importance_head.")), "stage 1 did not train the importance head");
+    const c2 = changed(afterStage1!, await snap());
+    assert(c2.some((k) => k.startsWith("vit.")), "stage 2 did not train the ViT");
+    assert(c2.some((k) => k.startsWith("cnn.importance_head.")), "stage 2 did not train the importance head");
+    const frozen = c2.filter((k) => k.startsWith("cnn.") && !k.startsWith("cnn.importance_head."));
+    assertEquals(frozen, [], "frozen CNN changed in stage 2 (incl. batch-norm statistics)");
+    hybrid.dispose();
   },
 });

@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { Hybrid } from "../models/hybrid.ts";
 import { keepCount } from "./select_top_k.ts";
-import { straightThroughTopKMask } from "./topk_mask.ts";
+import { straightThroughThresholdMask, straightThroughTopKMask } from "./topk_mask.ts";
 
 /** Options of {@link maskedHybridForward}. */
 export interface MaskedForwardOptions {
@@ -21,6 +21,13 @@ export interface MaskedForwardOptions {
   noise?: tf.Tensor2D;
   /** Batch norm in training mode (default true). */
   training?: boolean;
+  /** Batch norm of the CNN in training mode (default `training`; false for a frozen CNN). */
+  cnnTraining?: boolean;
+  /**
+   * `"topk"` (default): exactly k tokens, the same set inference gathers. `"threshold"`: DynamicViT's
+   * per-token decision `score > 0` (a varying count, steered by a ratio loss).
+   */
+  selection?: "topk" | "threshold";
   /** Also run the rest of the CNN and return its logits (needs `cnnHead` in the config). */
   cnnLogits?: boolean;
 }
@@ -52,6 +59,9 @@ export function maskedHybridForward(
   const training = options.training ?? true;
   const c = hybrid.config;
   const ratio = options.keepRatio ?? c.keepRatio;
+  if (options.selection !== undefined && options.selection !== "topk" && options.selection !== "threshold") {
+    throw new Error(`maskedHybridForward: selection "${options.selection}" is not "topk" or "threshold"`);
+  }
   if (options.cnnLogits && !c.cnnHead) {
     throw new Error(
       "maskedHybridForward: cnnLogits needs a hybrid built with cnnHead: true (the CNN's later stages)",
@@ -60,19 +70,20 @@ export function maskedHybridForward(
   const out = tf.tidy(() => {
     const s = c.scorerImgSize;
     const input = s && s !== x.shape[1] ? tf.image.resizeBilinear(x, [s, s]) : x;
-    const feature = hybrid.cnn.features(input, c.scoreStage, training);
+    const cnnTraining = options.cnnTraining ?? training;
+    const feature = hybrid.cnn.features(input, c.scoreStage, cnnTraining);
     const scores = hybrid.cnn.importanceScores(feature);
     const n = scores.shape[1];
-    const mask = straightThroughTopKMask(scores, keepCount(n, ratio), {
-      tau: options.tau,
-      noise: options.noise,
-    });
+    const st = { tau: options.tau, noise: options.noise };
+    const mask = options.selection === "threshold"
+      ? straightThroughThresholdMask(scores, st)
+      : straightThroughTopKMask(scores, keepCount(n, ratio), st);
     const r = hybrid.vit.forwardTokens(hybrid.vit.embed(x), { training, tokenMask: mask });
     const logits = hybrid.vit.forwardHead(r.tokens);
     const res: Record<string, tf.Tensor> = { logits, mask, scores };
     if (options.cnnLogits) {
       let y = feature;
-      for (let st = c.scoreStage + 1; st <= 4; st++) y = hybrid.cnn.layer(st, y, training);
+      for (let st = c.scoreStage + 1; st <= 4; st++) y = hybrid.cnn.layer(st, y, cnnTraining);
       res.cnnLogits = hybrid.cnn.head(y);
     }
     return res;

@@ -99,3 +99,34 @@ export function gumbelNoise(shape: [number, number], rng: Rng, scale = 1): tf.Te
   }
   return tf.tensor2d(v, shape);
 }
+
+/**
+ * Straight-through threshold mask (DynamicViT's per-token keep decision): the value is 1 where
+ * `scores + noise > 0`, the gradient that of `sigmoid((scores + noise) / τ)`. The number kept varies per
+ * image, so a keep-ratio loss (`ratioLoss`) steers it towards the target; inference uses hard top-k.
+ *
+ * @example
+ * ```ts
+ * const mask = straightThroughThresholdMask(scores, { tau: 1, noise: gumbelNoise([8, 64], rng) });
+ * ```
+ */
+export function straightThroughThresholdMask(scores: tf.Tensor2D, options: TopKMaskOptions = {}): tf.Tensor2D {
+  if (scores.rank !== 2) {
+    throw new Error(`straightThroughThresholdMask: scores must be [batch, tokens], got shape [${scores.shape}]`);
+  }
+  const tau = options.tau ?? 1;
+  if (!(tau > 0)) throw new Error(`straightThroughThresholdMask: tau must be > 0, got ${tau}`);
+  const noise = options.noise;
+  if (noise && noise.shape.join(",") !== scores.shape.join(",")) {
+    throw new Error(`straightThroughThresholdMask: noise shape [${noise.shape}] must equal the scores' [${scores.shape}]`);
+  }
+  const st = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const z = args[0] as tf.Tensor2D;
+    const save = args[1] as tf.GradSaveFunc;
+    const hard = tf.cast(tf.greater(z, 0), "float32");
+    const sig = tf.sigmoid(tf.div(z, tau));
+    save([tf.div(tf.mul(sig, tf.sub(1, sig)), tau)]);
+    return { value: hard, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]) };
+  });
+  return tf.tidy(() => st(noise ? tf.add(scores, noise) : scores) as tf.Tensor2D);
+}

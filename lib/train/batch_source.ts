@@ -4,9 +4,12 @@
  *
  * @module
  */
-import type * as tf from "@tensorflow/tfjs-core";
+import * as tf from "@tensorflow/tfjs-core";
 
-/** One batch: images NHWC float32 and int32 labels (the consumer disposes them); extra fields pass through. */
+/**
+ * One batch: images NHWC float32 and int32 labels; extra fields (e.g. `mask`, a `[B, N]` ground-truth
+ * patch mask) pass through. The consumer disposes every tensor in it ({@link disposeBatch}).
+ */
 export interface TrainBatch {
   x: tf.Tensor4D;
   y: tf.Tensor1D;
@@ -50,4 +53,16 @@ export async function* iterateSource(source: BatchSource, epoch: number): AsyncG
     i++;
     yield b;
   }
+}
+
+/**
+ * Disposes every tensor of a batch (`x`, `y` and tensor-valued extra fields).
+ *
+ * @example
+ * ```ts
+ * disposeBatch(batch);
+ * ```
+ */
+export function disposeBatch(batch: TrainBatch): void {
+  tf.dispose(Object.values(batch).filter((v): v is tf.Tensor => v instanceof tf.Tensor));
 }

@@ -6,7 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { Model } from "../models/types.ts";
 import { crossEntropy } from "./losses.ts";
-import { type BatchSource, iterateSource, type TrainBatch } from "./batch_source.ts";
+import { type BatchSource, disposeBatch, iterateSource, type TrainBatch } from "./batch_source.ts";
 
 /** Options of {@link evaluate}. */
 export interface EvaluateOptions {
@@ -62,7 +62,7 @@ export async function evaluate(
       count += batch.y.shape[0];
       batches++;
     } finally {
-      tf.dispose([batch.x, batch.y]);
+      disposeBatch(batch);
     }
   }
   const seconds = (performance.now() - t0) / 1000;

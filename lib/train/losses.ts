@@ -182,3 +182,48 @@ export function hybridLoss(
   for (const t of terms) t.dispose();
   return { total, parts };
 }
+
+/**
+ * Identity whose gradient is zero: the value flows forward, nothing flows back (tfjs has no stop-gradient).
+ *
+ * @example
+ * ```ts
+ * const target = stopGradient(camScores); // a training target that must not be trained towards the prediction
+ * ```
+ */
+export function stopGradient<T extends tf.Tensor>(x: T): T {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const v = args[0] as tf.Tensor;
+    return { value: tf.clone(v), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) };
+  });
+  return f(x) as T;
+}
+
+/**
+ * Soft-target loss between importance `scores` `[B, N]` and a target map `[B, N]` (treated as a constant):
+ * `KL(softmax(target / T) ‖ softmax(scores))`, averaged over the batch. Used to teach the importance head
+ * where the CNN's class evidence is (class activation maps) or where a ground-truth mask is.
+ *
+ * @example
+ * ```ts
+ * const l = importanceKL(scores, camMap, { temperature: 0.5 });
+ * ```
+ */
+export function importanceKL(
+  scores: tf.Tensor,
+  target: tf.Tensor,
+  options: { temperature?: number } = {},
+): tf.Scalar {
+  const temp = options.temperature ?? 1;
+  if (!(temp > 0)) throw new Error(`importanceKL: temperature must be > 0, got ${temp}`);
+  if (scores.rank !== 2 || scores.shape.join(",") !== target.shape.join(",")) {
+    throw new Error(
+      `importanceKL: scores [${scores.shape}] and target [${target.shape}] must both be [batch, patches]`,
+    );
+  }
+  return tf.tidy(() => {
+    const lt = tf.logSoftmax(tf.div(stopGradient(target), temp) as tf.Tensor2D);
+    const ls = tf.logSoftmax(scores as tf.Tensor2D);
+    return tf.mean(tf.sum(tf.mul(tf.exp(lt), tf.sub(lt, ls)), 1)) as tf.Scalar;
+  });
+}

@@ -18,3 +18,4 @@ export * from "./batch_source.ts";
 export * from "./checkpoint.ts";
 export * from "./evaluate.ts";
 export * from "./trainer.ts";
+export * from "./two_stage.ts";

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Model } from "../models/types.ts";
 import { Progress, Rng, writeFileAtomic } from "../util/mod.ts";
 import { AdamW, type AdamWOptions } from "./adamw.ts";
-import { type BatchSource, iterateSource, type TrainBatch } from "./batch_source.ts";
+import { type BatchSource, disposeBatch, iterateSource, type TrainBatch } from "./batch_source.ts";
 import { assignState, loadCheckpoint, saveCheckpoint, type TrainingProgressState } from "./checkpoint.ts";
 import { clipGradNorm } from "./clip_grad_norm.ts";
 import { cosineSchedule } from "./cosine_schedule.ts";
@@ -27,6 +27,8 @@ export interface StepContext {
   epoch: number;
   /** A generator for this step only (random pruning, Gumbel noise), derived from the run's seed. */
   rng: Rng;
+  /** Tensors made by {@link TrainOptions.prepare} for this step (constants to the gradient). */
+  prepared: Record<string, tf.Tensor>;
 }
 
 /** What a loss function returns: the scalar to minimise, the logits for accuracy, and named terms to log. */
@@ -103,6 +105,11 @@ export interface TrainOptions {
   variables?: Map<string, tf.Variable>;
   /** Loss of a batch (default: cross-entropy of `model.forward(x, {training: true}).logits`). */
   loss?: LossFn;
+  /**
+   * Runs before the gradient function of each step; the tensors it returns reach the loss as
+   * `ctx.prepared` and are constants to the gradient (e.g. a teacher's logits). Freed after the step.
+   */
+  prepare?: (ctx: Omit<StepContext, "prepared">) => Record<string, tf.Tensor>;
   /** Evaluation logits (default `model.forward(x).logits`). */
   evalLogits?: (model: Model, batch: TrainBatch) => tf.Tensor2D;
   /** Seed of the per-step generators (default 0). Data order is the source's business. */
@@ -323,11 +330,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     let lastLr = schedule(Math.min(state.globalStep, totalSteps));
     for await (const batch of iterateSource(options.train, epoch)) {
       if (b >= stepsPerEpoch) {
-        tf.dispose([batch.x, batch.y]);
+        disposeBatch(batch);
         break;
       }
       if (b < skip) {
-        tf.dispose([batch.x, batch.y]);
+        disposeBatch(batch);
         b++;
         continue;
       }
@@ -349,9 +356,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       let grads: tf.NamedTensorMap = {};
       let clipped: Map<string, tf.Tensor> | undefined;
       let normT: tf.Scalar | undefined;
+      let prepared: Record<string, tf.Tensor> = {};
       try {
+        const base = { model, batch, step: state.globalStep, epoch, rng: stepRng };
+        if (options.prepare) prepared = options.prepare(base);
         const r = tf.variableGrads(() => {
-          const out = lossFn({ model, batch, step: state.globalStep, epoch, rng: stepRng });
+          const out = lossFn({ ...base, prepared });
           const hits = tf.sum(
             tf.cast(tf.equal(tf.cast(tf.argMax(out.logits, 1), "int32"), batch.y), "int32"),
           );
@@ -406,7 +416,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           return await stop("callback");
         }
       } finally {
-        tf.dispose([batch.x, batch.y, ...kept, ...Object.values(grads)]);
+        disposeBatch(batch);
+        tf.dispose([...kept, ...Object.values(grads), ...Object.values(prepared)]);
         if (value) value.dispose();
         if (clipped) tf.dispose([...clipped.values()]);
         normT?.dispose();

@@ -1,0 +1,296 @@
+/**
+ * Two-stage training of the CNN-ViT hybrid, as the study specifies, reusing {@link train} for both:
+ *
+ * 1. **Stage 1** pre-trains the CNN: its classification head (cross-entropy) and its importance head,
+ *    taught where the evidence is: the ground-truth patch mask when batches carry one (`batch.mask`,
+ *    `[B, N]`, the synthetic set), otherwise the CNN's own class activation map of the true class
+ *    (a constant target, not trained towards the prediction).
+ * 2. **Stage 2** trains the ViT and the selection end-to-end through a straight-through top-k mask
+ *    (DynamicViT style), with the CNN backbone either frozen (its importance head still learns) or at a
+ *    lower learning rate. Loss: CE + optional keep-ratio penalty, KL distillation from the unpruned ViT,
+ *    and an auxiliary CNN classification loss. Evaluation uses hard top-k with real gathering.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { join } from "node:path";
+import type { Hybrid } from "../models/hybrid.ts";
+import { gumbelNoise } from "../pruning/topk_mask.ts";
+import { maskedHybridForward } from "../pruning/masked_forward.ts";
+import { crossEntropy, hybridLoss, type HybridLossWeights, importanceKL } from "./losses.ts";
+import type { BatchSource, TrainBatch } from "./batch_source.ts";
+import { type LossFn, train, type TrainOptions, type TrainResult } from "./trainer.ts";
+
+/** How the CNN is treated in stage 2. */
+export type CnnMode = "frozen" | "lower-lr";
+
+/** Per-stage settings: everything of {@link TrainOptions} except what the two-stage driver decides. */
+export type StageOptions = Omit<
+  TrainOptions,
+  | "model"
+  | "train"
+  | "eval"
+  | "stepsPerEpoch"
+  | "loss"
+  | "variables"
+  | "evalLogits"
+  | "outDir"
+  | "resume"
+  | "prepare"
+>;
+
+/** Options of {@link trainHybridTwoStage}. */
+export interface TwoStageOptions {
+  /** A hybrid built with `cnnHead: true` (stage 1 trains the CNN's classification head). */
+  model: Hybrid;
+  train: BatchSource;
+  eval?: BatchSource;
+  stepsPerEpoch: number;
+  stage1: StageOptions & {
+    /** Weight of the importance-head loss (default 1). */
+    importanceWeight?: number;
+    /** Temperature of the target map (default 0.5). */
+    importanceTemperature?: number;
+  };
+  stage2: StageOptions & {
+    /** `"frozen"` (default) or `"lower-lr"`. */
+    cnnMode?: CnnMode;
+    /** Learning-rate multiplier of the CNN backbone with `"lower-lr"` (default 0.1). */
+    cnnLrScale?: number;
+    /** Keep ratio trained for (default the model's). */
+    keepRatio?: number;
+    /** Straight-through temperature (default 1). */
+    tau?: number;
+    /** Scale of the Gumbel noise on the scores during training (default 0.5; 0 = none). */
+    noiseScale?: number;
+    /** `"topk"` (default, ratio penalty is then 0 by construction) or `"threshold"` (DynamicViT). */
+    selection?: "topk" | "threshold";
+    /** Loss weights: ratio (2), distill (0 = off), aux CNN CE (0.3), label smoothing. */
+    loss?: HybridLossWeights;
+  };
+  /** Results folder: stage 1 in `<outDir>/stage1`, stage 2 in `<outDir>/stage2`. */
+  outDir?: string;
+  /** Resume both stages from their checkpoints. */
+  resume?: boolean;
+}
+
+/** Results of both stages. */
+export interface TwoStageResult {
+  stage1: TrainResult;
+  stage2?: TrainResult;
+}
+
+/** CNN logits and importance scores of the hybrid's CNN (inside tidy / variableGrads). */
+function cnnForward(hybrid: Hybrid, x: tf.Tensor4D, training: boolean) {
+  const c = hybrid.config;
+  const s = c.scorerImgSize;
+  const input = s && s !== x.shape[1] ? tf.image.resizeBilinear(x, [s, s]) : x;
+  const feature = hybrid.cnn.features(input, c.scoreStage, training);
+  const scores = hybrid.cnn.importanceScores(feature);
+  let y = feature;
+  for (let st = c.scoreStage + 1; st <= 4; st++) y = hybrid.cnn.layer(st, y, training);
+  return { scores, final: y, logits: hybrid.cnn.head(y) };
+}
+
+/** Class activation map of class `labels` on the patch grid, `[B, N]` (ReLU'd, before softmax). */
+function camOnGrid(hybrid: Hybrid, final: tf.Tensor4D, labels: tf.Tensor1D, grid: number): tf.Tensor2D {
+  const w = hybrid.cnn.stateDict().get("fc.weight")!; // [C, classes]
+  const wy = tf.transpose(tf.gather(w, labels, 1)); // [B, C]
+  const [b, h, ww, ch] = final.shape;
+  const cam = tf.relu(tf.sum(tf.mul(final, tf.reshape(wy, [b, 1, 1, ch])), 3, true)) as tf.Tensor4D;
+  const onGrid = h === grid && ww === grid ? cam : tf.image.resizeBilinear(cam, [grid, grid]);
+  return tf.reshape(onGrid, [b, grid * grid]) as tf.Tensor2D;
+}
+
+/**
+ * Stage-1 loss: CE of the CNN's logits + `importanceWeight` · KL(target ‖ softmax(scores)), the target
+ * being `batch.mask` when present, else the class activation map of the true class.
+ *
+ * @example
+ * ```ts
+ * await train({ model: hybrid, loss: stage1Loss(hybrid), ... });
+ * ```
+ */
+export function stage1Loss(
+  hybrid: Hybrid,
+  options: { importanceWeight?: number; temperature?: number; labelSmoothing?: number } = {},
+): LossFn {
+  const wImp = options.importanceWeight ?? 1;
+  const temp = options.temperature ?? 0.5;
+  const grid = hybrid.vit.gridSize;
+  return ({ batch }) => {
+    const { scores, final, logits } = cnnForward(hybrid, batch.x, true);
+    const ce = crossEntropy(logits, batch.y, { labelSmoothing: options.labelSmoothing });
+    const parts: Record<string, tf.Scalar> = { ce };
+    if (wImp === 0) return { loss: ce, logits, parts };
+    const mask = batch.mask instanceof tf.Tensor ? batch.mask : undefined;
+    if (mask && (mask.rank !== 2 || mask.shape[1] !== grid * grid)) {
+      throw new Error(
+        `stage1Loss: batch.mask must be [B, ${grid * grid}] (the patch grid), got [${mask.shape}]`,
+      );
+    }
+    // A mask of 0/1 becomes a log-odds target (0 → −4/T apart), a CAM is standardised per image.
+    const target = mask
+      ? tf.mul(tf.cast(mask, "float32"), 4)
+      : standardise(camOnGrid(hybrid, final, batch.y, grid));
+    const imp = importanceKL(scores, target, { temperature: temp });
+    parts.importance = imp;
+    return { loss: tf.add(ce, tf.mul(imp, wImp)) as tf.Scalar, logits, parts };
+  };
+}
+
+function standardise(x: tf.Tensor2D): tf.Tensor2D {
+  const { mean, variance } = tf.moments(x, 1, true);
+  return tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-6))) as tf.Tensor2D;
+}
+
+/**
+ * Stage-2 loss: the hybrid through a straight-through mask (Gumbel noise from the step's generator),
+ * `hybridLoss` of its logits, the mask, the unpruned teacher (`ctx.prepared.teacher`, from
+ * {@link stage2Prepare}) and the CNN logits.
+ *
+ * @example
+ * ```ts
+ * await train({ model: hybrid, loss: stage2Loss(hybrid, { keepRatio: 0.5 }), prepare: stage2Prepare(hybrid, {}), ... });
+ * ```
+ */
+export function stage2Loss(
+  hybrid: Hybrid,
+  options: {
+    keepRatio?: number;
+    tau?: number;
+    noiseScale?: number;
+    selection?: "topk" | "threshold";
+    loss?: HybridLossWeights;
+    cnnTraining?: boolean;
+  } = {},
+): LossFn {
+  const ratio = options.keepRatio ?? hybrid.config.keepRatio;
+  const w = options.loss ?? {};
+  const wantCnn = (w.aux ?? 0.3) > 0 && (hybrid.config.cnnHead ?? false);
+  const noiseScale = options.noiseScale ?? 0.5;
+  return ({ batch, rng, prepared }) => {
+    const b = batch.x.shape[0];
+    const n = hybrid.vit.numPatches;
+    const noise = noiseScale > 0 ? gumbelNoise([b, n], rng, noiseScale) : undefined;
+    const out = maskedHybridForward(hybrid, batch.x, {
+      keepRatio: ratio,
+      tau: options.tau,
+      noise,
+      selection: options.selection,
+      training: true,
+      cnnTraining: options.cnnTraining,
+      cnnLogits: wantCnn,
+    });
+    const { total, parts } = hybridLoss({
+      logits: out.logits,
+      labels: batch.y,
+      keepMasks: [out.mask],
+      keepTargets: [ratio],
+      teacherLogits: prepared.teacher,
+      cnnLogits: out.cnnLogits,
+    }, { ...w, aux: wantCnn ? w.aux : 0 });
+    return { loss: total, logits: out.logits, parts };
+  };
+}
+
+/**
+ * Stage-2 `prepare`: the unpruned ViT's logits as the distillation teacher (only when `distill > 0`).
+ *
+ * @example
+ * ```ts
+ * const prepare = stage2Prepare(hybrid, { distill: 0.5 });
+ * ```
+ */
+export function stage2Prepare(hybrid: Hybrid, weights: HybridLossWeights): TrainOptions["prepare"] {
+  if (!((weights.distill ?? 0) > 0)) return undefined;
+  return ({ batch }) => ({ teacher: hybrid.vit.forward(batch.x).logits });
+}
+
+/**
+ * Runs stage 1 then stage 2 on the same trainer. With `resume`, a finished stage is skipped (its
+ * checkpoint restores the weights) and an interrupted one continues.
+ *
+ * @example
+ * ```ts
+ * const r = await trainHybridTwoStage({
+ *   model: hybrid, train: src, eval: test, stepsPerEpoch: 100,
+ *   stage1: { epochs: 2, lr: 1e-3 }, stage2: { epochs: 5, lr: 5e-4, cnnMode: "frozen" },
+ *   outDir: "results/runs/hybrid",
+ * });
+ * ```
+ */
+export async function trainHybridTwoStage(options: TwoStageOptions): Promise<TwoStageResult> {
+  const h = options.model;
+  if (!h.config.cnnHead) {
+    throw new Error(
+      "trainHybridTwoStage: stage 1 trains the CNN's classification head; build the hybrid with cnnHead: true " +
+        '(e.g. createModel("hybrid_tiny", { cnnHead: true }))',
+    );
+  }
+  const all = h.trainableVariables();
+  const cnnVars = new Map([...all].filter(([k]) => k.startsWith("cnn.")));
+  const isHead = (k: string) => k.startsWith("cnn.importance_head.");
+  const s1 = options.stage1, s2 = options.stage2;
+  const mode = s2.cnnMode ?? "frozen";
+  if (mode !== "frozen" && mode !== "lower-lr") {
+    throw new Error(`trainHybridTwoStage: stage2.cnnMode "${mode}" is not "frozen" or "lower-lr"`);
+  }
+  const dir = (s: string) => (options.outDir ? join(options.outDir, s) : undefined);
+  const stage1 = await train({
+    ...s1,
+    label: s1.label ?? "stage 1 (CNN)",
+    model: h,
+    train: options.train,
+    eval: options.eval,
+    stepsPerEpoch: options.stepsPerEpoch,
+    variables: cnnVars,
+    loss: stage1Loss(h, {
+      importanceWeight: s1.importanceWeight,
+      temperature: s1.importanceTemperature,
+      labelSmoothing: s1.labelSmoothing,
+    }),
+    evalLogits: (_m, b: TrainBatch) => tf.tidy(() => cnnForward(h, b.x, false).logits),
+    outDir: dir("stage1"),
+    resume: options.resume,
+    config: { ...s1.config, stage: 1 },
+  });
+  if (!stage1.completed) return { stage1 };
+  const scale = s2.cnnLrScale ?? 0.1;
+  const variables = mode === "frozen"
+    ? new Map([...all].filter(([k]) => !k.startsWith("cnn.") || isHead(k)))
+    : all;
+  const userScale = s2.optimizer?.lrScale;
+  const weights = s2.loss ?? {};
+  const stage2 = await train({
+    ...s2,
+    label: s2.label ?? `stage 2 (ViT + selection, CNN ${mode})`,
+    model: h,
+    train: options.train,
+    eval: options.eval,
+    stepsPerEpoch: options.stepsPerEpoch,
+    variables,
+    optimizer: {
+      ...s2.optimizer,
+      lrScale: (k) =>
+        (userScale ? userScale(k) : 1) *
+        (mode === "lower-lr" && k.startsWith("cnn.") && !isHead(k) ? scale : 1),
+    },
+    loss: stage2Loss(h, {
+      keepRatio: s2.keepRatio,
+      tau: s2.tau,
+      noiseScale: s2.noiseScale,
+      selection: s2.selection,
+      loss: weights,
+      cnnTraining: mode !== "frozen",
+    }),
+    prepare: stage2Prepare(h, weights),
+    evalLogits: s2.keepRatio === undefined
+      ? undefined
+      : (_m, b: TrainBatch) => h.forward(b.x, { keepRatio: s2.keepRatio }).logits,
+    outDir: dir("stage2"),
+    resume: options.resume,
+    config: { ...s2.config, stage: 2, cnnMode: mode, cnnLrScale: mode === "lower-lr" ? scale : undefined },
+  });
+  return { stage1, stage2 };
+}
