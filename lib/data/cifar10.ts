@@ -7,6 +7,7 @@
  */
 import { join, resolve } from "node:path";
 import { writeFileAtomic } from "../util/mod.ts";
+import { cached } from "./dataset_cache.ts";
 import { type Dataset, InMemoryDataset, type Split, SPLITS } from "./dataset.ts";
 import { stratifiedSplit } from "./split.ts";
 
@@ -237,8 +238,6 @@ export interface LoadCifar10Options {
   stats?: { mean: readonly number[]; std: readonly number[] };
 }
 
-const cache = new Map<string, { key: string; data: ImagesAndLabels }>();
-
 function readSplitFiles(
   dir: string,
   files: readonly string[],
@@ -259,20 +258,18 @@ function readSplitFiles(
     const s = Deno.statSync(p);
     return `${p}:${s.size}:${s.mtime?.getTime()}`;
   }).join("|");
-  const hit = cache.get(paths.join("|"));
-  if (hit && hit.key === key) return hit.data;
-  const parts = paths.map((p) => readCifarBinary(p, numClasses));
-  const n = parts.reduce((s, p) => s + p.labels.length, 0);
-  const images = new Uint8Array(n * 3072), labels = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    images.set(p.images, o * 3072);
-    labels.set(p.labels, o);
-    o += p.labels.length;
-  }
-  const data = { images, labels };
-  cache.set(paths.join("|"), { key, data });
-  return data;
+  return cached(`cifar:${paths.join("|")}`, key, () => {
+    const parts = paths.map((p) => readCifarBinary(p, numClasses));
+    const n = parts.reduce((s, p) => s + p.labels.length, 0);
+    const images = new Uint8Array(n * 3072), labels = new Uint8Array(n);
+    let o = 0;
+    for (const p of parts) {
+      images.set(p.images, o * 3072);
+      labels.set(p.labels, o);
+      o += p.labels.length;
+    }
+    return { images, labels };
+  });
 }
 
 /**

@@ -70,7 +70,7 @@ export interface Dataset {
   readonly mean: readonly number[];
   /** Per-channel standard deviation in [0, 1] units. */
   readonly std: readonly number[];
-  /** Images, NHWC bytes, `size * H * W * C`. */
+  /** Images, NHWC bytes, `size * H * W * C` (shared with the loader cache: treat as read-only). */
   readonly images: Uint8Array;
   /** Labels, one byte per image. */
   readonly labels: Uint8Array;

@@ -7,6 +7,7 @@
  * @module
  */
 import { join } from "node:path";
+import { cached } from "./dataset_cache.ts";
 import { type Dataset, InMemoryDataset, type Split, SPLITS } from "./dataset.ts";
 import { downloadFile } from "./download.ts";
 import { readIdx } from "./idx.ts";
@@ -118,8 +119,6 @@ export interface LoadFashionMnistOptions {
   stats?: { mean: readonly number[]; std: readonly number[] };
 }
 
-const cache = new Map<string, { images: Uint8Array; labels: Uint8Array }>();
-
 function readPair(dir: string, split: "train" | "test", rgb32: boolean) {
   const f = FASHION_MNIST_FILES[split];
   const ip = fileIn(dir, f.images), lp = fileIn(dir, f.labels);
@@ -129,9 +128,14 @@ function readPair(dir: string, split: "train" | "test", rgb32: boolean) {
         `found ${[ip, lp].filter(Boolean).join(", ") || "neither"}`,
     );
   }
-  const key = `${ip}|${rgb32}`;
-  const hit = cache.get(key);
-  if (hit) return hit;
+  const stamp = [ip, lp].map((p) => {
+    const s = Deno.statSync(p);
+    return `${s.size}:${s.mtime?.getTime()}`;
+  }).join("|");
+  return cached(`fashion-mnist:${ip}|${rgb32}`, stamp, () => decodePair(ip, lp, rgb32));
+}
+
+function decodePair(ip: string, lp: string, rgb32: boolean): { images: Uint8Array; labels: Uint8Array } {
   const img = readIdx(ip, 3), lab = readIdx(lp, 1);
   const [n, h, w] = img.dims;
   if (h !== 28 || w !== 28) {
@@ -163,9 +167,7 @@ function readPair(dir: string, split: "train" | "test", rgb32: boolean) {
   } else {
     images = images.slice();
   }
-  const out = { images, labels: lab.data.slice() };
-  cache.set(key, out);
-  return out;
+  return { images, labels: lab.data.slice() };
 }
 
 /**

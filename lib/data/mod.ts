@@ -24,3 +24,4 @@ export * from "./idx.ts";
 export * from "./fashion_mnist.ts";
 export * from "./synthetic.ts";
 export * from "./load_dataset.ts";
+export * from "./dataset_cache.ts";
