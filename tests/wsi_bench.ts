@@ -4,7 +4,7 @@
 // - PNG extraction per second (read + encode + atomic write).
 // Per-patch numbers: divide the iteration time by PATCHES. Skipped (with the reason) without libopenslide.
 import { join } from "node:path";
-import sharp from "sharp";
+import sharp from "../lib/wsi/_sharp.ts";
 import {
   extractPatches,
   openslideAvailable,

@@ -2,7 +2,7 @@
 // a speck) and an ASAP XML annotation. Tests that need libopenslide are skipped, with the reason printed,
 // when it is absent (Debian: apt-get install -y libopenslide0).
 import { join } from "node:path";
-import sharp from "sharp";
+import sharp from "../lib/wsi/_sharp.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../lib/backend/mod.ts";
 import { assert, assertAlmostEquals, assertEquals, assertRejects, assertThrows } from "./_assert.ts";

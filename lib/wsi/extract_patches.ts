@@ -5,7 +5,7 @@
  * @module
  */
 import { basename, extname, join } from "node:path";
-import sharp from "sharp";
+import sharp from "./_sharp.ts";
 import { Progress, writeFileAtomic } from "../util/mod.ts";
 import { patchLabels, readAsapXml, type SlideAnnotations } from "./annotations.ts";
 import { type PatchCoords, readCoordsFile, writeCoordsFile } from "./coords_file.ts";
