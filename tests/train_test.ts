@@ -496,3 +496,42 @@ Deno.test({
     hybrid.dispose();
   },
 });
+
+Deno.test({
+  name: "findBatchSize() picks the largest batch under the memory budget and restores the model state",
+  ...cpu,
+  fn: async () => {
+    await useCpu();
+    const { findBatchSize, trainStepTrial } = await import("../lib/train/mod.ts");
+    const model = new TinyNet(7);
+    const before = await weightsOf(model);
+    const trial = trainStepTrial(model, [4, 4, 1], 3);
+    const big = await findBatchSize({
+      trial,
+      budgetBytes: 2 ** 30,
+      maxBatchSize: 64,
+      restore: model.stateDict(),
+    });
+    assertEquals(big.batchSize, 64);
+    // A budget between the measured peaks of the two probe sizes forces a smaller batch.
+    const perImage = big.perImageBytes;
+    assert(perImage > 0, `per-image bytes ${perImage}`);
+    const budget = big.fixedBytes + perImage * 20;
+    const small = await findBatchSize({
+      trial,
+      budgetBytes: budget,
+      maxBatchSize: 64,
+      restore: model.stateDict(),
+    });
+    assert(small.batchSize >= 8 && small.batchSize <= 20, `chose ${small.batchSize}`);
+    assert(small.peakBytes <= budget);
+    await assertRejects(
+      () => findBatchSize({ trial, budgetBytes: 1, maxBatchSize: 4, restore: model.stateDict() }),
+      Error,
+      "does not fit",
+    );
+    const after = await weightsOf(model);
+    for (const [k, v] of before) assertEquals(after.get(k), v, `${k} changed by the trials`);
+    model.dispose();
+  },
+});

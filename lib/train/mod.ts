@@ -19,3 +19,4 @@ export * from "./checkpoint.ts";
 export * from "./evaluate.ts";
 export * from "./trainer.ts";
 export * from "./two_stage.ts";
+export * from "./batch_size.ts";
