@@ -126,7 +126,7 @@ async function runBatches(
   return out;
 }
 
-function paint(coords: PatchCoords, idx: ArrayLike<number>, values: Float32Array, hm: Heatmap): void {
+function paint(coords: PatchCoords, idx: ArrayLike<number>, values: ArrayLike<number>, hm: Heatmap): void {
   const size0 = coords.patchSize * coords.downsample;
   for (let k = 0; k < idx.length; k++) {
     const i = idx[k];
@@ -140,6 +140,33 @@ function paint(coords: PatchCoords, idx: ArrayLike<number>, values: Float32Array
       }
     }
   }
+}
+
+/**
+ * Paints one value per patch over the slide at `scale` level-0 pixels per pixel (max where patches overlap,
+ * NaN where none lies). `indices` picks the patches `values` belong to (default: all, in order).
+ *
+ * @example
+ * ```ts
+ * const grid = patchHeatmap(coords, new Float32Array(coords.x.length).fill(1), 64); // where patches are
+ * ```
+ */
+export function patchHeatmap(
+  coords: PatchCoords,
+  values: ArrayLike<number>,
+  scale: number,
+  indices?: ArrayLike<number>,
+): Heatmap {
+  if (!(scale > 0)) throw new Error(`patchHeatmap(): scale must be > 0, got ${scale}`);
+  const idx = indices ?? Int32Array.from({ length: coords.x.length }, (_, i) => i);
+  if (values.length !== idx.length) {
+    throw new Error(`patchHeatmap(): ${values.length} values for ${idx.length} patches`);
+  }
+  const [W, H] = coords.slideSize;
+  const width = Math.max(1, Math.ceil(W / scale)), height = Math.max(1, Math.ceil(H / scale));
+  const hm: Heatmap = { width, height, scale, data: new Float32Array(width * height).fill(NaN) };
+  paint(coords, idx, values, hm);
+  return hm;
 }
 
 /**
@@ -192,14 +219,8 @@ export async function inferSlide(
     } else throw new Error(`inferSlide(): aggregate must be "max", "mean" or "noisyOr", got "${agg}"`);
   }
   const scale = opts.heatmapDownsample ?? 64;
-  const [W, H] = coords.slideSize;
-  const mk = (): Heatmap => {
-    const width = Math.max(1, Math.ceil(W / scale)), height = Math.max(1, Math.ceil(H / scale));
-    return { width, height, scale, data: new Float32Array(width * height).fill(NaN) };
-  };
-  const scoreHeatmap = mk(), probHeatmap = mk();
-  paint(coords, all, scores, scoreHeatmap);
-  paint(coords, selected, probs, probHeatmap);
+  const scoreHeatmap = patchHeatmap(coords, scores, scale);
+  const probHeatmap = patchHeatmap(coords, probs, scale, selected);
   return {
     slideScore,
     scores,
