@@ -258,3 +258,38 @@ Deno.test("keep schedules are validated and counted", () => {
   assertThrows(() => parseStrategy("tome"), Error, '"tome"');
   assertEquals(STRATEGIES.map((s) => parseStrategy(s.toUpperCase())), [...STRATEGIES]);
 });
+
+forEachBackend(
+  "training through random, attention and merge pruning reaches the ViT weights, without leaks",
+  async (tf) => {
+    const vit = createModel("vit_test", {}, { seed: 12 });
+    const x = images(tf, 2, 13);
+    const y = tf.tensor1d([1, 2], "int32");
+    const vars = [...vit.trainableVariables().values()];
+    for (
+      const [name, sched] of [["random", singleStage(0.5)], ["attention", singleStage(0.5, 1)], [
+        "merge",
+        singleStage(0.5, 1),
+      ]] as const
+    ) {
+      const strategy = createStrategy(name, { seed: 1 });
+      const step = () => {
+        const { value, grads } = tf.variableGrads(
+          () => crossEntropy(strategy.forward(vit, x, { schedule: sched, training: true }).logits, y),
+          vars,
+        );
+        const n = tf.tidy(() => tf.addN(Object.values(grads).map((g) => tf.sum(tf.abs(g)))));
+        tf.dispose([value, ...Object.values(grads)]);
+        return n;
+      };
+      step().dispose();
+      await assertNoLeak(`${name} training step`, async () => {
+        const n = step();
+        assert((await n.data())[0] > 0, `${name}: zero gradient`);
+        n.dispose();
+      });
+    }
+    tf.dispose([x, y]);
+    vit.dispose();
+  },
+);

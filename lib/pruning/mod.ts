@@ -12,6 +12,7 @@
  */
 export * from "./select_top_k.ts";
 export * from "./batch_gather.ts";
+export * from "./detach.ts";
 export * from "./keep_schedule.ts";
 export * from "./topk_mask.ts";
 export * from "./token_merging.ts";

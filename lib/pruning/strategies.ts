@@ -19,6 +19,7 @@ import type { ForwardAux, ForwardOutput, Model, TokenReducer } from "../models/t
 import type { ViT } from "../models/vit.ts";
 import { Rng } from "../util/mod.ts";
 import { batchGather } from "./batch_gather.ts";
+import { detach } from "./detach.ts";
 import { keepCounts, type KeepSchedule, tokensPerBlock, validateKeepSchedule } from "./keep_schedule.ts";
 import { selectTopK } from "./select_top_k.ts";
 import { mergeToCount } from "./token_merging.ts";
@@ -88,7 +89,8 @@ type ReduceFn = (
 /** A reduction by scores over the current patch tokens: hard top-k with a real gather. */
 function byScores(score: (ctx: Parameters<ReduceFn>[1], tokens: tf.Tensor3D) => tf.Tensor2D): ReduceFn {
   return (tokens, ctx) => {
-    const s = score(ctx, tokens);
+    // Hard selection needs no gradient: select on detached scores (see detach.ts).
+    const s = detach(score(ctx, tokens));
     const sel = selectTopK(tokens, s, { keep: ctx.keep, prefixTokens: 1 });
     const kept = tf.squeeze(batchGather(tf.expandDims(ctx.keptIndices, 2), sel.indices), [2]) as tf.Tensor2D;
     return { tokens: sel.tokens, keptIndices: kept };

@@ -8,6 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { batchGather } from "./batch_gather.ts";
+import { detach } from "./detach.ts";
 
 /** Result of {@link bipartiteMerge}. */
 export interface MergeResult {
@@ -56,7 +57,8 @@ export function bipartiteMerge(
     }
     const evenIdx = tf.range(0, t, 2, "int32");
     const oddIdx = tf.range(1, t, 2, "int32");
-    const metric = options.metric ?? x;
+    // The matching is a hard decision: computed on a detached metric (see detach.ts).
+    const metric = detach(options.metric ?? x);
     const m = tf.div(metric, tf.add(tf.norm(metric, "euclidean", -1, true), 1e-6));
     const mA = tf.gather(m, evenIdx, 1);
     const mB = tf.gather(m, oddIdx, 1);

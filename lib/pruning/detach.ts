@@ -1,0 +1,22 @@
+/**
+ * {@link detach}: a copy of a tensor that the gradient tape does not know about.
+ *
+ * Hard selection (top-k, argmax) needs no gradient, but tfjs still back-propagates into integer indices
+ * derived from trainable values and then fails ("The gradient of input indices must have 'float32'
+ * dtype"). Selecting on a detached copy of the scores avoids that.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+/**
+ * Same values, no tape connection (reads the data synchronously).
+ *
+ * @example
+ * ```ts
+ * const idx = tf.topk(detach(scores), k).indices; // safe to gather with inside tf.variableGrads
+ * ```
+ */
+export function detach<T extends tf.Tensor>(x: T): T {
+  return tf.tensor(x.dataSync(), x.shape, x.dtype) as T;
+}
