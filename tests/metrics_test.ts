@@ -14,6 +14,7 @@ import {
   formatMeanStd,
   forwardRunner,
   macroF1,
+  meanSelectionQuality,
   meanStd,
   measureLatency,
   measureMemory,
@@ -219,6 +220,12 @@ Deno.test("selectionQuality() computes precision and recall of kept patches", ()
   assertThrows(() => selectionQuality([1, 1], [1, 0]), RangeError, "appears twice");
 });
 
+Deno.test("meanSelectionQuality() averages over images, skipping undefined values", () => {
+  const q = meanSelectionQuality([[0], [1], []], [[1, 0], [1, 0], [0, 0]]);
+  assertEquals(q, { precision: 0.5, recall: 0.5, f1: 0.5, images: 3 });
+  assertThrows(() => meanSelectionQuality([[0]], []), RangeError, "1 kept rows and 0 masks");
+});
+
 Deno.test("tokenReduction() is 1 - kept/total over patch tokens", () => {
   assertEquals(tokenReduction(98, 196), { kept: 98, total: 196, keepRatio: 0.5, reduction: 0.5 });
   assertEquals(tokenReduction(64, 64).reduction, 0);
@@ -310,7 +317,10 @@ Deno.test({
       assertEquals([eff.backend, eff.batchSize, eff.imgSize], ["cpu", 4, 8]);
       assertEquals(eff.latency.repeats, 2);
       assert(eff.throughput.imagesPerSecond > 0);
-      assert(eff.memory.tfPeakBytes >= 4 * 8 * 8 * 3 * 4, `peak ${eff.memory.tfPeakBytes} below the input size`);
+      assert(
+        eff.memory.tfPeakBytes >= 4 * 8 * 8 * 3 * 4,
+        `peak ${eff.memory.tfPeakBytes} below the input size`,
+      );
     } finally {
       model.dispose();
     }

@@ -56,6 +56,10 @@ Deno.test("ResultTable shows mean ± std over seeds, speed with batch and backen
   assert(md.includes("| a\\|b | 90.00 ± 1.20 | 1.20 | 85.00 | 123.5 | 32 | wasm | 12.3 | 3 |"), md);
   assert(md.includes("Inference speed (img/s) | Batch | Backend | Peak tensor memory (MiB)"), md);
   assertThrows(() => new ResultTable([{ model: "x" } as unknown as ResultRow]), TypeError, "rows[0]");
+  // efficiency-only rows (no accuracy yet) print a dash, and CSV leaves the cell empty
+  const bench = new ResultTable([{ model: "m", accuracy: NaN, gmacs: 0.5 }]);
+  assert(bench.toMarkdown().includes("| m | – | 0.500 |"), bench.toMarkdown());
+  assertEquals(bench.toCsv().split("\n")[1], "m,,0.5");
 });
 
 Deno.test("ResultTable.toCsv() writes raw numbers and splits the interval into two columns", () => {

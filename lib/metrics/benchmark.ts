@@ -109,7 +109,10 @@ export async function measureThroughput(
 
 /** Memory use around one call. */
 export interface MemoryStats {
-  /** Peak bytes held by tfjs tensors during the call (`tf.profile().peakBytes`). */
+  /**
+   * Peak bytes of all live tfjs tensors during the call (`tf.profile().peakBytes`): weights, inputs and
+   * every intermediate still referenced (inside one `tf.tidy`, that is all of them until it returns).
+   */
   tfPeakBytes: number;
   /** Bytes of tensors the call created and did not free (0 when it does not leak). */
   tfNewBytes: number;

@@ -114,3 +114,47 @@ export function selectionQuality(
     : 0;
   return { precision, recall, f1, kept: k, relevant: r, hits };
 }
+
+/** Mean selection quality over images. */
+export interface MeanSelectionQuality {
+  /** Mean precision over images that kept at least one patch. */
+  precision: number;
+  /** Mean recall over images with at least one relevant patch. */
+  recall: number;
+  /** Mean F1 over images where both are defined. */
+  f1: number;
+  /** Images averaged. */
+  images: number;
+}
+
+/**
+ * {@link selectionQuality} averaged over a batch: `kept[i]` and `relevant[i]` belong to image i.
+ * Images where a quantity is undefined (nothing kept, no relevant patch) are left out of that mean.
+ *
+ * @example
+ * ```ts
+ * meanSelectionQuality([[0], [1]], [[1, 0], [1, 0]]); // {precision: 0.5, recall: 0.5, f1: 0.5, images: 2}
+ * ```
+ */
+export function meanSelectionQuality(
+  kept: readonly ArrayLike<number>[],
+  relevant: readonly ArrayLike<number | boolean>[],
+  options: { prefixTokens?: number } = {},
+): MeanSelectionQuality {
+  if (kept.length !== relevant.length || kept.length === 0) {
+    throw new RangeError(
+      `meanSelectionQuality: ${kept.length} kept rows and ${relevant.length} masks; expected the same non-zero count`,
+    );
+  }
+  const mean = (v: number[]) => {
+    const f = v.filter((x) => !Number.isNaN(x));
+    return f.length ? f.reduce((a, b) => a + b, 0) / f.length : NaN;
+  };
+  const q = kept.map((k, i) => selectionQuality(k, relevant[i], options));
+  return {
+    precision: mean(q.map((x) => x.precision)),
+    recall: mean(q.map((x) => x.recall)),
+    f1: mean(q.map((x) => x.f1)),
+    images: q.length,
+  };
+}

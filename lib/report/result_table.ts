@@ -26,8 +26,9 @@ export interface Column {
 
 const pct = (v: number | undefined) => (v === undefined ? undefined : 100 * v);
 const fx = (d: number) => (v: number | string | undefined) =>
-  v === undefined ? "" : typeof v === "number" ? v.toFixed(d) : v;
-const round = (v: number | undefined, d = 6) => (v === undefined ? undefined : Number(v.toPrecision(d)));
+  v === undefined ? "" : typeof v === "number" ? (Number.isFinite(v) ? v.toFixed(d) : "–") : v;
+const round = (v: number | undefined, d = 6) =>
+  v === undefined ? undefined : Number.isFinite(v) ? Number(v.toPrecision(d)) : "";
 
 function col(
   key: string,
@@ -50,7 +51,9 @@ export const COLUMNS: Column[] = [
     header: "Accuracy (%)",
     value: (r) => round(pct(r.accuracy)),
     format: (r) =>
-      r.accuracyStd !== undefined && (r.seeds ?? 1) > 1
+      !Number.isFinite(r.accuracy)
+        ? "–"
+        : r.accuracyStd !== undefined && (r.seeds ?? 1) > 1
         ? `${(100 * r.accuracy).toFixed(2)} ± ${(100 * r.accuracyStd).toFixed(2)}`
         : (100 * r.accuracy).toFixed(2),
     required: true,
