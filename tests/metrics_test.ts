@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertNotEquals, assertThrows } from "./_assert.ts";
 import { assertNoLeak } from "./_backends.ts";
 import { initBackend } from "../lib/backend/mod.ts";
-import type { Model } from "../lib/models/types.ts";
+import { createModel, type Model } from "../lib/models/mod.ts";
 import {
   accuracy,
   argmax,
@@ -321,6 +321,30 @@ Deno.test({
         eff.memory.tfPeakBytes >= 4 * 8 * 8 * 3 * 4,
         `peak ${eff.memory.tfPeakBytes} below the input size`,
       );
+    } finally {
+      model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "benchmarkModel() reports a hybrid's GMACs split into CNN and ViT, smaller at a lower keep ratio",
+  ...tfTest,
+  fn: async () => {
+    await initBackend("cpu", { log: false });
+    const model = createModel("hybrid_test", { numClasses: 3 });
+    try {
+      const opts = { batchSize: 2, warmup: 0, repeats: 1 };
+      const full = await assertNoLeak(
+        "benchmark",
+        () => benchmarkModel(model, { ...opts, forward: { keepRatio: 1 } }),
+      );
+      const half = await benchmarkModel(model, { ...opts, forward: { keepRatio: 0.5 } });
+      assertAlmostEquals(full.gmacs.total, full.gmacs.cnn! + full.gmacs.vit!, 1e-12);
+      assertEquals(half.gmacs.cnn, full.gmacs.cnn);
+      assert(half.gmacs.vit! < 0.6 * full.gmacs.vit!, `ViT GMACs ${half.gmacs.vit} vs ${full.gmacs.vit}`);
+      assertEquals(full.params, model.paramCount());
+      assertEquals(full.imgSize, 32);
     } finally {
       model.dispose();
     }

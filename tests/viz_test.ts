@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "./_assert.ts";
 import { assertNoLeak } from "./_backends.ts";
 import { initBackend } from "../lib/backend/mod.ts";
-import { rocCurve, rocOneVsRest } from "../lib/metrics/mod.ts";
+import { disposeOutput, rocCurve, rocOneVsRest } from "../lib/metrics/mod.ts";
+import { createModel } from "../lib/models/mod.ts";
 import {
   accuracyVsGmacsPlot,
   accuracyVsKeepRatioPlot,
@@ -257,6 +258,23 @@ Deno.test("heatmapOverlay() colours each patch by its value", async () => {
   assertEquals(smooth.width, 16);
 });
 
+Deno.test("heatmapOverlay() with kept patches colours only those and dims the rest", async () => {
+  const img = await heatmapOverlay(grey(4, 4, 0.8), [0, 1, 5, 9], {
+    grid: 2,
+    scale: 1,
+    alpha: 1,
+    colormap: "viridis",
+    kept: [1, 3],
+    dim: 0.25,
+  });
+  const d = await decode(img);
+  const px = (y: number, x: number) => Array.from(d.data.subarray((y * 4 + x) * 3, (y * 4 + x) * 3 + 3));
+  assertEquals(px(0, 0), [51, 51, 51]); // pruned: dimmed grey
+  assertEquals(px(0, 3), colormap(0, "viridis")); // kept, lowest of the kept values
+  assertEquals(px(3, 3), colormap(1, "viridis")); // kept, highest
+  assertEquals(px(3, 0), [51, 51, 51]);
+});
+
 Deno.test("clsAttention() averages heads and maps tokens back to their patches", () => {
   // 2 heads, 3 tokens (CLS + 2 kept patches out of 4)
   const a: AttentionMatrix = {
@@ -300,6 +318,44 @@ Deno.test({
     assertEquals(a.attention![0].tokens, 3);
     assertEquals(a.attention![0].data[0], 9);
     tf.dispose([scores, keptIndices, att]);
+  },
+});
+
+Deno.test({
+  name: "a hybrid model's aux outputs feed the selection panel (kept/pruned grid from keptIndices)",
+  ...tfTest,
+  fn: async () => {
+    await initBackend("cpu", { log: false });
+    const model = createModel("hybrid_test", { numClasses: 3, keepRatio: 0.5 });
+    const x = tf.randomUniform([2, 32, 32, 3], 0, 1, "float32", 5) as tf.Tensor4D;
+    try {
+      const a = await assertNoLeak("forward + imageAux", async () => {
+        const out = model.forward(x, { returnAux: true, returnAttention: true });
+        try {
+          return await imageAux(out.aux!, 1);
+        } finally {
+          disposeOutput(out);
+        }
+      });
+      assertEquals(a.scores!.length, 64);
+      assertEquals(a.keptIndices!.length, 32);
+      assertEquals(a.attention![0].tokens, 33);
+      const x1 = tf.tidy(() => tf.squeeze(tf.slice(x, [1], [1]), [0])) as tf.Tensor3D;
+      const grid = await tokenGridImage(x1, a.keptIndices!, { grid: 8, scale: 2, dim: 0, gridLines: false });
+      const d = await decode(grid);
+      for (let p = 0; p < 64; p++) {
+        const y = Math.floor(p / 8) * 8 + 4, xx = (p % 8) * 8 + 4;
+        const v = d.data[(y * 64 + xx) * 3] + d.data[(y * 64 + xx) * 3 + 1] + d.data[(y * 64 + xx) * 3 + 2];
+        const kept = Array.from(a.keptIndices!).includes(p);
+        assert(kept ? v > 0 : v === 0, `patch ${p} (${kept ? "kept" : "pruned"}) has brightness ${v}`);
+      }
+      const panel = await selectionPanel(x1, { grid: 8, scale: 4, ...a });
+      assertEquals(panel.width, 6 + 4 * (128 + 6));
+      x1.dispose();
+    } finally {
+      x.dispose();
+      model.dispose();
+    }
   },
 });
 

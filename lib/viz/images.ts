@@ -44,6 +44,19 @@ async function upscaled(fn: string, image: ImageInput, o: SizeOptions): Promise<
   return { rgb: new Uint8Array(buf), width, height };
 }
 
+/** One flag per patch: 1 when the patch index is in `kept`. */
+function keptMask(fn: string, kept: ArrayLike<number>, n: number): Uint8Array {
+  const on = new Uint8Array(n);
+  for (let i = 0; i < kept.length; i++) {
+    const p = kept[i];
+    if (!Number.isInteger(p) || p < 0 || p >= n) {
+      throw new RangeError(`${fn}: kept[${i}] is ${p}; expected a patch index in [0, ${n})`);
+    }
+    on[p] = 1;
+  }
+  return on;
+}
+
 /** Patch (row, col) of pixel (y, x) in a `w × h` image cut into a `gh × gw` grid. */
 function patchAt(y: number, x: number, h: number, w: number, gh: number, gw: number): number {
   return Math.min(gh - 1, Math.floor((y * gh) / h)) * gw + Math.min(gw - 1, Math.floor((x * gw) / w));
@@ -74,17 +87,24 @@ export interface HeatmapOptions extends SizeOptions {
   normalize?: boolean;
   /** Bilinear interpolation between patch centres instead of flat patches (default false). */
   smooth?: boolean;
+  /**
+   * Patches the ViT kept: only these are coloured (and set the min-max range); the others are shown
+   * dimmed like in {@link tokenGridImage}. Default: all patches.
+   */
+  kept?: ArrayLike<number>;
+  /** Brightness of patches not in `kept` (default 0.25). */
+  dim?: number;
 }
 
-function normalized(values: ArrayLike<number>, normalize: boolean): Float64Array {
+function normalized(values: ArrayLike<number>, normalize: boolean, on?: Uint8Array): Float64Array {
   const v = Float64Array.from(values);
   if (!normalize) return v;
   let lo = Infinity, hi = -Infinity;
-  for (const x of v) {
-    if (!Number.isFinite(x)) continue;
+  v.forEach((x, i) => {
+    if (!Number.isFinite(x) || (on && !on[i])) return;
     lo = Math.min(lo, x);
     hi = Math.max(hi, x);
-  }
+  });
   for (let i = 0; i < v.length; i++) v[i] = hi > lo ? (v[i] - lo) / (hi - lo) : 0.5;
   return v;
 }
@@ -110,13 +130,20 @@ export async function heatmapOverlay(
   }
   const alpha = options.alpha ?? 0.5;
   if (!(alpha >= 0 && alpha <= 1)) throw new RangeError(`heatmapOverlay: alpha is ${alpha}; expected [0, 1]`);
-  const v = normalized(values, options.normalize ?? true);
+  const on = options.kept ? keptMask("heatmapOverlay", options.kept, gh * gw) : undefined;
+  const dim = options.dim ?? 0.25;
+  const v = normalized(values, options.normalize ?? true, on);
   const { rgb, width, height } = await upscaled("heatmapOverlay", image, options);
   const cmap = options.colormap ?? "inferno";
   const lut = Array.from({ length: 256 }, (_, i) => colormap(i / 255, cmap));
   const out = new Uint8Array(rgb.length);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
+      const o = (y * width + x) * 3;
+      if (on && !on[patchAt(y, x, height, width, gh, gw)]) {
+        for (let k = 0; k < 3; k++) out[o + k] = Math.round(rgb[o + k] * dim);
+        continue;
+      }
       let val: number;
       if (options.smooth) {
         const fy = Math.min(gh - 1, Math.max(0, ((y + 0.5) * gh) / height - 0.5));
@@ -130,7 +157,6 @@ export async function heatmapOverlay(
           ty * ((1 - tx) * v[y1 * gw + x0] + tx * v[y1 * gw + x1]);
       } else val = v[patchAt(y, x, height, width, gh, gw)];
       const c = lut[Math.max(0, Math.min(255, Math.round(val * 255))) || 0];
-      const o = (y * width + x) * 3;
       for (let k = 0; k < 3; k++) out[o + k] = Math.round((1 - alpha) * rgb[o + k] + alpha * c[k]);
     }
   }
@@ -164,14 +190,7 @@ export async function tokenGridImage(
   const [gh, gw] = gridOf("tokenGridImage", options.grid);
   const dim = options.dim ?? 0.25;
   if (!(dim >= 0 && dim <= 1)) throw new RangeError(`tokenGridImage: dim is ${dim}; expected [0, 1]`);
-  const on = new Uint8Array(gh * gw);
-  for (let i = 0; i < kept.length; i++) {
-    const p = kept[i];
-    if (!Number.isInteger(p) || p < 0 || p >= gh * gw) {
-      throw new RangeError(`tokenGridImage: kept[${i}] is ${p}; expected a patch index in [0, ${gh * gw})`);
-    }
-    on[p] = 1;
-  }
+  const on = keptMask("tokenGridImage", kept, gh * gw);
   const { rgb, width, height } = await upscaled("tokenGridImage", image, options);
   const lines = options.gridLines ?? true;
   const out = new Uint8Array(rgb.length);
@@ -290,7 +309,7 @@ export async function attentionMapsImage(
   const [gh, gw] = gridOf("attentionMapsImage", options.grid);
   const mapping = { numPatches: gh * gw, keptIndices: options.keptIndices };
   const blocks = options.blocks ?? attention.map((_, i) => i);
-  const heat = { ...options, alpha: options.alpha ?? 0.6 };
+  const heat = { ...options, alpha: options.alpha ?? 0.6, kept: options.keptIndices };
   const items: LabelledImage[] = [{ image: await renderImage(image, options), label: "input" }];
   for (const b of blocks) {
     if (!attention[b]) {
@@ -350,7 +369,8 @@ export async function selectionPanel(image: ImageInput, options: SelectionPanelO
       numPatches: gh * gw,
       keptIndices: options.keptIndices,
     });
-    items.push({ image: await heatmapOverlay(image, map, { ...options, alpha: 0.6 }), label: "ViT rollout" });
+    const heat = { ...options, alpha: 0.6, kept: options.keptIndices };
+    items.push({ image: await heatmapOverlay(image, map, heat), label: "ViT rollout" });
   }
   return imageGrid(items, { cols: items.length, title: options.title });
 }
