@@ -174,6 +174,10 @@ const CONV_CASES: ConvCase[] = [
   { x: [2, 8, 8, 8], f: [1, 1, 8, 6], strides: 2, pad: "valid", dil: 1 }, // downsample shortcut
   { x: [2, 8, 8, 4], f: [4, 4, 4, 6], strides: 4, pad: "valid", dil: 1 }, // ViT patch embedding
   { x: [1, 12, 10, 4], f: [3, 2, 4, 5], strides: [2, 1], pad: "same", dil: 1 }, // non-square
+  { x: [2, 7, 7, 3], f: [4, 4, 3, 5], strides: 1, pad: "same", dil: 1 }, // asymmetric padding (1, 2)
+  { x: [2, 6, 6, 3], f: [2, 2, 3, 5], strides: 1, pad: "valid", dil: 1 },
+  { x: [1, 6, 6, 3], f: [3, 3, 3, 4], strides: 1, pad: 3, dil: 1 }, // padding >= kernel: scatter-add path
+  { x: [1, 40, 40, 32], f: [3, 3, 32, 8], strides: 1, pad: "same", dil: 1 }, // grows the im2col scratch
   { x: [2, 10, 10, 4], f: [3, 3, 4, 5], strides: 1, pad: "same", dil: 2 },
   { x: [1, 12, 12, 3], f: [3, 3, 3, 4], strides: 1, pad: "valid", dil: [2, 3] },
 ];
@@ -224,6 +228,26 @@ nativeTest("native fused conv2d() matches cpu with bias and activations", async 
     );
   }
 });
+
+nativeTest(
+  "native Identity and same-dtype Cast share memory instead of copying, and free it once",
+  async () => {
+    await tf.setBackend("native");
+    const a = tf.tensor([1, 2, 3, 4], [2, 2]);
+    const before = tf.memory();
+    const b = tf.clone(a), c = tf.cast(a, "float32"), d = tf.cast(a, "int32");
+    const mid = tf.memory();
+    // clone and same-dtype cast add tensors but no data buffers; the int32 cast is a real copy.
+    assertEquals(mid.numTensors - before.numTensors, 3);
+    assertEquals(mid.numDataBuffers - before.numDataBuffers, 1);
+    a.dispose();
+    assertEquals(Array.from(await b.data()), [1, 2, 3, 4]);
+    assertEquals(Array.from(await c.data()), [1, 2, 3, 4]);
+    assertEquals(d.dtype, "int32");
+    tf.dispose([b, c, d]);
+    assertEquals(tf.memory().numDataBuffers, before.numDataBuffers - 1);
+  },
+);
 
 nativeTest("native backend keeps tensors apart from the wasm backend it shares a module with", async () => {
   await tf.setBackend("wasm");

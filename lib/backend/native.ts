@@ -13,7 +13,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { type Blas, loadBlas } from "./native/blas.ts";
-import { blasKernelConfigs } from "./native/kernels.ts";
+import { blasKernelConfigs, sharingKernelConfigs } from "./native/kernels.ts";
 import { registerWasmTrainingKernels } from "./wasm_kernels.ts";
 
 /** The tfjs backend name the native backend registers under. */
@@ -105,19 +105,21 @@ async function register(threads: number): Promise<NativeBackendResult> {
       reason: `the tfjs wasm backend it extends failed: ${e instanceof Error ? e.message : e}`,
     };
   }
-  const blasConfigs = blasKernelConfigs(
-    NATIVE_TF_BACKEND,
-    r.blas,
-    (name) => tf.getKernel(name, "wasm")?.kernelFunc,
-  );
-  const overridden = new Set(blasConfigs.map((k) => k.kernelName));
+  const wasmKernel = (name: string) => tf.getKernel(name, "wasm")?.kernelFunc;
+  const blasConfigs = blasKernelConfigs(NATIVE_TF_BACKEND, r.blas, wasmKernel);
+  const ours = [...blasConfigs, ...sharingKernelConfigs(NATIVE_TF_BACKEND, wasmKernel)];
+  const overridden = new Set(ours.map((k) => k.kernelName));
   for (const k of tf.getKernelsForBackend("wasm")) {
     if (!overridden.has(k.kernelName)) tf.registerKernel({ ...k, backendName: NATIVE_TF_BACKEND });
   }
-  for (const k of blasConfigs) tf.registerKernel(k);
+  for (const k of ours) tf.registerKernel(k);
   const module = wasm.wasm;
   tf.registerBackend(NATIVE_TF_BACKEND, () => new NativeBackend(module), 1);
-  status = { library: r.blas.path, threads: r.blas.getThreads(), blasKernels: [...overridden] };
+  status = {
+    library: r.blas.path,
+    threads: r.blas.getThreads(),
+    blasKernels: blasConfigs.map((k) => k.kernelName),
+  };
   return { ok: true, tfBackend: NATIVE_TF_BACKEND };
 }
 

@@ -219,13 +219,18 @@ function rowPrefill(backend: BackendWasm, bias: Info | undefined, n: number) {
 
 // ---------------------------------------------------------------- convolution lowering
 
-/** Writes im2col rows `[r0, r1)` (one row per output pixel, `kh*kw*cin` columns) into `col`. */
+/**
+ * Writes im2col rows `[r0, r1)` (one row per output pixel, `kh*kw*cin` columns) of the image at
+ * float offset `xBase` of `heap` to float offset `colBase` of the same heap (so that contiguous runs
+ * move with `copyWithin`, a memmove).
+ */
 function im2col(
-  X: Float32Array,
+  heap: Float32Array,
+  xBase: number,
   ci: tf.backend_util.Conv2DInfo,
   r0: number,
   r1: number,
-  col: Float32Array,
+  colBase: number,
 ): void {
   const { inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = ci;
   const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = ci;
@@ -235,29 +240,30 @@ function im2col(
   for (let r = r0; r < r1; r++) {
     const nIdx = Math.floor(r / ohw), rem = r - nIdx * ohw;
     const oh = Math.floor(rem / OW), ow = rem - oh * OW;
-    let dst = (r - r0) * rowLen;
+    let dst = colBase + (r - r0) * rowLen;
     const iw0 = ow * sw - pl;
     for (let kh = 0; kh < KH; kh++) {
       const ih = oh * sh - pt + kh * dh;
       if (ih < 0 || ih >= H) {
-        col.fill(0, dst, dst + KW * C);
+        heap.fill(0, dst, dst + KW * C);
         dst += KW * C;
         continue;
       }
-      const rowBase = (nIdx * H + ih) * W;
+      const rowBase = xBase + (nIdx * H + ih) * W * C;
       if (dw === 1 && iw0 >= 0 && iw0 + KW <= W) {
-        const src = (rowBase + iw0) * C, len = KW * C;
-        if (len >= 32) col.set(X.subarray(src, src + len), dst);
-        else for (let c = 0; c < len; c++) col[dst + c] = X[src + c];
+        const src = rowBase + iw0 * C, len = KW * C;
+        if (len >= 16) heap.copyWithin(dst, src, src + len);
+        else for (let c = 0; c < len; c++) heap[dst + c] = heap[src + c];
         dst += len;
         continue;
       }
       for (let kw = 0; kw < KW; kw++) {
         const iw = iw0 + kw * dw;
-        if (iw < 0 || iw >= W) col.fill(0, dst, dst + C);
+        if (iw < 0 || iw >= W) heap.fill(0, dst, dst + C);
         else {
-          const src = (rowBase + iw) * C;
-          for (let c = 0; c < C; c++) col[dst + c] = X[src + c];
+          const src = rowBase + iw * C;
+          if (C >= 16) heap.copyWithin(dst, src, src + C);
+          else for (let c = 0; c < C; c++) heap[dst + c] = heap[src + c];
         }
         dst += C;
       }
@@ -312,27 +318,75 @@ function chunkRows(rowLen: number, rows: number): number {
   return Math.max(1, Math.min(rows, Math.floor(CHUNK_FLOATS / Math.max(rowLen, 1))));
 }
 
-/** Forward convolution into `Y` (`[rows, cout]`), `beta` 1 when `Y` was prefilled with a bias. */
+/** The parts of the Emscripten module used here (its typings omit them). */
+interface HeapModule {
+  HEAPF32: Float32Array;
+  _malloc(bytes: number): number;
+  _free(ptr: number): void;
+}
+function moduleOf(backend: BackendWasm): HeapModule {
+  return backend.wasm as unknown as HeapModule;
+}
+/** The current Float32 view of the wasm heap (replaced when the heap grows). */
+function heapOf(backend: BackendWasm): Float32Array {
+  return moduleOf(backend).HEAPF32;
+}
+const heapScratch = new WeakMap<HeapModule, { ptr: number; bytes: number }>();
+
+/** A scratch area in the WebAssembly heap (kept between calls, grown on demand); its byte offset. */
+function getHeapScratch(backend: BackendWasm, floats: number): number {
+  const wasm = moduleOf(backend);
+  const bytes = floats * 4;
+  let s = heapScratch.get(wasm);
+  if (!s || s.bytes < bytes) {
+    if (s) wasm._free(s.ptr);
+    const ptr = wasm._malloc(bytes) >>> 0;
+    if (ptr === 0) {
+      throw new Error(`native conv: could not allocate ${bytes} bytes of im2col scratch in the wasm heap`);
+    }
+    s = { ptr, bytes };
+    heapScratch.set(wasm, s);
+  }
+  return s.ptr;
+}
+
+function offsetOf(backend: BackendWasm, t: Info): number {
+  return backend.dataIdMap.get(t.dataId)!.memoryOffset;
+}
+
+/**
+ * Forward convolution of the tensor at byte offset `xOff` of the wasm heap into the output at
+ * `yOff` (`[rows, cout]`); `beta` 1 when the output was prefilled with a bias. `weights` is called
+ * after any heap allocation (heap views go stale when the heap grows).
+ */
 function conv2dInto(
   blas: Blas,
-  X: Float32Array,
-  Wt: Float32Array,
-  Y: Float32Array,
+  backend: BackendWasm,
+  xOff: number,
+  weights: () => Float32Array,
+  yOff: number,
   ci: tf.backend_util.Conv2DInfo,
   beta: number,
 ): void {
   const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
   const rowLen = ci.filterHeight * ci.filterWidth * ci.inChannels;
+  const inLen = ci.batchSize * ci.inHeight * ci.inWidth * ci.inChannels;
   if (rows === 0 || cout === 0) return;
   if (isPointwise(ci)) {
-    blas.sgemm(false, false, rows, cout, rowLen, 1, X, rowLen, Wt, cout, beta, Y, cout);
+    const heap = heapOf(backend);
+    const X = heap.subarray(xOff / 4, xOff / 4 + inLen), Y = heap.subarray(yOff / 4, yOff / 4 + rows * cout);
+    blas.sgemm(false, false, rows, cout, rowLen, 1, X, rowLen, weights(), cout, beta, Y, cout);
     return;
   }
   const step = chunkRows(rowLen, rows);
-  const col = getScratch(step * rowLen);
+  const colOff = getHeapScratch(backend, step * rowLen) / 4;
+  const heap = heapOf(backend);
+  const Wt = weights();
+  const col = heap.subarray(colOff, colOff + step * rowLen);
+  const Y = heap.subarray(yOff / 4, yOff / 4 + rows * cout);
   for (let r0 = 0; r0 < rows; r0 += step) {
     const r1 = Math.min(rows, r0 + step);
-    im2col(X, ci, r0, r1, col);
+    im2col(heap, xOff / 4, ci, r0, r1, colOff);
     blas.sgemm(
       false,
       false,
@@ -349,6 +403,21 @@ function conv2dInto(
       cout,
     );
   }
+}
+
+/** The filter of the adjoint convolution: `[kh, kw, cin, cout]` → flipped `[kh, kw, cout, cin]`. */
+function flipFilter(Wt: Float32Array, KH: number, KW: number, cin: number, cout: number): Float32Array {
+  const out = new Float32Array(Wt.length);
+  const blk = cin * cout;
+  for (let kh = 0; kh < KH; kh++) {
+    for (let kw = 0; kw < KW; kw++) {
+      const src = ((KH - 1 - kh) * KW + (KW - 1 - kw)) * blk, dst = (kh * KW + kw) * blk;
+      for (let i = 0; i < cin; i++) {
+        for (let o = 0; o < cout; o++) out[dst + o * cin + i] = Wt[src + i * cout + o];
+      }
+    }
+  }
+  return out;
 }
 
 function convInfo(
@@ -455,7 +524,15 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(x.shape, filter.shape, attrs);
     const out = backend.makeOutput([ci.batchSize, ci.outHeight, ci.outWidth, ci.outChannels], "float32");
-    conv2dInto(blas, f32(backend, x), f32(backend, filter), f32(backend, out), ci, 0);
+    conv2dInto(
+      blas,
+      backend,
+      offsetOf(backend, x),
+      () => f32(backend, filter),
+      offsetOf(backend, out),
+      ci,
+      0,
+    );
     return out;
   };
 
@@ -480,11 +557,13 @@ export function blasKernelConfigs(
     const Y = f32(backend, out);
     const prefill = rowPrefill(backend, bias, ci.outChannels);
     if (prefill) prefill(Y, Y.length / Math.max(ci.outChannels, 1));
-    conv2dInto(blas, f32(backend, x), f32(backend, filter), Y, ci, prefill ? 1 : 0);
-    if (bias && !prefill) applyBias(backend, Y, outShape, bias);
+    const xOff = offsetOf(backend, x), yOff = offsetOf(backend, out);
+    conv2dInto(blas, backend, xOff, () => f32(backend, filter), yOff, ci, prefill ? 1 : 0);
+    const Yf = f32(backend, out); // the heap may have grown: a fresh view
+    if (bias && !prefill) applyBias(backend, Yf, outShape, bias);
     applyActivation(
       backend,
-      Y,
+      Yf,
       outShape,
       attrs.activation ?? "linear",
       preluActivationWeights,
@@ -502,9 +581,36 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(attrs.inputShape, filter.shape, { ...attrs, dilations: 1 });
     const out = backend.makeOutput([...attrs.inputShape], "float32");
-    const dX = f32(backend, out), dY = f32(backend, dy), Wt = f32(backend, filter);
     const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
     const rowLen = ci.filterHeight * ci.filterWidth * ci.inChannels;
+    const { top, bottom, left, right } = ci.padInfo;
+    const KH = ci.filterHeight, KW = ci.filterWidth;
+    if (
+      !isPointwise(ci) && rows > 0 && cout > 0 && ci.strideHeight === 1 && ci.strideWidth === 1 &&
+      top < KH && bottom < KH && left < KW && right < KW
+    ) {
+      // Stride 1: dX is the convolution of dY with the flipped, transposed filter (im2col + GEMM,
+      // no scatter-add).
+      const adj = tf.backend_util.computeConv2DInfo(
+        [ci.batchSize, ci.outHeight, ci.outWidth, cout],
+        [KH, KW, cout, ci.inChannels],
+        1,
+        1,
+        [[0, 0], [KH - 1 - top, KH - 1 - bottom], [KW - 1 - left, KW - 1 - right], [
+          0,
+          0,
+        ]] as unknown as number,
+        undefined,
+        false,
+        "channelsLast",
+      );
+      if (adj.outHeight === ci.inHeight && adj.outWidth === ci.inWidth) {
+        const flipped = flipFilter(f32(backend, filter), KH, KW, ci.inChannels, cout);
+        conv2dInto(blas, backend, offsetOf(backend, dy), () => flipped, offsetOf(backend, out), adj, 0);
+        return out;
+      }
+    }
+    const dX = f32(backend, out), dY = f32(backend, dy), Wt = f32(backend, filter);
     if (isPointwise(ci)) {
       blas.sgemm(false, true, rows, rowLen, cout, 1, dY, cout, Wt, cout, 0, dX, rowLen);
       return out;
@@ -544,7 +650,7 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(x.shape, attrs.filterShape, { ...attrs, dilations: 1 });
     const out = backend.makeOutput([...attrs.filterShape], "float32");
-    const dW = f32(backend, out), dY = f32(backend, dy), X = f32(backend, x);
+    let dW = f32(backend, out), dY = f32(backend, dy), X = f32(backend, x);
     const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
     const rowLen = ci.filterHeight * ci.filterWidth * ci.inChannels;
     if (rows === 0) {
@@ -556,10 +662,14 @@ export function blasKernelConfigs(
       return out;
     }
     const step = chunkRows(rowLen, rows);
-    const col = getScratch(step * rowLen);
+    const colOff = getHeapScratch(backend, step * rowLen) / 4;
+    const heap = heapOf(backend);
+    const col = heap.subarray(colOff, colOff + step * rowLen);
+    dW = f32(backend, out), dY = f32(backend, dy), X = f32(backend, x);
+    const xOff = offsetOf(backend, x) / 4;
     for (let r0 = 0; r0 < rows; r0 += step) {
       const r1 = Math.min(rows, r0 + step);
-      im2col(X, ci, r0, r1, col);
+      im2col(heap, xOff, ci, r0, r1, colOff);
       blas.sgemm(
         true,
         false,
@@ -591,5 +701,46 @@ export function blasKernelConfigs(
     k(tf.FusedConv2D, fusedConv2d),
     k(tf.Conv2DBackpropInput, conv2dBackpropInput),
     k(tf.Conv2DBackpropFilter, conv2dBackpropFilter),
+  ];
+}
+
+/**
+ * `Identity` and same-dtype `Cast` that share the input's memory (reference counted, as the cpu
+ * backend does) instead of copying it as the wasm kernels do. tfjs' gradient code calls both for
+ * nearly every op, so the copies cost a training step much time and most of its peak memory.
+ * Other inputs (strings, dtype changes) go to the wasm kernels.
+ *
+ * @example
+ * ```ts
+ * for (const k of sharingKernelConfigs("native", (n) => tf.getKernel(n, "wasm")?.kernelFunc)) tf.registerKernel(k);
+ * ```
+ */
+export function sharingKernelConfigs(
+  backendName: string,
+  fallbackFor: (kernelName: string) => tf.KernelFunc | undefined,
+): tf.KernelConfig[] {
+  const share = (backend: BackendWasm, x: Info, dtype: tf.DataType = x.dtype): Info => {
+    backend.incRef(x.dataId);
+    return { dataId: x.dataId, shape: [...x.shape], dtype };
+  };
+  const call = (name: string, args: Parameters<tf.KernelFunc>[0]) => {
+    const f = fallbackFor(name);
+    if (!f) throw new Error(`native ${name}: the wasm backend has no ${name} kernel to fall back to`);
+    return f(args);
+  };
+  const identity: tf.KernelFunc = (args) => {
+    const { x } = args.inputs as { x: Info };
+    if (x.dtype === "string") return call(tf.Identity, args);
+    return share(args.backend as BackendWasm, x);
+  };
+  const cast: tf.KernelFunc = (args) => {
+    const { x } = args.inputs as { x: Info };
+    const { dtype } = args.attrs as unknown as { dtype: tf.DataType };
+    if (x.dtype === "string" || dtype !== x.dtype) return call(tf.Cast, args);
+    return share(args.backend as BackendWasm, x);
+  };
+  return [
+    { kernelName: tf.Identity, backendName, kernelFunc: identity },
+    { kernelName: tf.Cast, backendName, kernelFunc: cast },
   ];
 }
