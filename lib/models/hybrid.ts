@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { ResNet18 } from "./resnet18.ts";
 import { resolveViTConfig, ViT } from "./vit.ts";
-import { selectTopK } from "../pruning/select_top_k.ts";
+import { gatherTokens, selectTopK } from "../pruning/select_top_k.ts";
 import type {
   ForwardAux,
   ForwardOptions,
@@ -21,6 +21,12 @@ import type {
   ResNetConfig,
   TensorLayout,
 } from "./types.ts";
+
+/** Ones with the shape of `x` whose gradient with respect to `x` is the incoming gradient (identity). */
+const straightThroughOnes = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const x = args[0] as tf.Tensor;
+  return { value: tf.onesLike(x), gradFunc: (dy: tf.Tensor) => tf.clone(dy) };
+}) as (x: tf.Tensor3D) => tf.Tensor3D;
 
 function prefixed<T>(prefix: string, m: Map<string, T>): [string, T][] {
   return [...m].map(([k, v]) => [prefix + k, v]);
@@ -108,7 +114,14 @@ export class Hybrid implements Model {
         r = this.vit.forwardTokens(tokens, options);
       } else {
         const sel = selectTopK(tokens, scores, { keepRatio: ratio, prefixTokens: 1 });
-        r = this.vit.forwardTokens(sel.tokens, options, {
+        let kept = sel.tokens;
+        if (training && (this.config.scoreGradient ?? "straight_through") === "straight_through") {
+          const b = sel.indices.shape[0];
+          const keptScores = gatherTokens(tf.reshape(scores, [b, -1, 1]) as tf.Tensor3D, sel.indices, 0);
+          const gate = tf.concat([tf.ones([b, 1, 1]), straightThroughOnes(keptScores)], 1);
+          kept = tf.mul(kept, gate) as tf.Tensor3D;
+        }
+        r = this.vit.forwardTokens(kept, options, {
           keptIndices: sel.indices,
           numPatches: this.vit.numPatches,
         });

@@ -150,6 +150,7 @@ const OPTIONAL_KEYS = new Set([
   "importance",
   "cnnHead",
   "scorerImgSize",
+  "scoreGradient",
 ]);
 
 /** Options of {@link createModel}. */

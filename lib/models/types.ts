@@ -73,6 +73,14 @@ export interface HybridConfig {
   cnnHead?: boolean;
   /** Resize the input to this side before the scorer CNN (cheaper scorer); default: no resize. */
   scorerImgSize?: number;
+  /**
+   * How the task loss reaches the scorer through the (non-differentiable) top-k, in training mode:
+   * `"straight_through"` (default) multiplies each kept token by a gate whose value is exactly 1 and
+   * whose gradient with respect to the token's score is 1 (so a kept score gets `<dL/dtoken, token>`);
+   * `"none"` leaves the scorer to auxiliary losses on `aux.scores` (and the CNN head on `aux.cnnLogits`).
+   * The forward values are identical either way.
+   */
+  scoreGradient?: "straight_through" | "none";
 }
 
 /** Any model configuration. */

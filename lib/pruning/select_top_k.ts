@@ -31,7 +31,10 @@ export function keepCount(n: number, ratio: number): number {
 
 /**
  * Gathers `[B, P + N, D]` tokens down to the `P` prefix tokens plus the patch tokens at `indices`
- * (`[B, k]` int32, 0..N-1, in the order given). Differentiable with respect to `tokens`.
+ * (`[B, k]` int32, 0..N-1, in the order given). Differentiable with respect to `tokens` (the gradient
+ * scatters back onto the kept positions); `indices` are treated as constants, so they may come from
+ * scores that depend on trainable variables (a top-k is not differentiable) without breaking
+ * `tf.variableGrads`.
  *
  * @example
  * ```ts
@@ -50,14 +53,34 @@ export function gatherTokens(tokens: tf.Tensor3D, indices: tf.Tensor2D, prefixTo
     throw new Error(`gatherTokens: indices dtype is ${indices.dtype}, expected int32`);
   }
   const k = indices.shape[1];
-  return tf.tidy(() => {
-    const patches = tf.reshape(tf.slice(tokens, [0, prefixTokens, 0], [b, n, d]), [b * n, d]);
-    const offsets = tf.reshape(tf.mul(tf.range(0, b, 1, "int32"), tf.scalar(n, "int32")), [b, 1]);
-    const flat = tf.reshape(tf.add(indices, offsets), [b * k]);
-    const kept = tf.reshape(tf.gather(patches, flat, 0), [b, k, d]) as tf.Tensor3D;
-    if (prefixTokens === 0) return kept;
-    return tf.concat([tf.slice(tokens, [0, 0, 0], [b, prefixTokens, d]), kept], 1) as tf.Tensor3D;
+  // A custom gradient keeps the (integer) indices off the gradient tape; they are saved for backprop.
+  const gather = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = args[0] as tf.Tensor;
+    const save = args[1] as tf.GradSaveFunc;
+    const flat = tf.tidy(() =>
+      tf.reshape(
+        tf.add(indices, tf.reshape(tf.mul(tf.range(0, b, 1, "int32"), tf.scalar(n, "int32")), [b, 1])),
+        [b * k],
+      )
+    ) as tf.Tensor1D;
+    const value = tf.tidy(() => {
+      const patches = tf.reshape(tf.slice(x, [0, prefixTokens, 0], [b, n, d]), [b * n, d]);
+      const kept = tf.reshape(tf.gather(patches, flat, 0), [b, k, d]);
+      if (prefixTokens === 0) return kept;
+      return tf.concat([tf.slice(x, [0, 0, 0], [b, prefixTokens, d]), kept], 1);
+    });
+    save([flat]);
+    flat.dispose();
+    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const dyKept = tf.reshape(tf.slice(dy, [0, prefixTokens, 0], [b, k, d]), [b * k, d]);
+        const dPatches = tf.reshape(tf.unsortedSegmentSum(dyKept, saved[0] as tf.Tensor1D, b * n), [b, n, d]);
+        if (prefixTokens === 0) return dPatches;
+        return tf.concat([tf.slice(dy, [0, 0, 0], [b, prefixTokens, d]), dPatches], 1);
+      });
+    return { value, gradFunc };
   });
+  return gather(tokens) as tf.Tensor3D;
 }
 
 /**
