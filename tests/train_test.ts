@@ -535,3 +535,68 @@ Deno.test({
     model.dispose();
   },
 });
+
+async function runTrainCli(args: string[]): Promise<{ code: number; out: string }> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-ffi", new URL("../tools/train.ts", import.meta.url).pathname, ...args],
+    env: { TFJS_BACKEND: "wasm", NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const o = await cmd.output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
+
+Deno.test("tools/train.ts: --help, and every bad argument is rejected with the value quoted", async () => {
+  const help = await runTrainCli(["--help"]);
+  assertEquals(help.code, 0);
+  assert(help.out.includes("--memory-budget"));
+  for (
+    const [args, want] of [
+      [["--model", "vit", "--keep", "0"], '--keep "0"'],
+      [["--model", "nope"], '"nope"'],
+      [["--model", "resnet18", "--strategy", "random"], "ResNet18 has no tokens"],
+      [["--model", "vit", "--strategy", "attention", "--location", "0"], "--location"],
+      [["--model", "vit", "--dataset", "mnist"], '"mnist"'],
+      [["--model", "vit", "--epochs", "1.5"], '--epochs "1.5"'],
+      [["--model", "vit", "--override", "{bad"], "--override"],
+      [["--model", "vit", "--resume", "--out", "/nonexistent/run"], "nothing to resume"],
+      [["--model", "vit", "--frobnicate"], "frobnicate"],
+    ] as const
+  ) {
+    const r = await runTrainCli([...args]);
+    assertEquals(r.code, 2, `${args.join(" ")}: ${r.out}`);
+    assert(r.out.includes(want), `${args.join(" ")}: expected "${want}" in ${r.out}`);
+  }
+});
+
+Deno.test("tools/train.ts trains a tiny ViT with random pruning and writes result, run.json, weights", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const r = await runTrainCli([
+      "--model=vit",
+      "--strategy=random",
+      "--keep=0.5",
+      "--dataset=synthetic",
+      "--profile=quick",
+      "--epochs=1",
+      "--train-subset=64",
+      "--eval-subset=32",
+      "--batch-size=32",
+      "--quiet",
+      `--out=${dir}`,
+    ]);
+    assertEquals(r.code, 0, r.out);
+    const result = JSON.parse(await Deno.readTextFile(`${dir}/result.json`));
+    assertEquals([result.strategy, result.keepRatio, result.evalImages], ["random", 0.5, 32]);
+    const run = JSON.parse(await Deno.readTextFile(`${dir}/run.json`));
+    assertEquals(run.profile, "quick");
+    assertEquals(run.config.batchSize, 32);
+    for (const f of ["model.safetensors", "checkpoint.safetensors", "metrics.jsonl"]) {
+      await Deno.stat(`${dir}/${f}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -20,3 +20,4 @@ export * from "./evaluate.ts";
 export * from "./trainer.ts";
 export * from "./two_stage.ts";
 export * from "./batch_size.ts";
+export * from "./train_profile.ts";

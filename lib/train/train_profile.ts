@@ -1,0 +1,91 @@
+/**
+ * What each experiment profile means for training: data subsets, epochs, batch size, learning rate and
+ * model sizes per family. Every number is recorded in the run's `run.json`.
+ *
+ * @module
+ */
+import type { ProfileName } from "../profile.ts";
+
+/** Model family names the training CLI accepts besides registry presets. */
+export type TrainFamily = "resnet18" | "vit" | "hybrid";
+
+/** Training settings of a profile. */
+export interface TrainProfile {
+  /** Class-balanced training subset (undefined = the whole split). */
+  trainSubset?: number;
+  /** Evaluation subset. */
+  evalSubset?: number;
+  /** Epochs (stage 2 for the hybrid). */
+  epochs: number;
+  /** Stage-1 epochs of the hybrid (CNN pre-training). */
+  stage1Epochs: number;
+  batchSize: number;
+  lr: number;
+  weightDecay: number;
+  warmupEpochs: number;
+  /** Registry preset and overrides per family. */
+  models: Record<TrainFamily, { preset: string; overrides: Record<string, unknown> }>;
+}
+
+const PROFILES: Record<ProfileName, TrainProfile> = {
+  quick: {
+    trainSubset: 1000,
+    evalSubset: 500,
+    epochs: 3,
+    stage1Epochs: 1,
+    batchSize: 64,
+    lr: 1e-3,
+    weightDecay: 0.05,
+    warmupEpochs: 0,
+    models: {
+      resnet18: { preset: "resnet18_test", overrides: {} },
+      vit: { preset: "vit_test", overrides: {} },
+      hybrid: { preset: "hybrid_test", overrides: {} },
+    },
+  },
+  cpu: {
+    trainSubset: 10000,
+    evalSubset: 2000,
+    epochs: 8,
+    stage1Epochs: 2,
+    batchSize: 128,
+    lr: 1e-3,
+    weightDecay: 0.05,
+    warmupEpochs: 1,
+    models: {
+      resnet18: { preset: "resnet18", overrides: { width: 16 } },
+      vit: { preset: "vit_tiny", overrides: { embedDim: 128, depth: 4, numHeads: 4 } },
+      hybrid: {
+        preset: "hybrid_tiny",
+        overrides: { vit: { embedDim: 128, depth: 4, numHeads: 4 }, resnet: { width: 8 }, scoreStage: 1 },
+      },
+    },
+  },
+  full: {
+    epochs: 100,
+    stage1Epochs: 10,
+    batchSize: 128,
+    lr: 5e-4,
+    weightDecay: 0.05,
+    warmupEpochs: 5,
+    models: {
+      resnet18: { preset: "resnet18", overrides: {} },
+      vit: { preset: "vit_small", overrides: {} },
+      hybrid: { preset: "hybrid_small", overrides: {} },
+    },
+  },
+};
+
+/**
+ * The training settings of a profile (a copy).
+ *
+ * @example
+ * ```ts
+ * trainProfile("quick").epochs; // 3
+ * ```
+ */
+export function trainProfile(name: ProfileName): TrainProfile {
+  const p = PROFILES[name];
+  if (!p) throw new Error(`trainProfile: unknown profile "${name}"; expected "quick", "cpu" or "full"`);
+  return structuredClone(p);
+}
