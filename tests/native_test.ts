@@ -229,6 +229,53 @@ nativeTest("native fused conv2d() matches cpu with bias and activations", async 
   }
 });
 
+nativeTest("native sum()/mean() over leading axes (GEMM with ones) and other axes match cpu", async () => {
+  const x = rand([4, 5, 6, 7]);
+  for (const axis of [0, [0, 1], [1, 0], [0, 1, 2], -1, [1, 2], [0, 2], [0, 1, 2, 3]]) {
+    for (const keepDims of [false, true]) {
+      await parity(
+        `sum axis ${JSON.stringify(axis)} keepDims ${keepDims}`,
+        [x],
+        (t) => tf.sum(t, axis, keepDims),
+      );
+      await parity(
+        `mean axis ${JSON.stringify(axis)} keepDims ${keepDims}`,
+        [x],
+        (t) => tf.mean(t, axis, keepDims),
+      );
+    }
+  }
+  // Batch-norm statistics and their gradient, as the models compute them (weighted by a fixed random
+  // tensor: the plain sum of squares of a normalised tensor is a constant, its gradient ~0).
+  const batchNormLoss = (u: tf.Tensor, w: tf.Tensor) => {
+    const m = tf.mean(u, [0, 1, 2]);
+    const v = tf.mean(tf.square(tf.sub(u, m)), [0, 1, 2]);
+    return tf.sum(tf.mul(tf.mul(tf.sub(u, m), tf.rsqrt(tf.add(v, 1e-5))), w));
+  };
+  await parity(
+    "batch-norm style gradient",
+    [rand([3, 4, 4, 8]), rand([3, 4, 4, 8])],
+    (t, w) => tf.grad((u: tf.Tensor) => batchNormLoss(u, w))(t),
+  );
+});
+
+nativeTest("native split() matches cpu on every axis, with the tiny-run fallback", async () => {
+  const x = rand([2, 5, 48]);
+  await parity("split last axis in 3", [x], (t) => tf.split(t, 3, -1));
+  await parity("split last axis sizes", [x], (t) => tf.split(t, [16, 32], 2));
+  await parity("split middle axis", [x], (t) => tf.split(t, [2, 3], 1));
+  await parity("split first axis", [x], (t) => tf.split(t, 2, 0));
+  await parity("split tiny runs (fallback)", [rand([3, 4])], (t) => tf.split(t, 2, 1));
+  await parity(
+    "split gradient",
+    [x],
+    grad((t) => {
+      const [a, b, c] = tf.split(t, 3, -1);
+      return tf.add(tf.mul(a, b), c);
+    }),
+  );
+});
+
 nativeTest(
   "native Identity and same-dtype Cast share memory instead of copying, and free it once",
   async () => {

@@ -13,7 +13,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { type Blas, loadBlas } from "./native/blas.ts";
-import { blasKernelConfigs, sharingKernelConfigs } from "./native/kernels.ts";
+import { blasKernelConfigs, layoutKernelConfigs, sharingKernelConfigs } from "./native/kernels.ts";
 import { registerWasmTrainingKernels } from "./wasm_kernels.ts";
 
 /** The tfjs backend name the native backend registers under. */
@@ -107,12 +107,18 @@ async function register(threads: number): Promise<NativeBackendResult> {
   }
   const wasmKernel = (name: string) => tf.getKernel(name, "wasm")?.kernelFunc;
   const blasConfigs = blasKernelConfigs(NATIVE_TF_BACKEND, r.blas, wasmKernel);
-  const ours = [...blasConfigs, ...sharingKernelConfigs(NATIVE_TF_BACKEND, wasmKernel)];
+  const ours = [
+    ...blasConfigs,
+    ...sharingKernelConfigs(NATIVE_TF_BACKEND, wasmKernel),
+    ...layoutKernelConfigs(NATIVE_TF_BACKEND, r.blas, wasmKernel),
+  ];
   const overridden = new Set(ours.map((k) => k.kernelName));
   for (const k of tf.getKernelsForBackend("wasm")) {
     if (!overridden.has(k.kernelName)) tf.registerKernel({ ...k, backendName: NATIVE_TF_BACKEND });
   }
-  for (const k of ours) tf.registerKernel(k);
+  // Our kernels fall back to the wasm ones, whose setup (binding the module's functions) tfjs only
+  // runs when a backend with that kernel becomes current: keep it on ours.
+  for (const k of ours) tf.registerKernel({ ...k, setupFunc: tf.getKernel(k.kernelName, "wasm")?.setupFunc });
   const module = wasm.wasm;
   tf.registerBackend(NATIVE_TF_BACKEND, () => new NativeBackend(module), 1);
   status = {

@@ -744,3 +744,85 @@ export function sharingKernelConfigs(
     { kernelName: tf.Cast, backendName, kernelFunc: cast },
   ];
 }
+
+let ones = new Float32Array(0);
+function onesOf(n: number): Float32Array {
+  if (ones.length < n) ones = new Float32Array(Math.max(n, 2 * ones.length)).fill(1);
+  return ones.subarray(0, n);
+}
+
+/**
+ * Layout kernels the wasm backend runs slowly in training: `Sum`/`Mean` over leading axes (bias
+ * and batch-norm gradients; wasm transposes the whole tensor first) as a GEMM with a ones vector,
+ * and `SplitV` (the ViT's q/k/v split) as block copies within the heap. Other cases go to the wasm
+ * kernels.
+ *
+ * @example
+ * ```ts
+ * for (const k of layoutKernelConfigs("native", blas, (n) => tf.getKernel(n, "wasm")?.kernelFunc)) tf.registerKernel(k);
+ * ```
+ */
+export function layoutKernelConfigs(
+  backendName: string,
+  blas: Blas,
+  fallbackFor: (kernelName: string) => tf.KernelFunc | undefined,
+): tf.KernelConfig[] {
+  const call = (name: string, args: Parameters<tf.KernelFunc>[0]) => {
+    const f = fallbackFor(name);
+    if (!f) throw new Error(`native ${name}: the wasm backend has no ${name} kernel to fall back to`);
+    return f(args);
+  };
+  const reduceLeading = (name: string, scaleByCount: boolean): tf.KernelFunc => (args) => {
+    const { x } = args.inputs as { x: Info };
+    const { axis, keepDims } = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
+    if (x.dtype !== "float32") return call(name, args);
+    const axes = tf.util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
+    const k = axes.length;
+    if (k === 0 || k === x.shape.length || axes.some((a, i) => a !== i)) return call(name, args);
+    const m = size(x.shape.slice(0, k)), n = size(x.shape.slice(k));
+    if (m < 2) return call(name, args);
+    const backend = args.backend as BackendWasm;
+    const outShape = keepDims ? x.shape.map((d, i) => (i < k ? 1 : d)) : x.shape.slice(k);
+    const out = backend.makeOutput(outShape, "float32");
+    const alpha = scaleByCount ? 1 / m : 1;
+    blas.sgemm(false, false, 1, n, m, alpha, onesOf(m), m, f32(backend, x), n, 0, f32(backend, out), n);
+    return out;
+  };
+
+  const splitV: tf.KernelFunc = (args) => {
+    const { x } = args.inputs as { x: Info };
+    const { numOrSizeSplits, axis } = args.attrs as unknown as {
+      numOrSizeSplits: number | number[];
+      axis: number;
+    };
+    if (x.dtype !== "float32") return call(tf.SplitV, args);
+    const ax = tf.util.parseAxisParam(axis, x.shape)[0];
+    const sizes = tf.backend_util.prepareSplitSize(x as unknown as tf.Tensor, numOrSizeSplits, ax);
+    const inner = size(x.shape.slice(ax + 1)), outer = size(x.shape.slice(0, ax));
+    if (Math.min(...sizes) * inner < 16) return call(tf.SplitV, args);
+    const backend = args.backend as BackendWasm;
+    const outs = sizes.map((s) => {
+      const shape = [...x.shape];
+      shape[ax] = s;
+      return backend.makeOutput(shape, "float32");
+    });
+    const heap = heapOf(backend);
+    const src0 = offsetOf(backend, x) / 4, rowIn = x.shape[ax] * inner;
+    let start = 0;
+    for (let i = 0; i < outs.length; i++) {
+      const run = sizes[i] * inner, dst0 = offsetOf(backend, outs[i]) / 4;
+      for (let o = 0; o < outer; o++) {
+        const src = src0 + o * rowIn + start;
+        heap.copyWithin(dst0 + o * run, src, src + run);
+      }
+      start += run;
+    }
+    return outs;
+  };
+
+  return [
+    { kernelName: tf.Sum, backendName, kernelFunc: reduceLeading(tf.Sum, false) },
+    { kernelName: tf.Mean, backendName, kernelFunc: reduceLeading(tf.Mean, true) },
+    { kernelName: tf.SplitV, backendName, kernelFunc: splitV },
+  ];
+}
