@@ -600,3 +600,81 @@ Deno.test("tools/train.ts trains a tiny ViT with random pruning and writes resul
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "resume is bitwise exact with random pruning noise and across the two hybrid stages",
+  ...cpu,
+  fn: async () => {
+    await initBackend("wasm", { log: false }); // bitwise on one backend; wasm keeps this fast
+    const { createModel } = await import("../lib/models/mod.ts");
+    const { createStrategy, singleStage } = await import("../lib/pruning/mod.ts");
+    const { trainHybridTwoStage } = await import("../lib/train/mod.ts");
+    type Hybrid = import("../lib/models/mod.ts").Hybrid;
+    const data = (epoch: number): Iterable<TrainBatch> => ({
+      *[Symbol.iterator]() {
+        for (let i = 0; i < 2; i++) {
+          const s = 70 + epoch * 10 + i;
+          yield {
+            x: tf.tensor4d(seededRandom(4 * 32 * 32 * 3, s), [4, 32, 32, 3]),
+            y: tf.tensor1d([0, 1, 2, 3], "int32"),
+          };
+        }
+      },
+    });
+    const dirs = [
+      await Deno.makeTempDir(),
+      await Deno.makeTempDir(),
+      await Deno.makeTempDir(),
+      await Deno.makeTempDir(),
+    ];
+    try {
+      // ViT trained through random pruning: the per-step generator must resume exactly.
+      const random = createStrategy("random");
+      const loss = (
+        { model, batch, rng }: { model: Model; batch: TrainBatch; rng: import("../lib/util/mod.ts").Rng },
+      ) => {
+        const { logits } = random.forward(model, batch.x, {
+          schedule: singleStage(0.5),
+          training: true,
+          rng,
+        });
+        return { loss: crossEntropy(logits, batch.y), logits };
+      };
+      const vit = (seed: number) => createModel("vit_test", {}, { seed });
+      const base = { epochs: 2, stepsPerEpoch: 2, train: data, loss, progress: false, seed: 3 };
+      const a = vit(1);
+      await train({ ...base, model: a, outDir: dirs[0] });
+      const b = vit(1);
+      assertEquals((await train({ ...base, model: b, outDir: dirs[1], stopAfterSteps: 3 })).completed, false);
+      const b2 = vit(2);
+      await train({ ...base, model: b2, outDir: dirs[1], resume: true });
+      const [wa, wb] = [await weightsOf(a), await weightsOf(b2)];
+      for (const [k, v] of wa) assertEquals(wb.get(k), v, `ViT ${k}`);
+      [a, b, b2].forEach((m) => m.dispose());
+
+      // Hybrid: interrupted in stage 2, resumed with a fresh model.
+      const hyb = (seed: number) => createModel("hybrid_test", { cnnHead: true }, { seed }) as Hybrid;
+      const two = (model: Hybrid, outDir: string, stop?: number) =>
+        trainHybridTwoStage({
+          model,
+          train: data,
+          stepsPerEpoch: 2,
+          outDir,
+          resume: true,
+          stage1: { epochs: 1, lr: 1e-3, progress: false },
+          stage2: { epochs: 1, lr: 1e-3, progress: false, stopAfterSteps: stop, noiseScale: 1 },
+        });
+      const h1 = hyb(1);
+      await two(h1, dirs[2]);
+      const h2 = hyb(1);
+      assertEquals((await two(h2, dirs[3], 1)).stage2?.completed, false);
+      const h3 = hyb(5);
+      assertEquals((await two(h3, dirs[3])).stage2?.completed, true);
+      const [w1, w3] = [await weightsOf(h1), await weightsOf(h3)];
+      for (const [k, v] of w1) assertEquals(w3.get(k), v, `hybrid ${k}`);
+      [h1, h2, h3].forEach((m) => m.dispose());
+    } finally {
+      for (const d of dirs) await Deno.remove(d, { recursive: true });
+    }
+  },
+});

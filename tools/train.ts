@@ -32,7 +32,7 @@ import {
   type TrainResult,
   trainStepTrial,
 } from "../lib/train/mod.ts";
-import { writeFileAtomic } from "../lib/util/mod.ts";
+import { Rng, writeFileAtomic } from "../lib/util/mod.ts";
 import { writeSafetensors } from "../lib/weights/safetensors.ts";
 import { exportStateDict } from "../lib/weights/state_dict.ts";
 
@@ -311,9 +311,15 @@ const trainSource = (epoch: number) => {
     for (const b of it) yield withMask(trainDs, b as TrainBatch & { indices: Int32Array });
   })();
 };
-const evalSource = () => evalDs.batches({ batchSize: Math.max(batchSize, 128) });
+// Each evaluation pass draws random selections from the same seed, so results do not depend on how
+// many evaluations ran before (e.g. after --resume).
+let evalRng = new Rng(seed + 2);
+const evalSource = () => {
+  evalRng = new Rng(seed + 2);
+  return evalDs.batches({ batchSize: Math.max(batchSize, 128) });
+};
 const evalLogits = pruned
-  ? (m: Model, b: TrainBatch) => strategy.forward(m, b.x, { schedule, rng: undefined }).logits
+  ? (m: Model, b: TrainBatch) => strategy.forward(m, b.x, { schedule, rng: evalRng }).logits
   : undefined;
 
 const ac = new AbortController();
