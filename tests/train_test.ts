@@ -590,6 +590,8 @@ Deno.test("tools/train.ts trains a tiny ViT with random pruning and writes resul
     assertEquals(r.code, 0, r.out);
     const result = JSON.parse(await Deno.readTextFile(`${dir}/result.json`));
     assertEquals([result.strategy, result.keepRatio, result.evalImages], ["random", 0.5, 32]);
+    // The synthetic set has ground-truth patch masks: selection quality is reported.
+    assert(result.selection.images === 32 && result.selection.recall >= 0 && result.selection.recall <= 1);
     const run = JSON.parse(await Deno.readTextFile(`${dir}/run.json`));
     assertEquals(run.profile, "quick");
     assertEquals(run.config.batchSize, 32);

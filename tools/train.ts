@@ -18,7 +18,9 @@ import {
   parseStrategy,
   singleStage,
   type StrategyName,
+  vitOf,
 } from "../lib/pruning/mod.ts";
+import { meanSelectionQuality } from "../lib/metrics/mod.ts";
 import { collectRunInfo } from "../lib/report/mod.ts";
 import {
   type BatchSizeReport,
@@ -425,6 +427,41 @@ if (!completed) {
 // ---- final evaluation, result and provenance ----
 const final = await evaluate(model, evalSource, { logits: evalLogits });
 const gmacs = family === "resnet18" ? model.gmacs().total : strategy.gmacs(model, schedule);
+// Selection precision/recall against the ground-truth patch masks (synthetic set), on the eval split.
+let selection: { precision: number; recall: number; f1: number; images: number } | undefined;
+const vitGrid = family === "resnet18" ? undefined : vitOf(model).gridSize;
+if (
+  pruned && evalDs.masks && evalDs.patchGrid && evalDs.patchGrid[0] === vitGrid &&
+  evalDs.patchGrid[1] === vitGrid
+) {
+  const rng = new Rng(seed + 2);
+  const n = vitGrid * vitGrid;
+  const sums = { precision: 0, recall: 0, f1: 0, images: 0 };
+  for (const b of evalDs.batches({ batchSize: Math.max(batchSize, 128) })) {
+    try {
+      const out = strategy.forward(model, b.x, { schedule, rng, returnAux: true });
+      const kept = (await out.aux!.keptIndices!.array()) as number[][];
+      tf.dispose([
+        out.logits,
+        ...Object.values(out.aux!).filter((v): v is tf.Tensor => v instanceof tf.Tensor),
+      ]);
+      const masks = evalDs.masksOf(b.indices);
+      const rel = kept.map((_, i) => masks.subarray(i * n, (i + 1) * n));
+      const q = meanSelectionQuality(kept, rel);
+      for (const k of ["precision", "recall", "f1"] as const) sums[k] += q[k] * q.images;
+      sums.images += q.images;
+    } finally {
+      tf.dispose([b.x, b.y]);
+    }
+  }
+  const d = Math.max(sums.images, 1);
+  selection = {
+    precision: sums.precision / d,
+    recall: sums.recall / d,
+    f1: sums.f1 / d,
+    images: sums.images,
+  };
+}
 const result = {
   run: runName,
   model: a.model,
@@ -439,6 +476,7 @@ const result = {
   accuracy: final.accuracy,
   loss: final.loss,
   gmacs,
+  selection,
   params: model.paramCount(),
   evalImgPerSec: final.imgPerSec,
   evalBatchSize: Math.max(batchSize, 128),
@@ -479,6 +517,12 @@ console.log(
   `[train] ${runName}: ${evalSplit} accuracy ${
     (100 * final.accuracy).toFixed(2)
   }% on ${final.count} images, ` +
-    `${gmacs.toFixed(4)} GMACs, ${(model.paramCount() / 1e6).toFixed(2)}M params → ${outDir}`,
+    `${gmacs.toFixed(4)} GMACs, ${(model.paramCount() / 1e6).toFixed(2)}M params` +
+    (selection
+      ? `, selection precision ${(100 * selection.precision).toFixed(1)}% recall ${
+        (100 * selection.recall).toFixed(1)
+      }%`
+      : "") +
+    ` → ${outDir}`,
 );
 model.dispose();
