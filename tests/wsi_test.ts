@@ -475,6 +475,12 @@ slideTest(
     // second run: same settings → resumed, nothing rewritten; different size → redone
     const again = await extractPatches(f.pyramid, { ...opts, savePatches: true, annotations: f.xml });
     assertEquals([again.resumed, again.count], [true, r.count]);
+    // interrupted run (no coords file yet, one PNG missing): redone, keeping the PNGs already written
+    await Deno.remove(r.coordsPath);
+    await Deno.remove(join(outDir, "slide_a", `${c.x[1]}_${c.y[1]}.png`));
+    const redo = await extractPatches(f.pyramid, { ...opts, savePatches: true, annotations: f.xml });
+    assertEquals([redo.resumed, redo.count, redo.patchesWritten], [false, r.count, 1]);
+    assertEquals(Array.from((await readCoordsFile(r.coordsPath)).x), Array.from(c.x));
     const many = await extractPatchesMany([f.pyramid, f.junk, { path: f.flat, slideId: "flat" }], {
       ...opts,
       patchSize: 256,

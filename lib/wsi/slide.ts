@@ -41,6 +41,16 @@ export function mppFromProperties(
   return undefined;
 }
 
+// Safety net: a Slide that is garbage-collected without close() still releases its OpenSlide handle.
+const finalizer = new FinalizationRegistry<{ handle: Deno.PointerValue }>((box) => {
+  if (box.handle !== null) {
+    try {
+      openslide().openslide_close(box.handle);
+    } catch { /* library gone at exit */ }
+    box.handle = null;
+  }
+});
+
 /**
  * An open slide. Always close it (`slide.close()`, `using slide = Slide.open(...)`, or {@link withSlide}).
  *
@@ -72,12 +82,14 @@ export class Slide {
   /** Names of associated images (label, macro, thumbnail), if any. */
   readonly associatedImages: readonly string[];
   #handle: Deno.PointerValue;
+  #box: { handle: Deno.PointerValue };
   #pending = 0;
   #closeRequested = false;
 
   private constructor(path: string, handle: Deno.PointerValue, vendor: string) {
     this.path = path;
     this.#handle = handle;
+    this.#box = { handle };
     this.vendor = vendor;
     const os = openslide();
     try {
@@ -105,6 +117,11 @@ export class Slide {
       os.openslide_close(handle);
       this.#handle = null;
       throw e;
+    }
+    finalizer.register(this, this.#box, this.#box);
+    if (this.levelCount <= 0) {
+      this.close();
+      throw new Error(`Slide.open(): "${path}" has no pyramid levels`);
     }
   }
 
@@ -342,6 +359,8 @@ export class Slide {
 
   #release(): void {
     if (this.#handle !== null) {
+      finalizer.unregister(this.#box);
+      this.#box.handle = null;
       openslide().openslide_close(this.#handle);
       this.#handle = null;
     }
