@@ -258,7 +258,7 @@ forEachBackend("Hybrid with keep ratio 1 reproduces the plain ViT exactly", asyn
   }
 });
 
-forEachBackend("Hybrid keeps CLS + the top-k patches of its importance scores", async () => {
+forEachBackend("Hybrid keeps CLS + the top-k patches of its importance scores", () => {
   const hybrid = createModel("hybrid_test", { keepRatio: 0.4, cnnHead: true }, { seed: 8 }) as Hybrid;
   const x = images(2, 32, 6);
   try {

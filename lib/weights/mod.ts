@@ -12,3 +12,5 @@
  */
 export * from "./safetensors.ts";
 export * from "./state_dict.ts";
+export * from "./resample.ts";
+export * from "./pretrained.ts";

@@ -210,7 +210,7 @@ export interface TensorToWrite {
 export function serializeSafetensors(
   tensors: Map<string, TensorToWrite>,
   metadata: Record<string, string> = {},
-): Uint8Array {
+): Uint8Array<ArrayBuffer> {
   const names = [...tensors.keys()].sort();
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;

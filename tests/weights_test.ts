@@ -1,0 +1,341 @@
+/**
+ * Weights: safetensors reading (F32/F16/BF16/F64/I64/I32) and writing, state-dict loading with
+ * errors that list unknown/missing/mis-shaped tensors, PyTorch-layout round trips, bicubic position
+ * embedding resampling, pretrained loading from a local file and from a (local) hub endpoint, and the
+ * offline error.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import * as path from "node:path";
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { assertClose, seededRandom } from "./_backends.ts";
+import { initBackend } from "../lib/backend/mod.ts";
+import { createModel, type Hybrid, ResNet18, ViT, type ViTConfig } from "../lib/models/mod.ts";
+import {
+  exportStateDict,
+  fetchPretrained,
+  loadPretrained,
+  loadStateDict,
+  parseSafetensors,
+  readSafetensors,
+  resamplePosEmbed,
+  resizeBicubic,
+  serializeSafetensors,
+  writeSafetensors,
+} from "../lib/weights/mod.ts";
+
+const cpuTest = (name: string, fn: () => void | Promise<void>) =>
+  Deno.test({
+    name,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      await initBackend("cpu", { log: false });
+      await fn();
+    },
+  });
+
+/** A safetensors file from raw parts, for dtypes our writer does not produce. */
+function rawFile(entries: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[]): Uint8Array {
+  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
+  let off = 0;
+  for (const e of entries) {
+    header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [off, off + e.bytes.length] };
+    off += e.bytes.length;
+  }
+  const h = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + h.length + off);
+  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
+  out.set(h, 8);
+  let p = 8 + h.length;
+  for (const e of entries) {
+    out.set(e.bytes, p);
+    p += e.bytes.length;
+  }
+  return out;
+}
+
+function le(bytesPer: number, values: (number | bigint)[], kind: "u16" | "f64" | "i64"): Uint8Array {
+  const out = new Uint8Array(values.length * bytesPer);
+  const dv = new DataView(out.buffer);
+  values.forEach((v, i) => {
+    if (kind === "u16") dv.setUint16(i * 2, v as number, true);
+    else if (kind === "f64") dv.setFloat64(i * 8, v as number, true);
+    else dv.setBigInt64(i * 8, BigInt(v), true);
+  });
+  return out;
+}
+
+Deno.test("parseSafetensors() reads F16, BF16, F64 and I64 (as int32)", () => {
+  const bytes = rawFile([
+    { name: "h", dtype: "F16", shape: [3], bytes: le(2, [0x3c00, 0xc000, 0x3800], "u16") },
+    { name: "b", dtype: "BF16", shape: [2], bytes: le(2, [0x3f80, 0xc040], "u16") },
+    { name: "d", dtype: "F64", shape: [1], bytes: le(8, [0.25], "f64") },
+    { name: "i", dtype: "I64", shape: [2, 1], bytes: le(8, [7n, -3n], "i64") },
+  ]);
+  const { tensors, metadata } = parseSafetensors(bytes, "mixed.safetensors");
+  assertEquals(metadata, { format: "pt" });
+  assertEquals(Array.from(tensors.get("h")!.data), [1, -2, 0.5]);
+  assertEquals(Array.from(tensors.get("b")!.data), [1, -3]);
+  assertEquals(Array.from(tensors.get("d")!.data), [0.25]);
+  assert(tensors.get("i")!.data instanceof Int32Array);
+  assertEquals(Array.from(tensors.get("i")!.data), [7, -3]);
+  assertEquals(tensors.get("i")!.shape, [2, 1]);
+});
+
+Deno.test("parseSafetensors() rejects I64 outside int32, truncated data and unknown dtypes, naming the file", () => {
+  const big = rawFile([{ name: "labels", dtype: "I64", shape: [1], bytes: le(8, [2n ** 40n], "i64") }]);
+  assertThrows(
+    () => parseSafetensors(big, "big.safetensors"),
+    Error,
+    'big.safetensors: tensor "labels" (I64) holds 1099511627776',
+  );
+  const ok = rawFile([{ name: "w", dtype: "F32", shape: [4], bytes: new Uint8Array(16) }]);
+  assertThrows(
+    () => parseSafetensors(ok.subarray(0, ok.length - 4), "cut.safetensors"),
+    Error,
+    "file truncated?",
+  );
+  const odd = rawFile([{ name: "w", dtype: "C64", shape: [1], bytes: new Uint8Array(8) }]);
+  assertThrows(() => parseSafetensors(odd, "odd.safetensors"), Error, 'dtype "C64"');
+  assertThrows(() => parseSafetensors(new Uint8Array(4), "tiny"), Error, "too short");
+});
+
+Deno.test("writeSafetensors() round-trips F32/I32 and metadata, atomically, with an 8-byte aligned header", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = path.join(dir, "t.safetensors");
+    const tensors = new Map([
+      ["z.weight", { shape: [2, 3], data: new Float32Array([1, 2, 3, 4, 5, 6.5]) }],
+      ["a.index", { shape: [2], data: new Int32Array([-1, 9]) }],
+    ]);
+    await writeSafetensors(file, tensors, { config: '{"model":"vit"}' });
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["t.safetensors"]);
+    const bytes = await Deno.readFile(file);
+    assertEquals(Number(new DataView(bytes.buffer).getBigUint64(0, true)) % 8, 0);
+    const back = await readSafetensors(file);
+    assertEquals([...back.tensors.keys()], ["a.index", "z.weight"]);
+    assertEquals(back.tensors.get("a.index")!.dtype, "I32");
+    assertEquals(Array.from(back.tensors.get("a.index")!.data), [-1, 9]);
+    assertEquals(Array.from(back.tensors.get("z.weight")!.data), [1, 2, 3, 4, 5, 6.5]);
+    assertEquals(back.metadata.config, '{"model":"vit"}');
+    assertThrows(
+      () => serializeSafetensors(new Map([["w", { shape: [3], data: new Float32Array(2) }]])),
+      Error,
+      'tensor "w" has 2 values but shape [3]',
+    );
+    await assertRejects(() => readSafetensors(path.join(dir, "absent.safetensors")), Error, "cannot read");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---------------------------------------------------------------- state dicts
+
+cpuTest(
+  "loadStateDict() lists unknown, missing and mis-shaped tensors in one error and changes nothing",
+  async () => {
+    const net = new ResNet18({ model: "resnet18", numClasses: 3, width: 4, stem: "cifar", imgSize: 8 });
+    const state = await exportStateDict(net);
+    const before = Array.from(await net.stateDict().get("conv1.weight")!.data());
+    const bad = new Map(state);
+    bad.delete("layer1.0.bn1.running_var");
+    bad.set("layer9.weight", { shape: [1], data: new Float32Array(1) });
+    bad.set("conv1.weight", { shape: [4, 3, 5, 5], data: new Float32Array(300) });
+    bad.set("fc.weight", { shape: [32, 3], data: new Float32Array(96) }); // our layout, not PyTorch's
+    const e = assertThrows(() => loadStateDict(net, bad, { source: "bad.safetensors" }));
+    assert(e.message.includes("bad.safetensors"), e.message);
+    assert(e.message.includes("unknown tensors (1): layer9.weight"), e.message);
+    assert(e.message.includes("missing tensors (1): layer1.0.bn1.running_var"), e.message);
+    assert(e.message.includes("conv1.weight: got [4,3,5,5], expected [4,3,3,3]"), e.message);
+    assert(e.message.includes("fc.weight: got [32,3], expected [3,32]"), e.message);
+    assertEquals(Array.from(await net.stateDict().get("conv1.weight")!.data()), before);
+    // timm's num_batches_tracked buffers are accepted and ignored.
+    const withCounters = new Map(state);
+    withCounters.set("bn1.num_batches_tracked", { shape: [], data: new Float32Array([3]) });
+    assertEquals(loadStateDict(net, withCounters).unknown, []);
+    net.dispose();
+  },
+);
+
+cpuTest(
+  "exportStateDict() -> safetensors -> loadStateDict() reproduces a model (PyTorch layouts, BN stats)",
+  async () => {
+    const a = createModel("hybrid_test", { cnnHead: true }, { seed: 1 });
+    const b = createModel("hybrid_test", { cnnHead: true }, { seed: 2 });
+    const x = tf.tensor4d(seededRandom(2 * 32 * 32 * 3), [2, 32, 32, 3]);
+    try {
+      tf.dispose(a.forward(x, { training: true }).logits); // move the running stats away from their init
+      const exported = await exportStateDict(a);
+      // PyTorch layouts on export.
+      assertEquals(exported.get("cnn.conv1.weight")!.shape, [8, 3, 3, 3]);
+      assertEquals(exported.get("vit.blocks.0.attn.qkv.weight")!.shape, [192, 64]);
+      const file = parseSafetensors(serializeSafetensors(exported));
+      loadStateDict(b, file.tensors);
+      const ya = a.forward(x, { returnAux: true });
+      const yb = b.forward(x, { returnAux: true });
+      assertEquals(Array.from(await yb.logits.data()), Array.from(await ya.logits.data()));
+      assertEquals(Array.from(await yb.aux!.cnnLogits!.data()), Array.from(await ya.aux!.cnnLogits!.data()));
+      tf.dispose([ya as unknown as tf.TensorContainer, yb as unknown as tf.TensorContainer]);
+    } finally {
+      x.dispose();
+      a.dispose();
+      b.dispose();
+    }
+  },
+);
+
+// ---------------------------------------------------------------- resampling
+
+Deno.test("resizeBicubic() keeps constants, reproduces linear ramps inside, and is the identity at equal size", () => {
+  const ramp = new Float32Array([0, 1, 2, 3]);
+  // Output i samples source (i + 0.5) / 2 - 0.5; for i = 3, 4 all four taps are inside. PyTorch's plain
+  // bicubic (A = -0.75) weights at t = 0.25 are [-0.10546875, 0.87890625, 0.26171875, -0.03515625]
+  // (by hand from its cubic_convolution1/2), so it does not reproduce the ramp exactly...
+  const up = resizeBicubic(ramp, 1, 4, 1, 1, 8);
+  assertClose([up[3], up[4]], [1.296875, 1.703125], 1e-7, "plain bicubic on a ramp");
+  // ...while the antialiased kernel (a = -0.5, normalised) does.
+  const upAa = resizeBicubic(ramp, 1, 4, 1, 1, 8, { antialias: true });
+  assertClose([upAa[3], upAa[4]], [1.25, 1.75], 1e-7, "antialiased bicubic on a ramp");
+  for (const antialias of [false, true]) {
+    const c = resizeBicubic(new Float32Array(14 * 14 * 2).fill(0.7), 14, 14, 2, 8, 8, { antialias });
+    assert(c.every((v) => Math.abs(v - 0.7) < 1e-6), `constant field (antialias ${antialias})`);
+    const c2 = resizeBicubic(new Float32Array(4 * 4).fill(-2), 4, 4, 1, 9, 9, { antialias });
+    assert(c2.every((v) => Math.abs(v + 2) < 1e-6), `constant field upsampled (antialias ${antialias})`);
+  }
+  const img = seededRandom(5 * 5 * 3);
+  assertClose(resizeBicubic(img, 5, 5, 3, 5, 5), img, 1e-7, "identity");
+  assertThrows(() => resizeBicubic(img, 4, 4, 3, 2, 2), Error, "75 values do not make an image [4, 4, 3]");
+});
+
+Deno.test("resamplePosEmbed() keeps the CLS embedding and resamples the patch grid", () => {
+  const d = 3;
+  const pos = seededRandom((1 + 14 * 14) * d);
+  const r = resamplePosEmbed(pos, [1, 197, d], 8);
+  assertEquals(r.shape, [1, 65, d]);
+  assertEquals(Array.from(r.data.subarray(0, d)), Array.from(pos.subarray(0, d)));
+  const same = resamplePosEmbed(pos, [1, 197, d], 14);
+  assertEquals(Array.from(same.data), Array.from(pos));
+  assertThrows(() => resamplePosEmbed(pos.subarray(0, 11 * d), [1, 11, d], 4), Error, "10 patch positions");
+});
+
+// ---------------------------------------------------------------- pretrained
+
+const vitTimm: ViTConfig = {
+  model: "vit",
+  numClasses: 1000,
+  imgSize: 16,
+  patchSize: 4,
+  embedDim: 16,
+  depth: 1,
+  numHeads: 2,
+  mlpRatio: 2,
+};
+
+cpuTest("loadPretrained() from a local file resamples pos_embed and replaces the head", async () => {
+  const dir = await Deno.makeTempDir();
+  const src = new ViT(vitTimm, { seed: 1 });
+  const dst = new ViT({ ...vitTimm, imgSize: 32, numClasses: 10 }, { seed: 2 });
+  try {
+    const file = path.join(dir, "vit.safetensors");
+    await writeSafetensors(file, await exportStateDict(src));
+    const headBefore = Array.from(await dst.stateDict().get("head.weight")!.data());
+    const report = await loadPretrained(dst, file);
+    assertEquals(report.resampled, ["pos_embed"]);
+    assertEquals(report.replaced, ["head.weight", "head.bias"]);
+    assertEquals(Array.from(await dst.stateDict().get("head.weight")!.data()), headBefore);
+    assertEquals(
+      Array.from(await dst.stateDict().get("blocks.0.attn.qkv.weight")!.data()),
+      Array.from(await src.stateDict().get("blocks.0.attn.qkv.weight")!.data()),
+    );
+    assertEquals(dst.stateDict().get("pos_embed")!.shape, [1, 65, 16]);
+    // A patch-size mismatch is an error that says what to do.
+    const p8 = new ViT({ ...vitTimm, patchSize: 8 });
+    await assertRejects(() => loadPretrained(p8, file), Error, "create the model with patchSize 4");
+    p8.dispose();
+  } finally {
+    src.dispose();
+    dst.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+cpuTest("loadPretrained() loads a ResNet18 checkpoint into a hybrid's truncated scorer", async () => {
+  const dir = await Deno.makeTempDir();
+  const resnet = new ResNet18({ model: "resnet18", numClasses: 1000, width: 8, stem: "cifar", imgSize: 32 }, {
+    seed: 3,
+  });
+  const hybrid = createModel("hybrid_test", {}, { seed: 4 }) as Hybrid; // scorer: stem + layer1 of a w8 ResNet
+  try {
+    const file = path.join(dir, "resnet.safetensors");
+    await writeSafetensors(file, await exportStateDict(resnet));
+    const report = await loadPretrained(hybrid, file);
+    assert(report.loaded.includes("layer1.1.conv2.weight"), "layer1 loaded");
+    assert(!report.loaded.some((n) => n.startsWith("layer2") || n.startsWith("fc")), "later stages skipped");
+    assertEquals(
+      Array.from(await hybrid.stateDict().get("cnn.layer1.0.bn1.running_var")!.data()),
+      Array.from(await resnet.stateDict().get("layer1.0.bn1.running_var")!.data()),
+    );
+  } finally {
+    resnet.dispose();
+    hybrid.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+cpuTest(
+  "fetchPretrained() downloads a hub file into the cache once, and offline says where to put it",
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const body = serializeSafetensors(new Map([["w", { shape: [2], data: new Float32Array([1, 2]) }]]));
+    let hits = 0;
+    const ac = new AbortController();
+    const server = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
+      (req) => {
+        hits++;
+        if (!new URL(req.url).pathname.endsWith("/owner/model/resolve/main/model.safetensors")) {
+          return new Response("not found", { status: 404 });
+        }
+        return new Response(body, { headers: { "content-length": String(body.length) } });
+      },
+    );
+    try {
+      const endpoint = `http://127.0.0.1:${server.addr.port}`;
+      const file = await fetchPretrained("owner/model", { cacheDir: dir, endpoint, silent: true });
+      assertEquals(path.basename(file), "owner--model--model.safetensors");
+      assertEquals(Array.from((await readSafetensors(file)).tensors.get("w")!.data), [1, 2]);
+      await fetchPretrained("owner/model", { cacheDir: dir, endpoint, silent: true });
+      assertEquals(hits, 1);
+      const e = await assertRejects(() =>
+        fetchPretrained("owner/other", { cacheDir: dir, endpoint, silent: true })
+      );
+      assert(
+        e.message.includes("HTTP 404") &&
+          e.message.includes(path.join(dir, "owner--other--model.safetensors")),
+        e.message,
+      );
+      ac.abort();
+      await server.finished;
+      const offline = await assertRejects(() =>
+        fetchPretrained("vit_small_patch16_224", {
+          cacheDir: dir,
+          endpoint: "http://127.0.0.1:9",
+          silent: true,
+        })
+      );
+      assert(
+        offline.message.includes("Without network") && offline.message.includes("put it at"),
+        offline.message,
+      );
+      assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["owner--model--model.safetensors"]);
+      await assertRejects(
+        () => fetchPretrained("no such thing"),
+        Error,
+        "neither a file nor a known checkpoint",
+      );
+    } finally {
+      if (!ac.signal.aborted) ac.abort();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
