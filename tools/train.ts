@@ -63,6 +63,8 @@ model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpoint is wri
   --cnn-mode MODE       hybrid stage 2: frozen | lower-lr (default frozen)
   --cnn-lr-scale X      learning-rate factor of the CNN with lower-lr (default 0.1)
   --distill X           hybrid stage 2: weight of KL distillation from the unpruned ViT (default 0)
+  --selection MODE      hybrid stage 2: topk (straight-through mask, default) | threshold (DynamicViT,
+                        with the ratio penalty) | gather (real gathering, cheapest; needs --cnn-mode lower-lr)
   --train-subset N      class-balanced training subset (default from the profile)
   --eval-subset N       evaluation subset (default from the profile)
   --eval-split NAME     val | test (default test)
@@ -119,6 +121,7 @@ try {
       "cnn-mode": { type: "string" },
       "cnn-lr-scale": { type: "string" },
       distill: { type: "string" },
+      selection: { type: "string" },
       "train-subset": { type: "string" },
       "eval-subset": { type: "string" },
       "eval-split": { type: "string" },
@@ -213,6 +216,13 @@ if (cnnMode !== "frozen" && cnnMode !== "lower-lr") {
 }
 const cnnLrScale = num("cnn-lr-scale", a["cnn-lr-scale"], (v) => v > 0, "a positive number") ?? 0.1;
 const distill = num("distill", a.distill, (v) => v >= 0, "a number ≥ 0") ?? 0;
+const selectionMode = a.selection ?? "topk";
+if (selectionMode !== "topk" && selectionMode !== "threshold" && selectionMode !== "gather") {
+  fail(`--selection "${selectionMode}" is not "topk", "threshold" or "gather"`);
+}
+if (selectionMode === "gather" && cnnMode === "frozen") {
+  fail("--selection gather needs --cnn-mode lower-lr (it trains the CNN's batch norm)");
+}
 const trainSubset = num("train-subset", a["train-subset"], isInt(1), "an integer ≥ 1") ?? prof.trainSubset;
 const evalSubset = num("eval-subset", a["eval-subset"], isInt(1), "an integer ≥ 1") ?? prof.evalSubset;
 const evalSplit = a["eval-split"] ?? "test";
@@ -353,6 +363,7 @@ const config = {
   cnnMode: family === "hybrid" ? cnnMode : undefined,
   cnnLrScale: family === "hybrid" && cnnMode === "lower-lr" ? cnnLrScale : undefined,
   distill: family === "hybrid" ? distill : undefined,
+  selection: family === "hybrid" ? selectionMode : undefined,
   augment: !a["no-augment"],
   seed,
 };
@@ -384,6 +395,7 @@ if (hybrid) {
       cnnMode,
       cnnLrScale,
       keepRatio: keep,
+      selection: selectionMode,
       loss: { labelSmoothing, distill },
     },
     outDir,

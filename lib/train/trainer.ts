@@ -149,7 +149,14 @@ export interface TrainResult {
   stoppedBy?: "signal" | "stopAfterSteps" | "callback";
 }
 
-/** Thrown when the loss becomes NaN or infinite; nothing of that step was applied. */
+/**
+ * Thrown when the loss becomes NaN or infinite; nothing of that step was applied.
+ *
+ * @example
+ * ```ts
+ * try { await train(opts); } catch (e) { if (e instanceof NonFiniteLossError) console.log(e.step); }
+ * ```
+ */
 export class NonFiniteLossError extends Error {
   constructor(readonly step: number, readonly epoch: number, readonly batch: number, readonly value: number) {
     super(

@@ -63,8 +63,13 @@ export interface TwoStageOptions {
     tau?: number;
     /** Scale of the Gumbel noise on the scores during training (default 0.5; 0 = none). */
     noiseScale?: number;
-    /** `"topk"` (default, ratio penalty is then 0 by construction) or `"threshold"` (DynamicViT). */
-    selection?: "topk" | "threshold";
+    /**
+     * `"topk"` (default): straight-through top-k mask in the attention (the ratio penalty is 0 by
+     * construction); `"threshold"`: DynamicViT's per-token decision steered by the ratio penalty;
+     * `"gather"`: the hybrid's own forward with real gathering and a straight-through score gate
+     * (cheapest steps; no noise, no ratio term; needs `cnnMode: "lower-lr"` for a CNN in training mode).
+     */
+    selection?: "topk" | "threshold" | "gather";
     /** Loss weights: ratio (2), distill (0 = off), aux CNN CE (0.3), label smoothing. */
     loss?: HybridLossWeights;
   };
@@ -160,7 +165,7 @@ export function stage2Loss(
     keepRatio?: number;
     tau?: number;
     noiseScale?: number;
-    selection?: "topk" | "threshold";
+    selection?: "topk" | "threshold" | "gather";
     loss?: HybridLossWeights;
     cnnTraining?: boolean;
   } = {},
@@ -169,6 +174,20 @@ export function stage2Loss(
   const w = options.loss ?? {};
   const wantCnn = (w.aux ?? 0.3) > 0 && (hybrid.config.cnnHead ?? false);
   const noiseScale = options.noiseScale ?? 0.5;
+  if (options.selection === "gather") {
+    // Real gathering during training (the hybrid's own straight-through score gate): cheaper steps,
+    // no mask, so no ratio term and no Gumbel exploration.
+    return ({ batch, prepared }) => {
+      const out = hybrid.forward(batch.x, { training: true, keepRatio: ratio, returnAux: wantCnn });
+      const { total, parts } = hybridLoss({
+        logits: out.logits,
+        labels: batch.y,
+        teacherLogits: prepared.teacher,
+        cnnLogits: out.aux?.cnnLogits,
+      }, { ...w, aux: wantCnn ? w.aux : 0 });
+      return { loss: total, logits: out.logits, parts };
+    };
+  }
   return ({ batch, rng, prepared }) => {
     const b = batch.x.shape[0];
     const n = hybrid.vit.numPatches;
@@ -177,7 +196,7 @@ export function stage2Loss(
       keepRatio: ratio,
       tau: options.tau,
       noise,
-      selection: options.selection,
+      selection: options.selection as "topk" | "threshold" | undefined,
       training: true,
       cnnTraining: options.cnnTraining,
       cnnLogits: wantCnn,
@@ -235,6 +254,12 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
   const mode = s2.cnnMode ?? "frozen";
   if (mode !== "frozen" && mode !== "lower-lr") {
     throw new Error(`trainHybridTwoStage: stage2.cnnMode "${mode}" is not "frozen" or "lower-lr"`);
+  }
+  if (s2.selection === "gather" && mode === "frozen") {
+    throw new Error(
+      'trainHybridTwoStage: stage2.selection "gather" runs the CNN in training mode (its batch-norm statistics ' +
+        'would move); use cnnMode "lower-lr" with it, or selection "topk" with a frozen CNN',
+    );
   }
   const dir = (s: string) => (options.outDir ? join(options.outDir, s) : undefined);
   const stage1 = await train({
