@@ -6,15 +6,15 @@ import assert from "node:assert/strict";
 
 /** Deep strict equality. */
 export function assertEquals<T>(actual: T, expected: T, msg?: string): void {
-  assert.deepStrictEqual(actual, expected, msg);
+  assert.deepStrictEqual(actual, expected, msg as string);
 }
 /** Deep strict inequality. */
 export function assertNotEquals<T>(actual: T, expected: T, msg?: string): void {
-  assert.notDeepStrictEqual(actual, expected, msg);
+  assert.notDeepStrictEqual(actual, expected, msg as string);
 }
 /** Truthiness. */
 export function assert_(cond: unknown, msg?: string): asserts cond {
-  assert.ok(cond, msg);
+  assert.ok(cond, msg as string);
 }
 export { assert_ as assert };
 /** `|actual - expected| <= tolerance`. */
