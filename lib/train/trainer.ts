@@ -348,11 +348,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const stepStart = performance.now();
       const images = batch.y.shape[0];
       if (!bar && options.progress !== false) {
-        bar = new Progress(stepsPerEpoch * images, {
-          label: `${options.label ?? "train"} epoch ${epoch + 1}/${epochs}`,
+        // A resumed epoch shows only its remaining batches, so images/s and ETA stay right.
+        bar = new Progress((stepsPerEpoch - skip) * images, {
+          label: `${options.label ?? "train"} epoch ${epoch + 1}/${epochs}${
+            skip ? ` (resumed at batch ${skip})` : ""
+          }`,
           unit: "img",
         });
-        bar.update(skip * images);
       }
       const stepLr = schedule(state.globalStep);
       lastLr = stepLr;
@@ -416,7 +418,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         if (state.globalStep % logEvery === 0) {
           logLines.push(JSON.stringify({ type: "step", ...info, imgPerSec: images / Math.max(secs, 1e-9) }));
         }
-        bar?.update(b * images, { loss: acc.loss / acc.images, acc: acc.correct / acc.images, lr: stepLr });
+        bar?.update((b - skip) * images, {
+          loss: acc.loss / acc.images,
+          acc: acc.correct / acc.images,
+          lr: stepLr,
+        });
         const verdict = await options.callbacks?.onStep?.(info);
         if (verdict === false) {
           await bar?.stop();
