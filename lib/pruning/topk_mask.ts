@@ -110,15 +110,22 @@ export function gumbelNoise(shape: [number, number], rng: Rng, scale = 1): tf.Te
  * const mask = straightThroughThresholdMask(scores, { tau: 1, noise: gumbelNoise([8, 64], rng) });
  * ```
  */
-export function straightThroughThresholdMask(scores: tf.Tensor2D, options: TopKMaskOptions = {}): tf.Tensor2D {
+export function straightThroughThresholdMask(
+  scores: tf.Tensor2D,
+  options: TopKMaskOptions = {},
+): tf.Tensor2D {
   if (scores.rank !== 2) {
-    throw new Error(`straightThroughThresholdMask: scores must be [batch, tokens], got shape [${scores.shape}]`);
+    throw new Error(
+      `straightThroughThresholdMask: scores must be [batch, tokens], got shape [${scores.shape}]`,
+    );
   }
   const tau = options.tau ?? 1;
   if (!(tau > 0)) throw new Error(`straightThroughThresholdMask: tau must be > 0, got ${tau}`);
   const noise = options.noise;
   if (noise && noise.shape.join(",") !== scores.shape.join(",")) {
-    throw new Error(`straightThroughThresholdMask: noise shape [${noise.shape}] must equal the scores' [${scores.shape}]`);
+    throw new Error(
+      `straightThroughThresholdMask: noise shape [${noise.shape}] must equal the scores' [${scores.shape}]`,
+    );
   }
   const st = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const z = args[0] as tf.Tensor2D;

@@ -13,7 +13,8 @@ import * as tf from "@tensorflow/tfjs-core";
 export interface TrainBatch {
   x: tf.Tensor4D;
   y: tf.Tensor1D;
-  [extra: string]: unknown;
+  /** Ground-truth patch mask `[B, N]` (1 = the object covers the patch), when the dataset has one. */
+  mask?: tf.Tensor2D;
 }
 
 /** An iterable of batches, or a function from the epoch (0-based) to one. */
