@@ -5,6 +5,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend, loadNativeBackend, nativeBackendStatus, setNativeThreads } from "../lib/backend/mod.ts";
 import { blasCandidates, loadBlas } from "../lib/backend/native/blas.ts";
+import { geluLean, layerNormLean } from "../lib/backend/native/fused_ops.ts";
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, seededRandom } from "./_backends.ts";
 
@@ -389,5 +390,90 @@ Deno.test({
   fn: async () => {
     const r = JSON.parse(await autoBackendIn({}, ["--unstable-ffi"]));
     assertEquals(r.name, "native");
+  },
+});
+
+// ---------------------------------------------------------------- lean fused ops (any backend)
+
+const geluRef = (x: tf.Tensor) => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+const layerNormRef = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, eps: number) => {
+  const axis = x.rank - 1;
+  const mean = tf.mean(x, axis, true);
+  const centered = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(centered), axis, true);
+  return tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), w), b);
+};
+
+for (const backend of ["cpu", "native"] as const) {
+  Deno.test({
+    name: `geluLean() and layerNormLean() match the op-by-op versions and their gradients [${backend}]`,
+    ignore: backend === "native" && ignore,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      await initBackend(backend, { log: false });
+      const x = tf.tensor(rand([3, 5, 16]).values, [3, 5, 16]);
+      const w = tf.tensor(rand([16]).values, [16]), b = tf.tensor(rand([16]).values, [16]);
+      const up = tf.tensor(rand([3, 5, 16]).values, [3, 5, 16]); // weights the loss so gradients are generic
+      const check = async (
+        what: string,
+        f: (...t: tf.Tensor[]) => tf.Tensor,
+        g: (...t: tf.Tensor[]) => tf.Tensor,
+      ) => {
+        const before = tf.memory().numTensors;
+        const [yf, yg] = [tf.tidy(() => f(x, w, b)), tf.tidy(() => g(x, w, b))];
+        assertClose(await yf.data(), await yg.data(), 1e-6, `${what} value`);
+        const loss = (h: (...t: tf.Tensor[]) => tf.Tensor) => (...t: tf.Tensor[]) =>
+          tf.sum(tf.mul(h(...t), up));
+        const gf = tf.grads(loss(f))([x, w, b]), gg = tf.grads(loss(g))([x, w, b]);
+        for (let i = 0; i < 3; i++) {
+          assertClose(await gf[i].data(), await gg[i].data(), 1e-5, `${what} grad ${i}`);
+        }
+        tf.dispose([yf, yg, ...gf, ...gg]);
+        assertEquals(tf.memory().numTensors, before, `${what}: leaked tensors`);
+      };
+      await check(
+        "gelu",
+        (t, w2, b2) => tf.add(tf.mul(geluLean(t), w2), b2),
+        (t, w2, b2) => tf.add(tf.mul(geluRef(t), w2), b2),
+      );
+      await check(
+        "layerNorm",
+        (t, w2, b2) => layerNormLean(t, w2, b2, 1e-6),
+        (t, w2, b2) => layerNormRef(t, w2, b2, 1e-6),
+      );
+      assertThrows(() => layerNormLean(x, tf.ones([3]), b, 1e-6), Error, "16 elements");
+      tf.dispose([x, w, b, up]);
+    },
+  });
+}
+
+Deno.test({
+  name: "geluLean() and layerNormLean() keep less memory on the gradient tape than the op-by-op versions",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await initBackend("cpu", { log: false });
+    const x = tf.randomNormal([4, 65, 96]);
+    const w = tf.ones([96]), b = tf.zeros([96]);
+    const heldBy = (f: (t: tf.Tensor) => tf.Tensor) => {
+      const base = tf.memory().numBytes;
+      let held = 0;
+      const g = tf.grad((t: tf.Tensor) => {
+        const y = tf.sum(f(t));
+        held = tf.memory().numBytes - base;
+        return y;
+      })(x);
+      g.dispose();
+      return held;
+    };
+    const refBytes = heldBy((t) => geluRef(layerNormRef(t, w, b, 1e-6)));
+    const leanBytes = heldBy((t) => geluLean(layerNormLean(t, w, b, 1e-6)));
+    if (!(leanBytes < 0.5 * refBytes)) {
+      throw new Error(
+        `lean ops hold ${leanBytes} bytes during the forward pass, op-by-op ${refBytes}: expected < half`,
+      );
+    }
+    tf.dispose([x, w, b]);
   },
 });

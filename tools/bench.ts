@@ -32,6 +32,8 @@ interface RunResult {
   peakRssMiB?: number;
   baseRssMiB?: number;
   trainPeakRssMiB?: number;
+  /** Micro-batch used for training when the whole batch did not fit. */
+  microBatch?: number;
   error?: string;
   config?: unknown;
   torch?: string;
@@ -47,6 +49,8 @@ interface WorkerSpec {
   trainIters: number;
   latencyIters: number;
   warmup: number;
+  /** Train on micro-batches of this size (gradients averaged, one optimiser step per batch). */
+  microBatch?: number;
 }
 
 const RESULT_TAG = "BENCH_RESULT ";
@@ -100,6 +104,7 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
     baseRssMiB: base,
     config: model.config,
   };
+  const owned: tf.Tensor[] = [];
   const timeIt = async (fn: () => Promise<void>, iters: number) => {
     for (let i = 0; i < spec.warmup; i++) await fn();
     const t0 = performance.now();
@@ -111,19 +116,47 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
       const vars = model.trainableVariables();
       const byTfName = new Map([...vars].map(([name, v]) => [v.name, name]));
       const opt = new AdamW({ lr: 1e-3, weightDecay: 0.05 });
+      // Micro-batches (when the full batch does not fit the 4 GiB wasm heap): gradients of the chunk
+      // means are averaged, then one optimiser step, so a step still consumes `batch` images.
+      const micro = Math.min(spec.microBatch ?? b, b);
+      const chunks: { xs: tf.Tensor4D; ys: tf.Tensor1D }[] = [];
+      for (let s0 = 0; s0 < b; s0 += micro) {
+        const n = Math.min(micro, b - s0);
+        const xs = n === b ? x : tf.slice(x, [s0, 0, 0, 0], [n, size, size, 3]);
+        const ys = n === b ? y : tf.slice(y, [s0], [n]);
+        if (n !== b) owned.push(xs, ys);
+        chunks.push({ xs, ys });
+      }
       const step = async () => {
-        const { value, grads } = tf.variableGrads(
-          () => crossEntropy(model.forward(x, { training: true }).logits, y),
-          [...vars.values()],
-        );
-        const named = new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g]));
+        let acc: Map<string, tf.Tensor> | undefined;
+        let lastLoss: tf.Scalar | undefined;
+        for (const { xs, ys } of chunks) {
+          const { value, grads } = tf.variableGrads(
+            () => crossEntropy(model.forward(xs, { training: true }).logits, ys),
+            [...vars.values()],
+          );
+          const scale = xs.shape[0] / b;
+          const named = new Map(Object.entries(grads).map(([k, g]) => [byTfName.get(k)!, g]));
+          if (chunks.length > 1) {
+            const scaled = new Map([...named].map(([k, g]) => [k, tf.mul(g, scale)]));
+            tf.dispose([...named.values()]);
+            if (acc) {
+              const sum = new Map([...acc].map(([k, g]) => [k, tf.add(g, scaled.get(k)!)]));
+              tf.dispose([...acc.values(), ...scaled.values()]);
+              acc = sum;
+            } else acc = scaled;
+          } else acc = named;
+          lastLoss?.dispose();
+          lastLoss = value;
+        }
         try {
-          opt.step(vars, named);
-          await value.data();
+          opt.step(vars, acc!);
+          await lastLoss!.data();
         } finally {
-          tf.dispose([value, ...Object.values(grads)]);
+          tf.dispose([lastLoss!, ...acc!.values()]);
         }
       };
+      result.microBatch = micro;
       result.trainImgS = b / await timeIt(step, spec.trainIters);
       result.trainPeakRssMiB = rssMiB("VmHWM");
     }
@@ -158,7 +191,7 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
       result.latencyMs = ts[Math.floor(ts.length / 2)];
     }
   } finally {
-    tf.dispose([x, x1, y]);
+    tf.dispose([x, x1, y, ...owned]);
     model.dispose();
   }
   result.peakRssMiB = rssMiB("VmHWM");
@@ -456,20 +489,27 @@ async function main(): Promise<void> {
         warmup,
       };
       const t0 = performance.now();
-      try {
-        const r = await runJson(Deno.execPath(), [
-          "run",
-          "-A",
-          "--unstable-ffi",
-          self,
-          "--worker",
-          JSON.stringify(spec),
-        ], {
-          BLAS_THREADS: String(threads),
-        });
-        report.runs.push(r as unknown as RunResult);
-      } catch (e) {
-        report.runs.push({ ...m, backend, error: e instanceof Error ? e.message : String(e) });
+      // A batch that does not fit the wasm heap (4 GiB) aborts the worker: retry with micro-batches.
+      for (let micro = batch;; micro = Math.ceil(micro / 2)) {
+        try {
+          const r = await runJson(
+            Deno.execPath(),
+            ["run", "-A", "--unstable-ffi", self, "--worker", JSON.stringify({ ...spec, microBatch: micro })],
+            { BLAS_THREADS: String(threads) },
+          );
+          report.runs.push(r as unknown as RunResult);
+          break;
+        } catch (e) {
+          const msg = e instanceof Error ? e.message : String(e);
+          if (trainIters > 0 && micro > 8 && /Abort|memory|alloc|RangeError/i.test(msg)) {
+            console.error(
+              `  ${modelLabel(m)} on ${backend}: batch ${micro} failed (${msg.slice(0, 60)}), retrying`,
+            );
+            continue;
+          }
+          report.runs.push({ ...m, backend, error: msg });
+          break;
+        }
       }
       console.error(`  ${modelLabel(m)} on ${backend}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     }
@@ -503,7 +543,13 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
   const rows: string[][] = [];
   for (const r of [...runs, ...torchRuns]) {
     if (r.error) {
-      rows.push([modelLabel(r), r.backend, "-", `error: ${r.error.slice(0, 80)}`, "", "", "", "", "", ""]);
+      rows.push([
+        modelLabel(r),
+        r.backend,
+        "-",
+        `error: ${r.error.slice(0, 80)}`,
+        ...new Array<string>(7).fill(""),
+      ]);
       continue;
     }
     const g = gm(r);
@@ -516,7 +562,9 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
       fmt(r.inferImgS),
       fmt(r.inferImgS && g ? r.inferImgS * g : undefined),
       r.backend === "torch" ? "1.00x" : ratio(r.inferImgS, t?.inferImgS),
-      fmt(r.trainImgS),
+      r.microBatch !== undefined && r.microBatch < batch
+        ? `${fmt(r.trainImgS)} (µb ${r.microBatch})`
+        : fmt(r.trainImgS),
       fmt(r.trainImgS && g ? r.trainImgS * g * 3 : undefined),
       r.backend === "torch" ? "1.00x" : ratio(r.trainImgS, t?.trainImgS),
       fmt(r.latencyMs, 2),
@@ -547,7 +595,10 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
     ],
     rows,
   ));
-  console.log("  (train mem = peak RSS during the training steps minus RSS before the model was built)");
+  console.log("  (train mem = peak RSS during the training steps minus RSS before the model was built;");
+  console.log(
+    "   µb n = the batch did not fit the 4 GiB wasm heap and ran as micro-batches of n, one optimiser step)",
+  );
 
   // Hybrid efficiency: measured speed-up over the plain ViT vs what the GMACs ratio promises.
   const vitRuns = [...runs, ...torchRuns].filter((r) => r.model.startsWith("vit") && !r.error);

@@ -185,3 +185,5 @@ export function setNativeThreads(threads: number): void {
 export function nativeBackendStatus(): NativeBackendStatus | undefined {
   return status ? { ...status, blasKernels: [...status.blasKernels] } : undefined;
 }
+
+export { geluLean, layerNormLean } from "./native/fused_ops.ts";
