@@ -344,6 +344,12 @@ Deno.test({
           .filter((r) => r.type === "step").map((r) => [r.globalStep, r.loss]);
       assertEquals(await lines(dirB), await lines(dirA));
       assertEquals(rb2.epochs.map((e) => e.trainLoss), ra.epochs.map((e) => e.trainLoss));
+      await assertRejects(
+        () =>
+          train({ ...common, stepsPerEpoch: 2, model: b2, train: toyData(3), outDir: dirB, resume: true }),
+        Error,
+        "stepsPerEpoch 3",
+      );
       a.dispose();
       b2.dispose();
     } finally {

@@ -40,8 +40,8 @@ import { exportStateDict } from "../lib/weights/state_dict.ts";
 
 const USAGE = `Usage: deno task train --model MODEL [options]
 
-Trains one model and writes results/runs/<run>/ (checkpoint, metrics.jsonl, result.json, run.json,
-model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpoint is written; --resume continues.
+Trains one model and writes results/runs/<run>/ (config.json, checkpoint, metrics.jsonl, result.json,
+run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpoint is written; --resume continues.
 
   --model NAME          resnet18 | vit | hybrid (sized by the profile), or a registry preset:
                         ${listModels().map((m) => m.name).join(", ")}
@@ -283,7 +283,21 @@ const [h, w, c] = trainDs.imageShape;
 
 let batchSize = batchSizeMax;
 let batchReport: BatchSizeReport | undefined;
-if (budgetMiB !== undefined) {
+let resumedBatch: number | undefined;
+if (a.resume) {
+  // The batch size (possibly chosen by --memory-budget) must match the checkpoint's steps per epoch.
+  try {
+    resumedBatch = JSON.parse(Deno.readTextFileSync(join(outDir, "config.json"))).batchSize;
+  } catch {
+    resumedBatch = undefined;
+  }
+}
+if (resumedBatch !== undefined) {
+  batchSize = resumedBatch;
+  console.log(
+    `[train] resuming with the run's batch size ${batchSize} (from ${join(outDir, "config.json")})`,
+  );
+} else if (budgetMiB !== undefined) {
   const forward = hybrid
     ? (x: tf.Tensor4D) => maskedHybridForward(hybrid, x, { cnnLogits: true }).logits
     : pruned
@@ -368,6 +382,9 @@ const config = {
   seed,
 };
 console.log(`[train] ${runName}: ${JSON.stringify(config)}`);
+if (resumedBatch === undefined) {
+  await writeFileAtomic(join(outDir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+}
 const common = {
   lr,
   warmupSteps: warmupEpochs * stepsPerEpoch,

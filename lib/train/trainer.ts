@@ -263,6 +263,21 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
   if (options.resume && ckptPath && (await exists(ckptPath))) {
     const ckpt = await loadCheckpoint(ckptPath);
+    if (ckpt.config.stepsPerEpoch !== undefined && ckpt.config.stepsPerEpoch !== stepsPerEpoch) {
+      tf.dispose([...ckpt.model.values(), ...ckpt.optimizer.m.values(), ...ckpt.optimizer.v.values()]);
+      throw new Error(
+        `train: cannot resume from "${ckptPath}": it was written with stepsPerEpoch ${ckpt.config.stepsPerEpoch}, ` +
+          `this run has ${stepsPerEpoch} (a different batch size or dataset); use a new outDir`,
+      );
+    }
+    const differs = Object.keys(config).filter((k) =>
+      JSON.stringify((config as Record<string, unknown>)[k]) !== JSON.stringify(ckpt.config[k])
+    );
+    if (differs.length) {
+      console.warn(
+        `[train] resuming "${ckptPath}" with a changed config: ${differs.join(", ")} (the new values apply)`,
+      );
+    }
     try {
       assignState(model.stateDict(), ckpt.model, ckptPath);
       opt.loadState(ckpt.optimizer);
