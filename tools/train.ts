@@ -287,7 +287,9 @@ let resumedBatch: number | undefined;
 if (a.resume) {
   // The batch size (possibly chosen by --memory-budget) must match the checkpoint's steps per epoch.
   try {
-    resumedBatch = JSON.parse(Deno.readTextFileSync(join(outDir, "config.json"))).batchSize;
+    const saved = JSON.parse(Deno.readTextFileSync(join(outDir, "config.json")));
+    resumedBatch = saved.batchSize;
+    batchReport = saved.batchSizeReport;
   } catch {
     resumedBatch = undefined;
   }
@@ -383,7 +385,8 @@ const config = {
 };
 console.log(`[train] ${runName}: ${JSON.stringify(config)}`);
 if (resumedBatch === undefined) {
-  await writeFileAtomic(join(outDir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  const saved = { ...config, batchSizeReport: batchReport };
+  await writeFileAtomic(join(outDir, "config.json"), JSON.stringify(saved, null, 2) + "\n");
 }
 const common = {
   lr,
