@@ -170,13 +170,44 @@ export class ResNet18 implements Model {
     return batchNorm(x, p, { training, eps: this.c.bnEps, momentum: this.c.bnMomentum });
   }
 
+  /**
+   * Convolution + batch norm (+ ReLU). In training: conv, batch-stat BN, ReLU. In evaluation the BN is
+   * folded into the convolution (`w * scale`, bias `shift`) and runs as one fused kernel with the ReLU.
+   */
+  private convBn(
+    x: tf.Tensor4D,
+    conv: string,
+    bn: string,
+    stride: number,
+    pad: number,
+    training: boolean,
+    relu: boolean,
+  ): tf.Tensor4D {
+    if (training) {
+      const y = this.bn(this.conv(x, conv, stride, pad), bn, true);
+      return relu ? tf.relu(y) : y;
+    }
+    const s = this.store;
+    const scale = tf.mul(s.get(`${bn}.weight`), tf.rsqrt(tf.add(s.get(`${bn}.running_var`), this.c.bnEps)));
+    const shift = tf.sub(s.get(`${bn}.bias`), tf.mul(s.get(`${bn}.running_mean`), scale));
+    const filter = tf.mul(s.get(`${conv}.weight`), scale) as tf.Tensor4D;
+    return tf.fused.conv2d({
+      x,
+      filter,
+      strides: stride,
+      pad: pad === 0 ? "valid" : pad,
+      bias: shift,
+      activation: relu ? "relu" : "linear",
+    });
+  }
+
   /** The stem (conv1, bn1, relu, and the max-pool of the imagenet stem). Call inside `tf.tidy`. */
   stem(x: tf.Tensor4D, training = false): tf.Tensor4D {
     if (x.rank !== 4 || x.shape[3] !== 3) {
       throw new Error(`ResNet18.forward: input shape [${x.shape}] is not [B, H, W, 3] (NHWC)`);
     }
     const imagenet = this.c.stem === "imagenet";
-    let y = tf.relu(this.bn(this.conv(x, "conv1", imagenet ? 2 : 1, imagenet ? 3 : 1), "bn1", training));
+    let y = this.convBn(x, "conv1", "bn1", imagenet ? 2 : 1, imagenet ? 3 : 1, training, true);
     if (imagenet) y = tf.maxPool(y, 3, 2, 1);
     return y;
   }
@@ -190,10 +221,10 @@ export class ResNet18 implements Model {
     for (let b = 0; b < 2; b++) {
       const p = `layer${s}.${b}`;
       const stride = s > 1 && b === 0 ? 2 : 1;
-      let h = tf.relu(this.bn(this.conv(y, `${p}.conv1`, stride, 1), `${p}.bn1`, training));
-      h = this.bn(this.conv(h, `${p}.conv2`, 1, 1), `${p}.bn2`, training);
+      let h = this.convBn(y, `${p}.conv1`, `${p}.bn1`, stride, 1, training, true);
+      h = this.convBn(h, `${p}.conv2`, `${p}.bn2`, 1, 1, training, false);
       const short = this.hasParam(`${p}.downsample.0.weight`)
-        ? this.bn(this.conv(y, `${p}.downsample.0`, stride, 0), `${p}.downsample.1`, training)
+        ? this.convBn(y, `${p}.downsample.0`, `${p}.downsample.1`, stride, 0, training, false)
         : y;
       y = tf.relu(tf.add(h, short));
     }
