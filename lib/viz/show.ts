@@ -91,7 +91,7 @@ export async function save(x: unknown, options: ShowOptions = {}): Promise<strin
   const fig = x instanceof Figure ? x : isFigureSpec(x) && !hasDisplay(x) ? Figure.from(x) : undefined;
   const fallbackName = () => `output-${++counter}`;
   if (fig) {
-    const name = options.name ?? (fig.title ? slug(fig.title) : "") ?? "";
+    const name = options.name ?? (fig.title ? slug(fig.title) : "");
     const base = join(dir, name || fallbackName());
     const r = await exportFigure(fig, base, { formats: options.formats ?? defaults.formats, quiet: true });
     for (const s of r.skipped) console.warn(`show: ${s}`);
