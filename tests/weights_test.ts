@@ -13,12 +13,14 @@ import { createModel, type Hybrid, ResNet18, ViT, type ViTConfig } from "../lib/
 import {
   exportStateDict,
   fetchPretrained,
+  loadModel,
   loadPretrained,
   loadStateDict,
   parseSafetensors,
   readSafetensors,
   resamplePosEmbed,
   resizeBicubic,
+  saveModel,
   serializeSafetensors,
   writeSafetensors,
 } from "../lib/weights/mod.ts";
@@ -183,6 +185,30 @@ cpuTest(
     }
   },
 );
+
+cpuTest("saveModel() / loadModel() rebuild a model from its file alone", async () => {
+  const dir = await Deno.makeTempDir();
+  const m = createModel("vit_test", { numClasses: 3 }, { seed: 5 });
+  const x = tf.tensor4d(seededRandom(32 * 32 * 3), [1, 32, 32, 3]);
+  try {
+    const file = path.join(dir, "m.safetensors");
+    await saveModel(m, file, { note: "test" });
+    const back = await loadModel(file);
+    assertEquals(back.config, m.config);
+    const [a, b] = [m.forward(x).logits, back.forward(x).logits];
+    assertEquals(Array.from(await b.data()), Array.from(await a.data()));
+    tf.dispose([a, b]);
+    back.dispose();
+    assertEquals((await readSafetensors(file)).metadata.note, "test");
+    const bare = path.join(dir, "bare.safetensors");
+    await writeSafetensors(bare, new Map([["w", { shape: [1], data: new Float32Array(1) }]]));
+    await assertRejects(() => loadModel(bare), Error, 'has no "config" in its metadata');
+  } finally {
+    x.dispose();
+    m.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 // ---------------------------------------------------------------- resampling
 

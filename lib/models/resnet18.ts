@@ -34,7 +34,14 @@ function outSize(n: number, k: number, s: number, p: number): number {
   return Math.floor((n + 2 * p - k) / s) + 1;
 }
 
-/** Validates a ResNet config and fills defaults. */
+/**
+ * Validates a ResNet config (errors quote the bad field) and fills defaults.
+ *
+ * @example
+ * ```ts
+ * resolveResNetConfig({ model: "resnet18", numClasses: 10, width: 64, stem: "cifar", imgSize: 32 }).bnEps; // 1e-5
+ * ```
+ */
 export function resolveResNetConfig(
   c: ResNetConfig,
 ): Required<Omit<ResNetConfig, "importance">> & ResNetConfig {

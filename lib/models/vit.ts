@@ -23,7 +23,14 @@ import type {
   ViTConfig,
 } from "./types.ts";
 
-/** Validates a ViT config and fills defaults. */
+/**
+ * Validates a ViT config (errors quote the bad field) and fills defaults.
+ *
+ * @example
+ * ```ts
+ * resolveViTConfig(createModel("vit_tiny").config as ViTConfig).lnEps; // 1e-6
+ * ```
+ */
 export function resolveViTConfig(c: ViTConfig): Required<ViTConfig> {
   const where = "ViT config";
   if (c.model !== "vit") throw new Error(`${where}: model is "${c.model}", expected "vit"`);

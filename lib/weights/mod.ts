@@ -14,3 +14,4 @@ export * from "./safetensors.ts";
 export * from "./state_dict.ts";
 export * from "./resample.ts";
 export * from "./pretrained.ts";
+export * from "./model_file.ts";

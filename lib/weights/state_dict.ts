@@ -12,7 +12,14 @@ import type { RawTensor, TensorToWrite } from "./safetensors.ts";
 /** Which layout tensors handed to {@link loadStateDict} are in. */
 export type StateLayout = "pytorch" | "tfjs";
 
-/** Shape of a tensor of `layout` in PyTorch given our (tfjs) shape. */
+/**
+ * Shape of a tensor of `layout` in PyTorch given our (tfjs) shape.
+ *
+ * @example
+ * ```ts
+ * pytorchShape([3, 3, 16, 32], "conv2d"); // [32, 16, 3, 3]
+ * ```
+ */
 export function pytorchShape(shape: number[], layout: TensorLayout): number[] {
   if (layout === "conv2d") return [shape[3], shape[2], shape[0], shape[1]];
   if (layout === "linear") return [shape[1], shape[0]];
