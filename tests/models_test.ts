@@ -14,6 +14,7 @@ import {
   type Hybrid,
   listModels,
   type Model,
+  modelConfigFromPyTorch,
   type ModelOverrides,
   ResNet18,
   type TokenReducer,
@@ -428,6 +429,38 @@ cpuTest("createModelFromConfig(model.config) rebuilds the same architecture", ()
     m.dispose();
     again.dispose();
   }
+});
+
+Deno.test("modelConfigFromPyTorch() maps the fixtures' snake_case configs, hybrids included", () => {
+  assertEquals(modelConfigFromPyTorch({ model: "resnet18", num_classes: 10, width: 16, stem: "cifar" }, 32), {
+    model: "resnet18",
+    numClasses: 10,
+    width: 16,
+    stem: "cifar",
+    imgSize: 32,
+  });
+  const h = modelConfigFromPyTorch({
+    model: "hybrid",
+    vit: {
+      num_classes: 10,
+      img_size: 32,
+      patch_size: 4,
+      embed_dim: 64,
+      depth: 2,
+      num_heads: 4,
+      mlp_ratio: 4.0,
+    },
+    resnet: { num_classes: 10, width: 8, stem: "cifar" },
+    score_stage: 1,
+    keep_ratio: 0.5,
+  });
+  assertEquals(h.model === "hybrid" && [h.resnet.imgSize, h.vit.embedDim, h.scoreStage, h.keepRatio], [
+    32,
+    64,
+    1,
+    0.5,
+  ]);
+  assertThrows(() => modelConfigFromPyTorch({ model: "convnext" }), Error, 'unknown model "convnext"');
 });
 
 cpuTest("GMACs and parameter counts match PyTorch-hook counts of the reference models", () => {

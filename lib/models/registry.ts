@@ -253,7 +253,28 @@ export function modelConfigFromPyTorch(raw: Record<string, unknown>, imgSize?: n
       mlpRatio: (camel.mlpRatio as number) ?? 4,
     };
   }
+  if (camel.model === "hybrid") {
+    const vit = modelConfigFromPyTorch(
+      { model: "vit", ...(camel.vit as Record<string, unknown>) },
+      imgSize,
+    ) as ViTConfig;
+    const resnet = modelConfigFromPyTorch(
+      { model: "resnet18", ...(camel.resnet as Record<string, unknown>) },
+      vit.imgSize,
+    ) as ResNetConfig;
+    const out: HybridConfig = {
+      model: "hybrid",
+      vit,
+      resnet,
+      scoreStage: camel.scoreStage as number,
+      keepRatio: (camel.keepRatio as number) ?? 1,
+    };
+    if (camel.cnnHead !== undefined) out.cnnHead = camel.cnnHead as boolean;
+    if (camel.scorerImgSize !== undefined) out.scorerImgSize = camel.scorerImgSize as number;
+    return out;
+  }
   throw new Error(
-    `modelConfigFromPyTorch: unknown model ${JSON.stringify(raw.model)} in ${JSON.stringify(raw)}`,
+    `modelConfigFromPyTorch: unknown model ${JSON.stringify(raw.model)} in ${JSON.stringify(raw)}; ` +
+      `expected "resnet18", "vit" or "hybrid"`,
   );
 }
