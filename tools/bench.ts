@@ -112,21 +112,22 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
     return (performance.now() - t0) / 1000 / iters;
   };
   try {
+    // Micro-batches (when the full batch does not fit the 4 GiB wasm heap): training
+    // averages the chunk gradients and takes one optimiser step; inference runs the chunks in turn.
+    const micro = Math.min(spec.microBatch ?? b, b);
+    const chunks: { xs: tf.Tensor4D; ys: tf.Tensor1D }[] = [];
+    for (let s0 = 0; s0 < b; s0 += micro) {
+      const n = Math.min(micro, b - s0);
+      const xs = n === b ? x : tf.slice(x, [s0, 0, 0, 0], [n, size, size, 3]);
+      const ys = n === b ? y : tf.slice(y, [s0], [n]);
+      if (n !== b) owned.push(xs, ys);
+      chunks.push({ xs, ys });
+    }
+    result.microBatch = micro;
     if (spec.trainIters > 0) {
       const vars = model.trainableVariables();
       const byTfName = new Map([...vars].map(([name, v]) => [v.name, name]));
       const opt = new AdamW({ lr: 1e-3, weightDecay: 0.05 });
-      // Micro-batches (when the full batch does not fit the 4 GiB wasm heap): gradients of the chunk
-      // means are averaged, then one optimiser step, so a step still consumes `batch` images.
-      const micro = Math.min(spec.microBatch ?? b, b);
-      const chunks: { xs: tf.Tensor4D; ys: tf.Tensor1D }[] = [];
-      for (let s0 = 0; s0 < b; s0 += micro) {
-        const n = Math.min(micro, b - s0);
-        const xs = n === b ? x : tf.slice(x, [s0, 0, 0, 0], [n, size, size, 3]);
-        const ys = n === b ? y : tf.slice(y, [s0], [n]);
-        if (n !== b) owned.push(xs, ys);
-        chunks.push({ xs, ys });
-      }
       const step = async () => {
         let acc: Map<string, tf.Tensor> | undefined;
         let lastLoss: tf.Scalar | undefined;
@@ -156,17 +157,18 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
           tf.dispose([lastLoss!, ...acc!.values()]);
         }
       };
-      result.microBatch = micro;
       result.trainImgS = b / await timeIt(step, spec.trainIters);
       result.trainPeakRssMiB = rssMiB("VmHWM");
     }
     if (spec.inferIters > 0) {
       const infer = async () => {
-        const out = model.forward(x);
-        try {
-          await out.logits.data();
-        } finally {
-          tf.dispose(out as unknown as tf.TensorContainer);
+        for (const { xs } of chunks) {
+          const out = model.forward(xs);
+          try {
+            await out.logits.data();
+          } finally {
+            tf.dispose(out as unknown as tf.TensorContainer);
+          }
         }
       };
       result.inferImgS = b / await timeIt(infer, spec.inferIters);
@@ -501,7 +503,7 @@ async function main(): Promise<void> {
           break;
         } catch (e) {
           const msg = e instanceof Error ? e.message : String(e);
-          if (trainIters > 0 && micro > 8 && /Abort|memory|alloc|RangeError/i.test(msg)) {
+          if (micro > 8 && /Abort|memory|alloc|RangeError/i.test(msg)) {
             console.error(
               `  ${modelLabel(m)} on ${backend}: batch ${micro} failed (${msg.slice(0, 60)}), retrying`,
             );
@@ -559,7 +561,9 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
       modelLabel(r),
       r.backend,
       fmt(g, 3),
-      fmt(r.inferImgS),
+      r.microBatch !== undefined && r.microBatch < batch
+        ? `${fmt(r.inferImgS)} (µb ${r.microBatch})`
+        : fmt(r.inferImgS),
       fmt(r.inferImgS && g ? r.inferImgS * g : undefined),
       r.backend === "torch" ? "1.00x" : ratio(r.inferImgS, t?.inferImgS),
       r.microBatch !== undefined && r.microBatch < batch
