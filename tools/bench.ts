@@ -478,6 +478,7 @@ async function main(): Promise<void> {
   if (values["kernels-only"]) return finish(report, values.out);
 
   const self = fromFileUrl(import.meta.url);
+  const fitted = new Map<string, number>();
   for (const m of models) {
     for (const backend of backends) {
       const spec: WorkerSpec = {
@@ -492,7 +493,7 @@ async function main(): Promise<void> {
       };
       const t0 = performance.now();
       // A batch that does not fit the wasm heap (4 GiB) aborts the worker: retry with micro-batches.
-      for (let micro = batch;; micro = Math.ceil(micro / 2)) {
+      for (let micro = fitted.get(modelLabel(m)) ?? batch;; micro = Math.ceil(micro / 2)) {
         try {
           const r = await runJson(
             Deno.execPath(),
@@ -500,6 +501,7 @@ async function main(): Promise<void> {
             { BLAS_THREADS: String(threads) },
           );
           report.runs.push(r as unknown as RunResult);
+          fitted.set(modelLabel(m), micro); // the next backend shares the 4 GiB heap limit
           break;
         } catch (e) {
           const msg = e instanceof Error ? e.message : String(e);
