@@ -7,6 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { geluLean, layerNormLean } from "../backend/mod.ts";
 
 /**
  * 2D convolution with PyTorch's symmetric zero padding (`padding=pad`), NHWC input, HWIO kernel.
@@ -75,7 +76,8 @@ function spatialMean(x: tf.Tensor4D): tf.Tensor1D {
 }
 
 /**
- * Layer norm over the last axis.
+ * Layer norm over the last axis (biased variance, as `torch.nn.LayerNorm`), as one custom-gradient op
+ * that keeps only the input and the per-row statistics for backward (`layerNormLean`).
  *
  * @example
  * ```ts
@@ -83,11 +85,7 @@ function spatialMean(x: tf.Tensor4D): tf.Tensor1D {
  * ```
  */
 export function layerNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor, bias: tf.Tensor, eps: number): T {
-  const axis = x.rank - 1;
-  const mean = tf.mean(x, axis, true);
-  const centered = tf.sub(x, mean);
-  const variance = tf.mean(tf.square(centered), axis, true);
-  return tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), weight), bias) as T;
+  return layerNormLean(x, weight, bias, eps);
 }
 
 /**
@@ -108,7 +106,7 @@ export function linear<T extends tf.Tensor>(x: T, w: tf.Tensor, b?: tf.Tensor): 
 }
 
 /**
- * Exact (erf) GELU, as `torch.nn.GELU()`.
+ * Exact (erf) GELU, as `torch.nn.GELU()`, keeping only its input for backward (`geluLean`).
  *
  * @example
  * ```ts
@@ -116,5 +114,5 @@ export function linear<T extends tf.Tensor>(x: T, w: tf.Tensor, b?: tf.Tensor): 
  * ```
  */
 export function gelu<T extends tf.Tensor>(x: T): T {
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)) as T;
+  return geluLean(x);
 }
