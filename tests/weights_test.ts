@@ -570,6 +570,17 @@ cpuTest("loadPretrained() from a local file resamples pos_embed and replaces the
       Array.from(await src.stateDict().get("blocks.0.attn.qkv.weight")!.data()),
     );
     assertEquals(dst.stateDict().get("pos_embed")!.shape, [1, 65, 16]);
+    // The same checkpoint goes into a hybrid's ViT (part inferred from pos_embed).
+    const hybrid = createModel("hybrid_test", {
+      vit: { embedDim: 16, depth: 1, numHeads: 2, mlpRatio: 2 },
+    }) as Hybrid;
+    const hr = await loadPretrained(hybrid, file);
+    assertEquals([hr.resampled, hr.replaced], [["pos_embed"], ["head.weight", "head.bias"]]);
+    assertEquals(
+      Array.from(await hybrid.stateDict().get("vit.blocks.0.mlp.fc1.weight")!.data()),
+      Array.from(await src.stateDict().get("blocks.0.mlp.fc1.weight")!.data()),
+    );
+    hybrid.dispose();
     // A patch-size mismatch is an error that says what to do.
     const p8 = new ViT({ ...vitTimm, patchSize: 8 });
     await assertRejects(() => loadPretrained(p8, file), Error, "create the model with patchSize 4");
