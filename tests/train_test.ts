@@ -563,7 +563,7 @@ Deno.test("tools/train.ts: --help, and every bad argument is rejected with the v
       [["--model", "vit", "--keep", "0"], '--keep "0"'],
       [["--model", "nope"], '"nope"'],
       [["--model", "resnet18", "--strategy", "random"], "ResNet18 has no tokens"],
-      [["--model", "vit", "--strategy", "attention", "--location", "0"], "--location"],
+      [["--model", "vit", "--strategy", "attention", "--location", "0"], "location 0"],
       [["--model", "vit", "--dataset", "mnist"], '"mnist"'],
       [["--model", "vit", "--epochs", "1.5"], '--epochs "1.5"'],
       [["--model", "vit", "--override", "{bad"], "--override"],

@@ -1,42 +1,17 @@
 /**
  * `deno task train`: trains one model (ResNet18, ViT with a pruning strategy, or the two-stage CNN-ViT
  * hybrid) outside notebooks, with checkpoints, resume, a metrics log and provenance in `results/runs/<run>/`.
+ * This file only parses and checks the flags; the run itself is `runTraining` of lib/experiment.
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import { parseArgs } from "node:util";
-import { join } from "node:path";
-import { initBackend, parseBackendChoice } from "../lib/backend/mod.ts";
-import { AUGMENT_CIFAR, type Dataset, loadDataset, parseDatasetName } from "../lib/data/mod.ts";
-import { createModel, type Hybrid, listModels, type Model } from "../lib/models/mod.ts";
-import { parseProfile, profileFromEnv } from "../lib/profile.ts";
-import {
-  createStrategy,
-  type KeepSchedule,
-  maskedHybridForward,
-  parseStrategy,
-  singleStage,
-  type StrategyName,
-  vitOf,
-} from "../lib/pruning/mod.ts";
-import { meanSelectionQuality } from "../lib/metrics/mod.ts";
-import { collectRunInfo } from "../lib/report/mod.ts";
-import {
-  type BatchSizeReport,
-  crossEntropy,
-  evaluate,
-  findBatchSize,
-  train,
-  type TrainBatch,
-  trainHybridTwoStage,
-  trainProfile,
-  type TrainResult,
-  trainStepTrial,
-} from "../lib/train/mod.ts";
-import { Rng, writeFileAtomic } from "../lib/util/mod.ts";
-import { writeSafetensors } from "../lib/weights/safetensors.ts";
-import { exportStateDict } from "../lib/weights/state_dict.ts";
+import { parseBackendChoice } from "../lib/backend/mod.ts";
+import { parseDatasetName } from "../lib/data/mod.ts";
+import { runTraining, type TrainingRunOptions } from "../lib/experiment/mod.ts";
+import { listModels } from "../lib/models/mod.ts";
+import { parseProfile } from "../lib/profile.ts";
+import { parseStrategy } from "../lib/pruning/mod.ts";
 
 const USAGE = `Usage: deno task train --model MODEL [options]
 
@@ -71,6 +46,9 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --no-augment          no random crop / flip
   --override JSON       model config overrides, e.g. '{"embedDim":96}'
   --seed N              seed of init, data order and pruning noise (default 0)
+  --init-from DIR       initialise the weights from an earlier run folder (its model.safetensors): a ViT run
+                        → this ViT or the hybrid's ViT; a hybrid run → this hybrid
+  --cnn-from DIR        hybrid: take the CNN scorer (and heads) from an earlier hybrid run; skips stage 1
   --backend NAME        auto | node | native | wasm | cpu (default: $TFJS_BACKEND or auto)
   --out DIR             output folder (default results/runs/<model>_<strategy>_k<keep>_<dataset>_<profile>_s<seed>)
   --resume              continue from the checkpoint in --out
@@ -95,6 +73,24 @@ function num(
   return v;
 }
 const isInt = (min: number) => (v: number) => Number.isInteger(v) && v >= min;
+const tryParse = <T>(f: () => T): T => {
+  try {
+    return f();
+  } catch (e) {
+    fail((e as Error).message);
+  }
+};
+const oneOf = <T extends string>(
+  name: string,
+  raw: string | undefined,
+  allowed: readonly T[],
+): T | undefined => {
+  if (raw === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    fail(`--${name} "${raw}" is not ${allowed.map((x) => `"${x}"`).join(" or ")}`);
+  }
+  return raw as T;
+};
 
 let parsed;
 try {
@@ -128,6 +124,8 @@ try {
       "no-augment": { type: "boolean" },
       override: { type: "string" },
       seed: { type: "string" },
+      "init-from": { type: "string" },
+      "cnn-from": { type: "string" },
       backend: { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean" },
@@ -145,90 +143,7 @@ if (a.help) {
 }
 if (!a.model) fail("--model is required");
 
-const tryParse = <T>(f: () => T): T => {
-  try {
-    return f();
-  } catch (e) {
-    fail((e as Error).message);
-  }
-};
-const profileName = tryParse(
-  () => (a.profile ? parseProfile(a.profile, "--profile") : profileFromEnv("cpu")),
-);
-const prof = trainProfile(profileName);
-const datasetName = tryParse(() => parseDatasetName(a.dataset ?? "auto", "--dataset"));
-const backendChoice = tryParse(() => (a.backend ? parseBackendChoice(a.backend, "--backend") : undefined));
-const presets = listModels();
-const families = ["resnet18", "vit", "hybrid"] as const;
-type Family = typeof families[number];
-const asFamily = (families as readonly string[]).includes(a.model) ? a.model as Family : undefined;
-const preset = asFamily ? prof.models[asFamily].preset : a.model;
-const presetInfo = presets.find((p) => p.name === preset);
-if (!presetInfo) {
-  fail(
-    `--model "${a.model}" is not resnet18, vit, hybrid or a registered preset (${
-      presets.map((p) => p.name).join(", ")
-    })`,
-  );
-}
-const family = presetInfo.family;
-const defaultStrategy: StrategyName = family === "hybrid" ? "cnn" : "none";
-const strategyName = tryParse(() => (a.strategy ? parseStrategy(a.strategy, "--strategy") : defaultStrategy));
-if (family === "resnet18" && strategyName !== "none") {
-  fail(`--strategy "${strategyName}" needs a ViT or the hybrid; ResNet18 has no tokens`);
-}
-if (strategyName === "cnn" && family !== "hybrid") {
-  fail(`--strategy cnn needs --model hybrid (the CNN importance head); got "${a.model}"`);
-}
-if (family === "hybrid" && strategyName !== "cnn") {
-  fail(
-    `--model hybrid trains with --strategy cnn; for ${strategyName} pruning train --model vit --strategy ${strategyName}`,
-  );
-}
-const keep = num("keep", a.keep, (v) => v > 0 && v <= 1, "a ratio in (0, 1]") ??
-  (strategyName === "none" ? 1 : 0.5);
-if (strategyName === "none" && keep !== 1) {
-  fail(`--keep ${keep} needs a pruning strategy (--strategy random|cnn|attention|merge)`);
-}
-const location = num("location", a.location, isInt(0), "an integer ≥ 0") ??
-  (strategyName === "attention" ? 1 : 0);
-if (strategyName === "attention" && location < 1) {
-  fail("--location must be ≥ 1 for attention (it needs a block's attention first)");
-}
-if (strategyName === "cnn" && location !== 0) {
-  fail("--location must be 0 for the hybrid (the CNN scores before the ViT)");
-}
-const epochs = num("epochs", a.epochs, isInt(1), "an integer ≥ 1") ?? prof.epochs;
-const stage1Epochs = num("stage1-epochs", a["stage1-epochs"], isInt(1), "an integer ≥ 1") ??
-  prof.stage1Epochs;
-const batchSizeMax = num("batch-size", a["batch-size"], isInt(1), "an integer ≥ 1") ?? prof.batchSize;
-const budgetMiB = num("memory-budget", a["memory-budget"], (v) => v > 0, "a positive number of MiB");
-const lr = num("lr", a.lr, (v) => v > 0, "a positive number") ?? prof.lr;
-const weightDecay = num("weight-decay", a["weight-decay"], (v) => v >= 0, "a number ≥ 0") ?? prof.weightDecay;
-const warmupEpochs = num("warmup-epochs", a["warmup-epochs"], isInt(0), "an integer ≥ 0") ??
-  prof.warmupEpochs;
-const labelSmoothing = num("label-smoothing", a["label-smoothing"], (v) => v >= 0 && v < 1, "in [0, 1)") ??
-  0.1;
-const clipNorm = num("clip", a.clip, (v) => v >= 0, "a number ≥ 0") ?? 1;
-const cnnMode = a["cnn-mode"] ?? "frozen";
-if (cnnMode !== "frozen" && cnnMode !== "lower-lr") {
-  fail(`--cnn-mode "${cnnMode}" is not "frozen" or "lower-lr"`);
-}
-const cnnLrScale = num("cnn-lr-scale", a["cnn-lr-scale"], (v) => v > 0, "a positive number") ?? 0.1;
-const distill = num("distill", a.distill, (v) => v >= 0, "a number ≥ 0") ?? 0;
-const selectionMode = a.selection ?? "topk";
-if (selectionMode !== "topk" && selectionMode !== "threshold" && selectionMode !== "gather") {
-  fail(`--selection "${selectionMode}" is not "topk", "threshold" or "gather"`);
-}
-if (selectionMode === "gather" && cnnMode === "frozen") {
-  fail("--selection gather needs --cnn-mode lower-lr (it trains the CNN's batch norm)");
-}
-const trainSubset = num("train-subset", a["train-subset"], isInt(1), "an integer ≥ 1") ?? prof.trainSubset;
-const evalSubset = num("eval-subset", a["eval-subset"], isInt(1), "an integer ≥ 1") ?? prof.evalSubset;
-const evalSplit = a["eval-split"] ?? "test";
-if (evalSplit !== "val" && evalSplit !== "test") fail(`--eval-split "${evalSplit}" is not "val" or "test"`);
-const seed = num("seed", a.seed, isInt(0), "an integer ≥ 0") ?? 0;
-let override: Record<string, unknown> = {};
+let override: Record<string, unknown> | undefined;
 if (a.override !== undefined) {
   try {
     override = JSON.parse(a.override);
@@ -239,116 +154,39 @@ if (a.override !== undefined) {
     fail(`--override must be a JSON object, got ${a.override}`);
   }
 }
-const runName = `${a.model}_${strategyName}_k${keep}_${datasetName}_${profileName}_s${seed}`;
-const outDir = a.out ?? join("results", "runs", runName);
-if (a.resume) {
-  try {
-    Deno.statSync(outDir);
-  } catch {
-    fail(`--resume: "${outDir}" does not exist; nothing to resume (drop --resume to start a run)`);
-  }
-}
-
-// ---- set-up ----
-const t0 = performance.now();
-const backend = await initBackend(backendChoice);
-const trainDs: Dataset = await loadDataset(datasetName, {
-  split: "train",
-  subset: trainSubset,
-  subsetSeed: seed,
-});
-const evalDs: Dataset = await loadDataset(trainDs.name, {
-  split: evalSplit,
-  subset: evalSubset,
-  subsetSeed: seed,
-  log: false,
-});
-const numClasses = trainDs.classes.length;
-const baseOverrides = asFamily ? prof.models[asFamily].overrides : {};
-const modelOverrides: Record<string, unknown> = family === "hybrid"
-  ? { ...baseOverrides, ...override, cnnHead: true, keepRatio: keep }
-  : { ...baseOverrides, ...override };
-if (family === "hybrid") {
-  const v = (modelOverrides.vit ?? {}) as Record<string, unknown>;
-  const r = (modelOverrides.resnet ?? {}) as Record<string, unknown>;
-  modelOverrides.vit = { ...v, numClasses };
-  modelOverrides.resnet = { ...r, numClasses };
-} else modelOverrides.numClasses = numClasses;
-const model: Model = tryParse(() => createModel(preset, modelOverrides, { seed }));
-const schedule: KeepSchedule = singleStage(keep, location);
-const strategy = createStrategy(strategyName, { seed: seed + 1 });
-const hybrid = family === "hybrid" ? model as Hybrid : undefined;
-const pruned = family !== "resnet18" && strategyName !== "none";
-const [h, w, c] = trainDs.imageShape;
-
-let batchSize = batchSizeMax;
-let batchReport: BatchSizeReport | undefined;
-let resumedBatch: number | undefined;
-if (a.resume) {
-  // The batch size (possibly chosen by --memory-budget) must match the checkpoint's steps per epoch.
-  try {
-    const saved = JSON.parse(Deno.readTextFileSync(join(outDir, "config.json")));
-    resumedBatch = saved.batchSize;
-    batchReport = saved.batchSizeReport;
-  } catch {
-    resumedBatch = undefined;
-  }
-}
-if (resumedBatch !== undefined) {
-  batchSize = resumedBatch;
-  console.log(
-    `[train] resuming with the run's batch size ${batchSize} (from ${join(outDir, "config.json")})`,
-  );
-} else if (budgetMiB !== undefined) {
-  const forward = hybrid
-    ? (x: tf.Tensor4D) => maskedHybridForward(hybrid, x, { cnnLogits: true }).logits
-    : pruned
-    ? (x: tf.Tensor4D) => strategy.forward(model, x, { schedule, training: true }).logits
-    : undefined;
-  batchReport = await findBatchSize({
-    trial: trainStepTrial(model, [h, w, c], numClasses, forward),
-    budgetBytes: budgetMiB * 2 ** 20,
-    maxBatchSize: batchSizeMax,
-    restore: model.stateDict(),
-  });
-  batchSize = batchReport.batchSize;
-  console.log(
-    `[train] batch size ${batchSize} (largest ≤ ${batchSizeMax} whose step peaks at ` +
-      `${(batchReport.peakBytes / 2 ** 20).toFixed(0)} MiB ≤ ${budgetMiB} MiB of tensors)`,
-  );
-}
-const stepsPerEpoch = trainDs.numBatches(batchSize, true);
-if (stepsPerEpoch < 1) {
-  fail(`the training set (${trainDs.size} images) is smaller than one batch of ${batchSize}`);
-}
-const grid = hybrid ? hybrid.vit.gridSize : undefined;
-const withMask = (ds: Dataset, b: TrainBatch & { indices: Int32Array }): TrainBatch => {
-  if (!ds.masks || !ds.patchGrid || !grid || ds.patchGrid[0] !== grid || ds.patchGrid[1] !== grid) return b;
-  return { ...b, mask: tf.tensor2d(ds.masksOf(b.indices), [b.y.shape[0], grid * grid], "float32") };
+const options: TrainingRunOptions = {
+  model: a.model,
+  strategy: a.strategy === undefined ? undefined : tryParse(() => parseStrategy(a.strategy!, "--strategy")),
+  keep: num("keep", a.keep, (v) => v > 0 && v <= 1, "a ratio in (0, 1]"),
+  location: num("location", a.location, isInt(0), "an integer ≥ 0"),
+  dataset: a.dataset === undefined ? undefined : tryParse(() => parseDatasetName(a.dataset!, "--dataset")),
+  profile: a.profile === undefined ? undefined : tryParse(() => parseProfile(a.profile!, "--profile")),
+  epochs: num("epochs", a.epochs, isInt(1), "an integer ≥ 1"),
+  stage1Epochs: num("stage1-epochs", a["stage1-epochs"], isInt(1), "an integer ≥ 1"),
+  batchSize: num("batch-size", a["batch-size"], isInt(1), "an integer ≥ 1"),
+  memoryBudgetMiB: num("memory-budget", a["memory-budget"], (v) => v > 0, "a positive number of MiB"),
+  lr: num("lr", a.lr, (v) => v > 0, "a positive number"),
+  weightDecay: num("weight-decay", a["weight-decay"], (v) => v >= 0, "a number ≥ 0"),
+  warmupEpochs: num("warmup-epochs", a["warmup-epochs"], isInt(0), "an integer ≥ 0"),
+  labelSmoothing: num("label-smoothing", a["label-smoothing"], (v) => v >= 0 && v < 1, "in [0, 1)"),
+  clip: num("clip", a.clip, (v) => v >= 0, "a number ≥ 0"),
+  cnnMode: oneOf("cnn-mode", a["cnn-mode"], ["frozen", "lower-lr"] as const),
+  cnnLrScale: num("cnn-lr-scale", a["cnn-lr-scale"], (v) => v > 0, "a positive number"),
+  distill: num("distill", a.distill, (v) => v >= 0, "a number ≥ 0"),
+  selection: oneOf("selection", a.selection, ["topk", "threshold", "gather"] as const),
+  trainSubset: num("train-subset", a["train-subset"], isInt(1), "an integer ≥ 1"),
+  evalSubset: num("eval-subset", a["eval-subset"], isInt(1), "an integer ≥ 1"),
+  evalSplit: oneOf("eval-split", a["eval-split"], ["val", "test"] as const),
+  augment: !a["no-augment"],
+  override,
+  seed: num("seed", a.seed, isInt(0), "an integer ≥ 0"),
+  initFrom: a["init-from"],
+  cnnFrom: a["cnn-from"],
+  backend: a.backend === undefined ? undefined : tryParse(() => parseBackendChoice(a.backend!, "--backend")),
+  out: a.out,
+  resume: a.resume,
+  progress: !a.quiet,
 };
-const trainSource = (epoch: number) => {
-  const it = trainDs.batches({
-    batchSize,
-    shuffle: true,
-    seed,
-    epoch,
-    dropLast: true,
-    augment: a["no-augment"] ? undefined : AUGMENT_CIFAR,
-  });
-  return (function* () {
-    for (const b of it) yield withMask(trainDs, b as TrainBatch & { indices: Int32Array });
-  })();
-};
-// Each evaluation pass draws random selections from the same seed, so results do not depend on how
-// many evaluations ran before (e.g. after --resume).
-let evalRng = new Rng(seed + 2);
-const evalSource = () => {
-  evalRng = new Rng(seed + 2);
-  return evalDs.batches({ batchSize: Math.max(batchSize, 128) });
-};
-const evalLogits = pruned
-  ? (m: Model, b: TrainBatch) => strategy.forward(m, b.x, { schedule, rng: evalRng }).logits
-  : undefined;
 
 const ac = new AbortController();
 const onSigint = () => {
@@ -359,202 +197,18 @@ const onSigint = () => {
   ac.abort();
 };
 Deno.addSignalListener("SIGINT", onSigint);
-
-const config = {
-  model: a.model,
-  preset,
-  modelConfig: model.config,
-  strategy: strategyName,
-  schedule,
-  dataset: trainDs.name,
-  profile: profileName,
-  epochs,
-  stage1Epochs: family === "hybrid" ? stage1Epochs : undefined,
-  batchSize,
-  lr,
-  weightDecay,
-  warmupEpochs,
-  labelSmoothing,
-  clipNorm,
-  cnnMode: family === "hybrid" ? cnnMode : undefined,
-  cnnLrScale: family === "hybrid" && cnnMode === "lower-lr" ? cnnLrScale : undefined,
-  distill: family === "hybrid" ? distill : undefined,
-  selection: family === "hybrid" ? selectionMode : undefined,
-  augment: !a["no-augment"],
-  seed,
-};
-console.log(`[train] ${runName}: ${JSON.stringify(config)}`);
-if (resumedBatch === undefined) {
-  const saved = { ...config, batchSizeReport: batchReport };
-  await writeFileAtomic(join(outDir, "config.json"), JSON.stringify(saved, null, 2) + "\n");
+let run;
+try {
+  run = await runTraining({ ...options, signal: ac.signal });
+} catch (e) {
+  // Option errors (thrown before anything is loaded or trained) are usage errors.
+  const msg = (e as Error).message;
+  if (msg.startsWith("runTraining:")) fail(msg.slice("runTraining:".length).trim());
+  throw e;
+} finally {
+  Deno.removeSignalListener("SIGINT", onSigint);
 }
-const common = {
-  lr,
-  warmupSteps: warmupEpochs * stepsPerEpoch,
-  optimizer: { weightDecay },
-  clipNorm,
-  labelSmoothing,
-  seed,
-  signal: ac.signal,
-  progress: !a.quiet,
-  config,
-};
-
-// ---- training ----
-let results: TrainResult[];
-if (hybrid) {
-  const r = await trainHybridTwoStage({
-    model: hybrid,
-    train: trainSource,
-    eval: evalSource,
-    stepsPerEpoch,
-    stage1: { ...common, epochs: stage1Epochs, lr },
-    stage2: {
-      ...common,
-      epochs,
-      cnnMode,
-      cnnLrScale,
-      keepRatio: keep,
-      selection: selectionMode,
-      loss: { labelSmoothing, distill },
-    },
-    outDir,
-    resume: a.resume,
-  });
-  results = r.stage2 ? [r.stage1, r.stage2] : [r.stage1];
-} else {
-  const loss = pruned
-    ? (
-      { model: m, batch, rng }: { model: Model; batch: TrainBatch; rng: import("../lib/util/mod.ts").Rng },
-    ) => {
-      const { logits } = strategy.forward(m, batch.x, { schedule, training: true, rng });
-      return { loss: crossEntropy(logits, batch.y, { labelSmoothing }), logits };
-    }
-    : undefined;
-  results = [
-    await train({
-      ...common,
-      model,
-      train: trainSource,
-      eval: evalSource,
-      stepsPerEpoch,
-      epochs,
-      loss,
-      evalLogits,
-      outDir,
-      resume: a.resume,
-    }),
-  ];
-}
-Deno.removeSignalListener("SIGINT", onSigint);
-const last = results[results.length - 1];
-const completed = results.every((r) => r.completed) && (family !== "hybrid" || results.length === 2);
-if (!completed) {
-  console.error(
-    `[train] stopped at global step ${last.globalStep}; checkpoint in ${outDir}. Continue with --resume.`,
-  );
+if (!run.completed) {
+  console.error(`[train] stopped; checkpoint in ${run.outDir}. Continue with --resume.`);
   Deno.exit(130);
 }
-
-// ---- final evaluation, result and provenance ----
-const final = await evaluate(model, evalSource, { logits: evalLogits });
-const gmacs = family === "resnet18" ? model.gmacs().total : strategy.gmacs(model, schedule);
-// Selection precision/recall against the ground-truth patch masks (synthetic set), on the eval split.
-let selection: { precision: number; recall: number; f1: number; images: number } | undefined;
-const vitGrid = family === "resnet18" ? undefined : vitOf(model).gridSize;
-if (
-  pruned && evalDs.masks && evalDs.patchGrid && evalDs.patchGrid[0] === vitGrid &&
-  evalDs.patchGrid[1] === vitGrid
-) {
-  const rng = new Rng(seed + 2);
-  const n = vitGrid * vitGrid;
-  const sums = { precision: 0, recall: 0, f1: 0, images: 0 };
-  for (const b of evalDs.batches({ batchSize: Math.max(batchSize, 128) })) {
-    try {
-      const out = strategy.forward(model, b.x, { schedule, rng, returnAux: true });
-      const kept = (await out.aux!.keptIndices!.array()) as number[][];
-      tf.dispose([
-        out.logits,
-        ...Object.values(out.aux!).filter((v): v is tf.Tensor => v instanceof tf.Tensor),
-      ]);
-      const masks = evalDs.masksOf(b.indices);
-      const rel = kept.map((_, i) => masks.subarray(i * n, (i + 1) * n));
-      const q = meanSelectionQuality(kept, rel);
-      for (const k of ["precision", "recall", "f1"] as const) sums[k] += q[k] * q.images;
-      sums.images += q.images;
-    } finally {
-      tf.dispose([b.x, b.y]);
-    }
-  }
-  const d = Math.max(sums.images, 1);
-  selection = {
-    precision: sums.precision / d,
-    recall: sums.recall / d,
-    f1: sums.f1 / d,
-    images: sums.images,
-  };
-}
-const result = {
-  run: runName,
-  model: a.model,
-  preset,
-  family,
-  strategy: strategyName,
-  keepRatio: keep,
-  location,
-  dataset: trainDs.name,
-  evalSplit,
-  evalImages: final.count,
-  accuracy: final.accuracy,
-  loss: final.loss,
-  gmacs,
-  selection,
-  params: model.paramCount(),
-  evalImgPerSec: final.imgPerSec,
-  evalBatchSize: Math.max(batchSize, 128),
-  batchSize,
-  backend: backend.name,
-  epochs: results.flatMap((r) => r.epochs),
-};
-await writeFileAtomic(join(outDir, "result.json"), JSON.stringify(result, null, 2) + "\n");
-await writeSafetensors(join(outDir, "model.safetensors"), await exportStateDict(model), {
-  format: "pt",
-  config: JSON.stringify(model.config),
-});
-const info = await collectRunInfo({
-  experiment: `train ${runName}`,
-  backend: backend.name,
-  profile: profileName,
-  dataset: {
-    name: trainDs.name,
-    source: trainDs.source,
-    reason: trainDs.reason,
-    trainImages: trainDs.size,
-    evalImages: evalDs.size,
-    evalSplit,
-  },
-  config,
-  seeds: [seed],
-  durations: {
-    totalSeconds: (performance.now() - t0) / 1000,
-    trainSeconds: results.reduce((s, r) => s + r.seconds, 0),
-  },
-  extra: {
-    batchSize: batchReport ?? { batchSize, method: "fixed (no --memory-budget)" },
-    backendReason: backend.reason,
-  },
-});
-await writeFileAtomic(join(outDir, "run.json"), JSON.stringify(info, null, 2) + "\n");
-console.log(
-  `[train] ${runName}: ${evalSplit} accuracy ${
-    (100 * final.accuracy).toFixed(2)
-  }% on ${final.count} images, ` +
-    `${gmacs.toFixed(4)} GMACs, ${(model.paramCount() / 1e6).toFixed(2)}M params` +
-    (selection
-      ? `, selection precision ${(100 * selection.precision).toFixed(1)}% recall ${
-        (100 * selection.recall).toFixed(1)
-      }%`
-      : "") +
-    ` → ${outDir}`,
-);
-model.dispose();

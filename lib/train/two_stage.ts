@@ -77,6 +77,11 @@ export interface TwoStageOptions {
   outDir?: string;
   /** Resume both stages from their checkpoints. */
   resume?: boolean;
+  /**
+   * Skip stage 1 (the CNN is already trained, e.g. loaded from an earlier run): nothing is written to
+   * `<outDir>/stage1` and the returned `stage1` is an empty, completed result.
+   */
+  skipStage1?: boolean;
 }
 
 /** Results of both stages. */
@@ -262,24 +267,32 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
     );
   }
   const dir = (s: string) => (options.outDir ? join(options.outDir, s) : undefined);
-  const stage1 = await train({
-    ...s1,
-    label: s1.label ?? "stage 1 (CNN)",
-    model: h,
-    train: options.train,
-    eval: options.eval,
-    stepsPerEpoch: options.stepsPerEpoch,
-    variables: cnnVars,
-    loss: stage1Loss(h, {
-      importanceWeight: s1.importanceWeight,
-      temperature: s1.importanceTemperature,
-      labelSmoothing: s1.labelSmoothing,
-    }),
-    evalLogits: (_m, b: TrainBatch) => tf.tidy(() => cnnForward(h, b.x, false).logits),
-    outDir: dir("stage1"),
-    resume: options.resume,
-    config: { ...s1.config, stage: 1 },
-  });
+  const stage1: TrainResult = options.skipStage1
+    ? {
+      completed: true,
+      globalStep: 0,
+      epochs: [],
+      seconds: 0,
+      progress: { epoch: 0, stepInEpoch: 0, globalStep: 0, rngState: 0 },
+    }
+    : await train({
+      ...s1,
+      label: s1.label ?? "stage 1 (CNN)",
+      model: h,
+      train: options.train,
+      eval: options.eval,
+      stepsPerEpoch: options.stepsPerEpoch,
+      variables: cnnVars,
+      loss: stage1Loss(h, {
+        importanceWeight: s1.importanceWeight,
+        temperature: s1.importanceTemperature,
+        labelSmoothing: s1.labelSmoothing,
+      }),
+      evalLogits: (_m, b: TrainBatch) => tf.tidy(() => cnnForward(h, b.x, false).logits),
+      outDir: dir("stage1"),
+      resume: options.resume,
+      config: { ...s1.config, stage: 1 },
+    });
   if (!stage1.completed) return { stage1 };
   const scale = s2.cnnLrScale ?? 0.1;
   const variables = mode === "frozen"
