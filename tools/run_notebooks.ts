@@ -3,8 +3,8 @@
  * order, through `tools/nbrun.py` (nbclient that keeps reading outputs the Deno kernel sends after
  * `idle`). Executed copies go to `results/notebooks/` (ignored by git) as .ipynb and .html; the sources stay
  * without outputs. A cell error or timeout fails the run with the notebook and cell named. A notebook can
- * declare the files it must produce in its metadata (`"cnnvit": {"outputs": ["results/..."]}`); the runner
- * checks they were written during the run.
+ * declare the files it must produce in its metadata (`"cnnvit": {"outputs": ["results/study/{profile}/..."]}`);
+ * the runner checks they were written during the run.
  *
  * ```
  * deno task notebooks [--profile quick|cpu|full] [--timeout SECONDS] [--no-html] [NAME_FILTER ...]
@@ -117,7 +117,8 @@ async function runOne(
   }
   // Files the notebook promised to write.
   const nb = JSON.parse(await Deno.readTextFile(nbPath));
-  const expected: string[] = nb.metadata?.cnnvit?.outputs ?? [];
+  // Paths may name the profile as "{profile}".
+  const expected: string[] = (nb.metadata?.cnnvit?.outputs ?? []).map((p: string) => p.replaceAll("{profile}", profile));
   const missing: string[] = [];
   for (const rel of expected) {
     try {

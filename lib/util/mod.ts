@@ -12,3 +12,4 @@ export * from "./atomic_write.ts";
 export * from "./rng.ts";
 export * from "./progress.ts";
 export * from "./jupyter.ts";
+export * from "./project_root.ts";

@@ -1,0 +1,348 @@
+/**
+ * The study the notebooks run, declared once: which runs exist, where they live, and how each run's
+ * test metrics and measured speed are recorded (`metrics.json` beside the run's `result.json`) so that
+ * the comparison notebook can assemble the table without re-running anything.
+ *
+ * Design of the comparison (every pruned variant gets the same budget from the same starting point):
+ * the ResNet18 and the ViT are trained from scratch; every pruned ViT (random, attention, and the CNN-guided
+ * hybrid) starts from the trained ViT's weights and is fine-tuned for `finetuneEpochs` with its selection in
+ * the loop. The hybrid's CNN scorer is pre-trained once (stage 1, at the main keep ratio) and reused, frozen,
+ * at the other keep ratios. Strategies are also evaluated on the unpruned ViT without any fine-tuning.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { join } from "node:path";
+import type { Dataset, DatasetName } from "../data/mod.ts";
+import type { Model } from "../models/mod.ts";
+import { forwardRunner, measureLatency, measureMemory, measureThroughput } from "../metrics/mod.ts";
+import { createStrategy, singleStage, type StrategyName, vitOf } from "../pruning/mod.ts";
+import { classificationFields, type ResultRow, tokenFields } from "../report/mod.ts";
+import { profileFromEnv, type ProfileName } from "../profile.ts";
+import { writeFileAtomic } from "../util/mod.ts";
+import { evaluateStrategy, type StrategyEval } from "./mod.ts";
+
+/** What the study runs for one profile and dataset. */
+export interface StudyPlan {
+  profile: ProfileName;
+  /** Dataset of the main comparison (`auto`: CIFAR-10 when present, else Fashion-MNIST). */
+  dataset: DatasetName;
+  seed: number;
+  /** Keep ratios of the sweep (fractions of patch tokens). */
+  keepRatios: number[];
+  /** Keep ratio of the headline hybrid (and of its stage-1 CNN). */
+  mainKeep: number;
+  /** Fine-tuning epochs of every pruned variant, from the trained ViT. */
+  finetuneEpochs: number;
+  /** Control strategies compared with the CNN at the same keep ratios. */
+  controls: StrategyName[];
+  /** Where the runs go (checkpoints, logs; ignored by git). */
+  runsDir: string;
+  /** Where each notebook's exported table, figures and run.json go (`<reportDir>/<notebook>/`). */
+  reportDir: string;
+  /** Batch size of the throughput and memory measurements. */
+  benchBatch: number;
+  /** Sizes of the selection-quality experiment on the synthetic set (ground-truth masks). */
+  selection: { trainSubset: number; evalSubset: number; epochs: number; stage1Epochs: number };
+}
+
+const PLANS: Record<ProfileName, Omit<StudyPlan, "profile" | "dataset" | "runsDir" | "reportDir" | "seed">> =
+  {
+    quick: {
+      keepRatios: [0.5],
+      mainKeep: 0.5,
+      finetuneEpochs: 1,
+      controls: ["random", "attention"],
+      benchBatch: 16,
+      selection: { trainSubset: 512, evalSubset: 128, epochs: 2, stage1Epochs: 1 },
+    },
+    cpu: {
+      keepRatios: [0.4, 0.5, 0.6, 0.8],
+      mainKeep: 0.5,
+      finetuneEpochs: 2,
+      controls: ["random", "attention"],
+      benchBatch: 64,
+      selection: { trainSubset: 4000, evalSubset: 1000, epochs: 6, stage1Epochs: 2 },
+    },
+    full: {
+      keepRatios: [0.4, 0.5, 0.6, 0.8],
+      mainKeep: 0.5,
+      finetuneEpochs: 30,
+      controls: ["random", "attention"],
+      benchBatch: 64,
+      selection: { trainSubset: 20000, evalSubset: 2000, epochs: 30, stage1Epochs: 5 },
+    },
+  };
+
+/**
+ * The study plan of a profile (default `CNNVIT_PROFILE` or `cpu`) and dataset (default `CNNVIT_DATASET` or
+ * `auto`), with optional overrides.
+ *
+ * @example
+ * ```ts
+ * const plan = studyPlan("quick");
+ * plan.keepRatios; // [0.5]
+ * ```
+ */
+export function studyPlan(
+  profile: ProfileName = profileFromEnv("cpu"),
+  overrides: Partial<StudyPlan> = {},
+): StudyPlan {
+  const dataset = overrides.dataset ?? (Deno.env.get("CNNVIT_DATASET") as DatasetName | undefined) ?? "auto";
+  const base = structuredClone(PLANS[profile]);
+  const tag = dataset === "auto" ? profile : `${profile}_${dataset}`;
+  return {
+    profile,
+    dataset,
+    seed: 0,
+    runsDir: join("results", "runs", `study_${tag}`),
+    reportDir: join("results", "study", tag),
+    ...base,
+    ...overrides,
+  };
+}
+
+/**
+ * The folder of one run of the study, e.g. `runDir(plan, "vit")` or `runDir(plan, "hybrid", 0.5)`.
+ *
+ * @example
+ * ```ts
+ * runDir(studyPlan("quick"), "random", 0.5); // "results/runs/study_quick/random_k0.5"
+ * ```
+ */
+export function runDir(plan: StudyPlan, name: string, keep?: number): string {
+  return join(plan.runsDir, keep === undefined ? name : `${name}_k${keep}`);
+}
+
+/** The row a run contributes to the comparison, plus what the notebooks plot. */
+export interface RunMetrics extends ResultRow {
+  /** How the variant was obtained: trained from scratch, fine-tuned with pruning, or pruned without training. */
+  training: "scratch" | "finetuned" | "none";
+  /** Selection quality against ground-truth masks (synthetic set only). */
+  selectionPrecision?: number;
+  selectionRecall?: number;
+  /** The run folder the numbers come from. */
+  run: string;
+}
+
+/** Options of {@link recordRunMetrics}. */
+export interface RecordOptions {
+  /** Display name of the model in the table ("ResNet18", "ViT", "CNN-ViT hybrid"). */
+  label: string;
+  strategy: StrategyName;
+  keep: number;
+  location?: number;
+  training: RunMetrics["training"];
+  /** Batch of the throughput / memory measurement. */
+  benchBatch: number;
+  seed?: number;
+  /** Where to write `metrics.json` (default: nowhere). */
+  outDir?: string;
+  /** Short timing (2 warm-up, 5 repeats) unless more is asked. */
+  repeats?: number;
+}
+
+/**
+ * Evaluates `model` on `dataset` with a strategy at a keep ratio, measures its speed and memory at
+ * `benchBatch` on the current backend, and returns (and writes, with `outDir`) the comparison row:
+ * accuracy with a seeded 95% bootstrap interval, macro-F1, one-vs-rest AUC, GMACs (CNN and ViT parts),
+ * tokens kept, images/s, batch-1 latency and peak tensor memory.
+ *
+ * @example
+ * ```ts
+ * const row = await recordRunMetrics(model, testSet, { label: "ViT", strategy: "none", keep: 1, training: "scratch", benchBatch: 64 });
+ * ```
+ */
+export async function recordRunMetrics(
+  model: Model,
+  dataset: Dataset,
+  options: RecordOptions,
+): Promise<{ row: RunMetrics; eval: StrategyEval }> {
+  const location = options.location ?? (options.strategy === "attention" ? 1 : 0);
+  const ev = await evaluateStrategy(model, dataset, {
+    strategy: options.strategy,
+    keep: options.keep,
+    location,
+    seed: options.seed ?? 0,
+  });
+  const numClasses = dataset.classes.length;
+  const probs: Float32Array[] = [];
+  for (let i = 0; i < ev.labels.length; i++) {
+    probs.push(ev.probs.subarray(i * numClasses, (i + 1) * numClasses));
+  }
+  const cls = classificationFields(ev.labels, ev.predictions, { probs, seed: options.seed ?? 0, numClasses });
+  const speed = await measureSpeed(
+    model,
+    options.strategy,
+    options.keep,
+    location,
+    options.benchBatch,
+    options.repeats,
+  );
+  const isVit = model.family !== "resnet18";
+  const numPatches = isVit ? vitOf(model).numPatches : undefined;
+  const gm = model.gmacs(isVit ? { keepRatio: options.keep } : {});
+  const row: RunMetrics = {
+    model: options.label,
+    strategy: options.strategy,
+    dataset: dataset.name,
+    ...cls,
+    gmacs: ev.gmacs,
+    ...(gm.cnn !== undefined && options.strategy === "cnn" ? { gmacsCnn: gm.cnn } : {}),
+    ...(isVit ? { gmacsVit: ev.gmacs - (options.strategy === "cnn" ? gm.cnn ?? 0 : 0) } : {}),
+    params: model.paramCount(),
+    ...(numPatches !== undefined ? tokenFields(Math.round(options.keep * numPatches), numPatches) : {}),
+    ...speed,
+    backend: tf.getBackend(),
+    batchSize: options.benchBatch,
+    seeds: 1,
+    training: options.training,
+    ...(ev.selection
+      ? { selectionPrecision: ev.selection.precision, selectionRecall: ev.selection.recall }
+      : {}),
+    run: options.outDir ?? "",
+  };
+  if (options.outDir) {
+    await writeFileAtomic(join(options.outDir, "metrics.json"), JSON.stringify(row, null, 2) + "\n");
+  }
+  return { row, eval: ev };
+}
+
+/** Images/s at `batch`, batch-1 latency and peak tensor memory of a strategy's forward pass. */
+async function measureSpeed(
+  model: Model,
+  strategy: StrategyName,
+  keep: number,
+  location: number,
+  batch: number,
+  repeats = 5,
+): Promise<
+  Pick<ResultRow, "throughputImgPerS" | "latencyMsMedian" | "latencyMsP95" | "peakMemoryMiB" | "rssMiB">
+> {
+  const s = createStrategy(strategy, { seed: 0 });
+  const schedule = singleStage(keep, location);
+  const size = "vit" in model
+    ? (model as unknown as { vit: { config: { imgSize: number } } }).vit.config.imgSize
+    : (model.config as { imgSize: number }).imgSize;
+  const run = (x: tf.Tensor4D) =>
+    model.family === "resnet18" || strategy === "none" ? model.forward(x) : s.forward(model, x, { schedule });
+  const x1 = tf.randomUniform([1, size, size, 3], 0, 1, "float32", 1) as tf.Tensor4D;
+  const xb = tf.randomUniform([batch, size, size, 3], 0, 1, "float32", 2) as tf.Tensor4D;
+  try {
+    const opts = { warmup: 2, repeats };
+    const latency = await measureLatency(forwardRunner(run, x1), opts);
+    const thr = await measureThroughput(forwardRunner(run, xb), { ...opts, batchSize: batch });
+    const mem = await measureMemory(forwardRunner(run, xb));
+    return {
+      throughputImgPerS: thr.imagesPerSecond,
+      latencyMsMedian: latency.medianMs,
+      latencyMsP95: latency.p95Ms,
+      peakMemoryMiB: mem.tfPeakBytes / 2 ** 20,
+      rssMiB: mem.rssBytes / 2 ** 20,
+    };
+  } finally {
+    tf.dispose([x1, xb]);
+  }
+}
+
+/**
+ * Reads every `metrics.json` below the plan's runs folder (one per evaluated variant), sorted by model,
+ * strategy and keep ratio.
+ *
+ * @example
+ * ```ts
+ * const rows = await loadStudyRows(studyPlan("quick"));
+ * ```
+ */
+export async function loadStudyRows(plan: StudyPlan): Promise<RunMetrics[]> {
+  const rows: RunMetrics[] = [];
+  const walk = async (dir: string) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(dir)];
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(dir, e.name);
+      if (e.isDirectory) await walk(p);
+      else if (e.name === "metrics.json") rows.push(JSON.parse(await Deno.readTextFile(p)));
+    }
+  };
+  await walk(plan.runsDir);
+  if (rows.length === 0) {
+    throw new Error(
+      `loadStudyRows: no metrics.json under "${plan.runsDir}"; run notebooks 01-03 with profile "${plan.profile}" ` +
+        `first (deno task compare --profile ${plan.profile})`,
+    );
+  }
+  const order = (r: RunMetrics) =>
+    `${r.model}|${r.training}|${r.strategy}|${(1 - (r.keepRatio ?? 1)).toFixed(2)}`;
+  return rows.sort((a, b) => order(a).localeCompare(order(b)));
+}
+
+/** The per-epoch numbers of a run as plot-ready records (`trainingCurvesPlot`). */
+export interface EpochLike {
+  epoch: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  lr: number;
+  eval?: { loss: number; accuracy: number };
+}
+
+/**
+ * Turns a run's epoch summaries into records for `trainingCurvesPlot`: train/eval loss, train/eval
+ * accuracy and learning rate per epoch (epochs counted from 1).
+ *
+ * @example
+ * ```ts
+ * await show(trainingCurvesPlot(epochHistory(run.result.epochs)));
+ * ```
+ */
+export function epochHistory(epochs: readonly EpochLike[]): Record<string, number | undefined>[] {
+  return epochs.map((e, i) => ({
+    epoch: i + 1,
+    train_loss: e.trainLoss,
+    eval_loss: e.eval?.loss,
+    train_acc: e.trainAccuracy,
+    eval_acc: e.eval?.accuracy,
+    lr: e.lr,
+  }));
+}
+
+/**
+ * Image `i` of a dataset as raw bytes for the viz functions (un-normalised, `[H, W, C]`).
+ *
+ * @example
+ * ```ts
+ * await show(await renderImage(datasetImage(testSet, 0)));
+ * ```
+ */
+export function datasetImage(
+  ds: Dataset,
+  i: number,
+): { data: Uint8Array; height: number; width: number; channels: number } {
+  const [height, width, channels] = ds.imageShape;
+  const n = height * width * channels;
+  if (!Number.isInteger(i) || i < 0 || i >= ds.size) {
+    throw new RangeError(`datasetImage: index ${i}; expected an integer in [0, ${ds.size})`);
+  }
+  return { data: ds.images.subarray(i * n, (i + 1) * n), height, width, channels };
+}
+
+/**
+ * True when `dir` holds an earlier (possibly interrupted or finished) run that `runTraining` can resume:
+ * notebooks pass `resume: canResume(dir)` so that re-running a cell continues instead of starting over.
+ *
+ * @example
+ * ```ts
+ * await runTraining({ model: "vit", out: dir, resume: canResume(dir) });
+ * ```
+ */
+export function canResume(dir: string): boolean {
+  try {
+    return Deno.statSync(join(dir, "config.json")).isFile;
+  } catch {
+    return false;
+  }
+}
