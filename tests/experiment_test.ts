@@ -9,7 +9,7 @@ import {
   type TrainingRunOptions,
   type TrainingRunResult,
 } from "../lib/experiment/mod.ts";
-import { createModelFromConfig } from "../lib/models/mod.ts";
+import { createModel, createModelFromConfig } from "../lib/models/mod.ts";
 import { exportStateDict, readSafetensors } from "../lib/weights/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { relErr } from "./_backends.ts";
@@ -102,6 +102,32 @@ Deno.test({
     // Same seed, so without the loaded weights this run would sit at the source's initial (untrained) loss.
     assert(Math.abs(r.result.loss - src.result.loss) < 1e-4, `${r.result.loss} vs ${src.result.loss}`);
     assertEquals(r.result.initFrom, src.outDir);
+    // A ViT run initialises a hybrid's ViT (vit.*), and a hybrid run a ViT.
+    const classes = src.evalDataset.classes.length;
+    const hybrid = createModel("hybrid_test", {
+      cnnHead: true,
+      vit: { numClasses: classes },
+      resnet: { numClasses: classes },
+    });
+    const vit = createModel("vit_test", { numClasses: classes }, { seed: 7 });
+    try {
+      assertEquals((await initFromRun(hybrid, src.outDir)).prefix, "vit.");
+      const file = (await readSafetensors(join(src.outDir, "model.safetensors"))).tensors;
+      const inHybrid = await exportStateDict(hybrid, { prefix: "vit." });
+      assertEquals(inHybrid.size, file.size);
+      for (const [k, v] of inHybrid) {
+        assertEquals(Array.from(v.data as Float32Array), Array.from(file.get(k)!.data), k);
+      }
+      const hsrc = await baseRun("hybrid");
+      assertEquals((await initFromRun(vit, hsrc.outDir)).sourceFamily, "hybrid");
+      const hfile = (await readSafetensors(join(hsrc.outDir, "model.safetensors"))).tensors;
+      for (const [k, v] of await exportStateDict(vit)) {
+        assertEquals(Array.from(v.data as Float32Array), Array.from(hfile.get(`vit.${k}`)!.data), k);
+      }
+    } finally {
+      hybrid.dispose();
+      vit.dispose();
+    }
     // A ResNet18 run cannot initialise a ViT: one error lists the mismatches and quotes the folder.
     const res = await baseRun("resnet18");
     await assertRejects(

@@ -569,6 +569,8 @@ Deno.test("tools/train.ts: --help, and every bad argument is rejected with the v
       [["--model", "vit", "--override", "{bad"], "--override"],
       [["--model", "vit", "--resume", "--out", "/nonexistent/run"], "nothing to resume"],
       [["--model", "vit", "--frobnicate"], "frobnicate"],
+      [["--model", "vit", "--init-from", "/nonexistent/run"], '"/nonexistent/run"'],
+      [["--model", "vit", "--cnn-from", "/nonexistent/run"], "needs the hybrid"],
     ] as const
   ) {
     const r = await runTrainCli([...args]);
