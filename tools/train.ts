@@ -208,7 +208,5 @@ try {
 } finally {
   Deno.removeSignalListener("SIGINT", onSigint);
 }
-if (!run.completed) {
-  console.error(`[train] stopped; checkpoint in ${run.outDir}. Continue with --resume.`);
-  Deno.exit(130);
-}
+// runTraining logged where the checkpoint is; --resume continues.
+if (!run.completed) Deno.exit(130);
