@@ -406,3 +406,29 @@ Deno.test({
     tf.dispose([t, g]);
   },
 });
+
+Deno.test({
+  name: "BatchMatMul with transposed operands on wasm matches cpu (2-D, batched, broadcast)",
+  ...opts,
+  fn: async () => {
+    for (const [ta, tb] of [[true, false], [false, true], [true, true]]) {
+      const label = `transposeA=${ta} transposeB=${tb}`;
+      await checkKernel("BatchMatMul", {
+        a: { shape: ta ? [7, 5] : [5, 7] },
+        b: { shape: tb ? [3, 7] : [7, 3] },
+      }, {
+        transposeA: ta,
+        transposeB: tb,
+      }, `2-D ${label}`);
+      await checkKernel(
+        "BatchMatMul",
+        {
+          a: { shape: ta ? [2, 4, 6, 5] : [2, 4, 5, 6] },
+          b: { shape: tb ? [1, 4, 3, 6] : [1, 4, 6, 3] },
+        },
+        { transposeA: ta, transposeB: tb },
+        `batched, broadcast ${label}`,
+      );
+    }
+  },
+});
