@@ -25,10 +25,12 @@ const { values } = parseArgs({
   },
 });
 if (values.help) {
-  console.log(`Usage: deno task compare [--profile quick|cpu|full] [--dataset NAME] [--timeout SECONDS_PER_CELL]
+  console.log(
+    `Usage: deno task compare [--profile quick|cpu|full] [--dataset NAME] [--timeout SECONDS_PER_CELL]
 
 Runs notebooks 01_resnet18, 02_vit_small, 03_hybrid and 04_compare_models headlessly (executed copies in
-results/notebooks/), writing tables, figures and run.json to results/study/<profile>/.`);
+results/notebooks/), writing tables, figures and run.json to results/study/<profile>/.`,
+  );
   Deno.exit(0);
 }
 let profile, dataset;
@@ -64,7 +66,15 @@ const plan = studyPlan(profile, dataset ? { dataset } : {});
 const out = join(plan.reportDir, "04_compare_models");
 if (r.success) {
   console.log(`\n[compare] done. Comparison table: ${join(out, "results.md")} (also .csv, .json)`);
-  console.log(`[compare] expected-results table: ${join(out, "expected_results.md")}; verdict: ${join(out, "claims.md")}`);
-  console.log(`[compare] figures: ${join(out, "figures")}/; per-notebook outputs: ${plan.reportDir}/; executed notebooks: results/notebooks/`);
+  console.log(
+    `[compare] expected-results table: ${join(out, "expected_results.md")}; verdict: ${
+      join(out, "claims.md")
+    }`,
+  );
+  console.log(
+    `[compare] figures: ${
+      join(out, "figures")
+    }/; per-notebook outputs: ${plan.reportDir}/; executed notebooks: results/notebooks/`,
+  );
 }
 Deno.exit(r.code);

@@ -118,7 +118,9 @@ async function runOne(
   // Files the notebook promised to write.
   const nb = JSON.parse(await Deno.readTextFile(nbPath));
   // Paths may name the profile as "{profile}".
-  const expected: string[] = (nb.metadata?.cnnvit?.outputs ?? []).map((p: string) => p.replaceAll("{profile}", profile));
+  const expected: string[] = (nb.metadata?.cnnvit?.outputs ?? []).map((p: string) =>
+    p.replaceAll("{profile}", profile)
+  );
   const missing: string[] = [];
   for (const rel of expected) {
     try {

@@ -85,8 +85,12 @@ export class Progress {
       ? `${mib(this.value)}/${mib(this.total)} MiB`
       : `${this.value}/${this.total}${this.opts.unit ? " " + this.opts.unit : ""}`;
     const r = isBytes ? `${mib(rate)} MiB/s` : `${rate.toFixed(1)} ${this.opts.unit || "it"}/s`;
-    const extra = Object.entries(this.fields).map(([k, v]) => `${k} ${typeof v === "number" ? fmtNum(v) : v}`);
-    return [count, r, `ETA ${fmtDuration(eta)}`, `elapsed ${fmtDuration(this.elapsed)}`, ...extra].join(" | ");
+    const extra = Object.entries(this.fields).map(([k, v]) =>
+      `${k} ${typeof v === "number" ? fmtNum(v) : v}`
+    );
+    return [count, r, `ETA ${fmtDuration(eta)}`, `elapsed ${fmtDuration(this.elapsed)}`, ...extra].join(
+      " | ",
+    );
   }
 
   /** Sets the current value (absolute) and optional fields. */
