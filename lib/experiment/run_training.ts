@@ -33,7 +33,7 @@ import {
   type TrainResult,
   trainStepTrial,
 } from "../train/mod.ts";
-import { Rng, writeFileAtomic } from "../util/mod.ts";
+import { pathExists, Rng, writeFileAtomic } from "../util/mod.ts";
 import { writeSafetensors } from "../weights/safetensors.ts";
 import { exportStateDict } from "../weights/state_dict.ts";
 import { checkStrategyFor, evaluateStrategy, type SelectionSummary } from "./evaluate_strategy.ts";
@@ -194,15 +194,6 @@ function optional<T>(
   return value;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Trains one model and writes `<out>/` (config.json, checkpoint, metrics.jsonl, result.json, run.json,
  * model.safetensors in PyTorch layout); the library form of `deno task train`. Invalid options throw an
@@ -318,7 +309,8 @@ export async function runTraining(options: TrainingRunOptions): Promise<Training
     if (dir === undefined) continue;
     check(typeof dir === "string" && dir.length > 0, name, dir, "a run folder");
     if (
-      !(await exists(join(dir, "model.safetensors"))) && !(dir.endsWith(".safetensors") && await exists(dir))
+      !(await pathExists(join(dir, "model.safetensors"))) &&
+      !(dir.endsWith(".safetensors") && await pathExists(dir))
     ) {
       throw new Error(
         `runTraining: ${name} ${
@@ -333,7 +325,7 @@ export async function runTraining(options: TrainingRunOptions): Promise<Training
   };
   const runName = `${o.model}_${strategyName}_k${keep}_${datasetName}_${profileName}_s${seed}`;
   const outDir = o.out ?? join("results", "runs", runName);
-  if (o.resume && !(await exists(outDir))) {
+  if (o.resume && !(await pathExists(outDir))) {
     throw new Error(
       `runTraining: resume: "${outDir}" does not exist; nothing to resume (start a run without resume)`,
     );

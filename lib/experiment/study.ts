@@ -19,7 +19,7 @@ import { forwardRunner, measureLatency, measureMemory, measureThroughput } from 
 import { createStrategy, singleStage, type StrategyName, vitOf } from "../pruning/mod.ts";
 import { classificationFields, type ResultRow, tokenFields } from "../report/mod.ts";
 import { profileFromEnv, type ProfileName } from "../profile.ts";
-import { writeFileAtomic } from "../util/mod.ts";
+import { pathExistsSync, writeFileAtomic } from "../util/mod.ts";
 import { evaluateStrategy, type StrategyEval } from "./mod.ts";
 
 /** What the study runs for one profile and dataset. */
@@ -340,9 +340,5 @@ export function datasetImage(
  * ```
  */
 export function canResume(dir: string): boolean {
-  try {
-    return Deno.statSync(join(dir, "config.json")).isFile;
-  } catch {
-    return false;
-  }
+  return pathExistsSync(join(dir, "config.json"));
 }

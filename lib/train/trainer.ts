@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { join } from "node:path";
 import type { Model } from "../models/types.ts";
-import { Progress, Rng, writeFileAtomic } from "../util/mod.ts";
+import { pathExists, Progress, Rng, writeFileAtomic } from "../util/mod.ts";
 import { AdamW, type AdamWOptions } from "./adamw.ts";
 import { type BatchSource, disposeBatch, iterateSource, type TrainBatch } from "./batch_source.ts";
 import { assignState, loadCheckpoint, saveCheckpoint, type TrainingProgressState } from "./checkpoint.ts";
@@ -200,15 +200,6 @@ function checkOptions(o: TrainOptions): void {
   if (o.resume && !o.outDir) throw new Error("train: resume needs outDir (where the checkpoint is)");
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Trains `model` and returns the epoch summaries. Deterministic for a given seed, source and backend;
  * `resume: true` continues from the last checkpoint so that the final weights equal an uninterrupted run's.
@@ -261,7 +252,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let logLines: string[] = [];
   const epochInfos: EpochInfo[] = [];
 
-  if (options.resume && ckptPath && (await exists(ckptPath))) {
+  if (options.resume && ckptPath && (await pathExists(ckptPath))) {
     const ckpt = await loadCheckpoint(ckptPath);
     if (ckpt.config.stepsPerEpoch !== undefined && ckpt.config.stepsPerEpoch !== stepsPerEpoch) {
       tf.dispose([...ckpt.model.values(), ...ckpt.optimizer.m.values(), ...ckpt.optimizer.v.values()]);
@@ -288,7 +279,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     rng.state = state.rngState;
     const extra = (state.extra ?? {}) as { acc?: typeof acc };
     if (extra.acc) acc = { ...extra.acc };
-    if (logPath && (await exists(logPath))) {
+    if (logPath && (await pathExists(logPath))) {
       // Keep the log up to the checkpoint only: the steps after it are run again.
       logLines = (await Deno.readTextFile(logPath)).split("\n").filter((l) => {
         if (!l.trim()) return false;

@@ -13,3 +13,4 @@ export * from "./rng.ts";
 export * from "./progress.ts";
 export * from "./jupyter.ts";
 export * from "./project_root.ts";
+export * from "./path_exists.ts";

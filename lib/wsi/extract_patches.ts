@@ -6,7 +6,7 @@
  */
 import { basename, extname, join } from "node:path";
 import sharp from "./_sharp.ts";
-import { Progress, writeFileAtomic } from "../util/mod.ts";
+import { pathExists, Progress, writeFileAtomic } from "../util/mod.ts";
 import { patchLabels, readAsapXml, type SlideAnnotations } from "./annotations.ts";
 import { type PatchCoords, readCoordsFile, writeCoordsFile } from "./coords_file.ts";
 import { patchGrid, type PatchGridOptions } from "./patch_grid.ts";
@@ -88,15 +88,6 @@ function settingsOf(opts: ExtractOptions, params: TissueParams): Record<string, 
   };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Encodes an RGB image as PNG bytes with sharp.
  *
@@ -131,7 +122,7 @@ export async function extractPatches(slidePath: string, opts: ExtractOptions): P
   const params = tissueParams(opts.tissue ?? "default", opts.tissueOverrides ?? {});
   const settings = settingsOf(opts, params);
   const coordsPath = join(opts.outDir, `${slideId}.coords`);
-  if (!opts.overwrite && await exists(coordsPath)) {
+  if (!opts.overwrite && await pathExists(coordsPath)) {
     try {
       const prev = await readCoordsFile(coordsPath);
       if (JSON.stringify(prev.meta?.settings) === JSON.stringify(settings) && prev.meta?.complete === true) {
@@ -172,7 +163,7 @@ export async function extractPatches(slidePath: string, opts: ExtractOptions): P
         while (next < n) {
           const i = next++;
           const file = join(dir, `${coords.x[i]}_${coords.y[i]}.png`);
-          if (!(await exists(file))) {
+          if (!(await pathExists(file))) {
             const img = await slide.readRegionAsync(
               coords.x[i],
               coords.y[i],
