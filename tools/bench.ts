@@ -458,7 +458,12 @@ async function main(): Promise<void> {
     console.log(
       "# PyTorch: NOT AVAILABLE (/usr/bin/python3 cannot import torch; `apt-get install python3-torch`): no ratios",
     );
-  } else console.log(`# PyTorch: ${torch} (/usr/bin/python3, torch.set_num_threads(${threads}))`);
+  } else {
+    console.log(
+      `# PyTorch: ${torch} (/usr/bin/python3, torch.set_num_threads(${threads}), ` +
+        `OMP_WAIT_POLICY=${Deno.env.get("OMP_WAIT_POLICY") ?? "PASSIVE"})`,
+    );
+  }
 
   const report: { machine: string; kernels: KernelResult[]; runs: RunResult[]; torchRuns: RunResult[] } = {
     machine: machineState(),
@@ -526,8 +531,11 @@ async function main(): Promise<void> {
       }
       const spec = { config: cfg, batch, threads, inferIters, trainIters, latencyIters, warmup };
       try {
+        // PASSIVE: OpenMP threads sleep instead of spinning at barriers. On a shared machine spinning
+        // threads starve each other (ViT-S batch-1 latency 824 ms instead of 37 ms here).
         const r = await runJson("/usr/bin/python3", [TORCH_SCRIPT, JSON.stringify(spec)], {
           OMP_NUM_THREADS: String(threads),
+          OMP_WAIT_POLICY: Deno.env.get("OMP_WAIT_POLICY") ?? "PASSIVE",
         });
         report.torchRuns.push({ ...m, backend: "torch", ...r } as RunResult);
       } catch (e) {
