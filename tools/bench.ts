@@ -32,8 +32,9 @@ interface RunResult {
   peakRssMiB?: number;
   baseRssMiB?: number;
   trainPeakRssMiB?: number;
-  /** Micro-batch used for training when the whole batch did not fit. */
-  microBatch?: number;
+  /** Micro-batches used when the whole batch did not fit the wasm heap. */
+  trainMicroBatch?: number;
+  inferMicroBatch?: number;
   error?: string;
   config?: unknown;
   torch?: string;
@@ -50,10 +51,13 @@ interface WorkerSpec {
   latencyIters: number;
   warmup: number;
   /** Train on micro-batches of this size (gradients averaged, one optimiser step per batch). */
-  microBatch?: number;
+  trainMicroBatch?: number;
+  /** Run inference on micro-batches of this size, one after the other. */
+  inferMicroBatch?: number;
 }
 
 const RESULT_TAG = "BENCH_RESULT ";
+const PHASE_TAG = "BENCH_PHASE ";
 const TORCH_SCRIPT = fromFileUrl(new URL("./bench_torch.py", import.meta.url));
 
 function rssMiB(field: "VmHWM" | "VmRSS"): number | undefined {
@@ -114,17 +118,21 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
   try {
     // Micro-batches (when the full batch does not fit the 4 GiB wasm heap): training
     // averages the chunk gradients and takes one optimiser step; inference runs the chunks in turn.
-    const micro = Math.min(spec.microBatch ?? b, b);
-    const chunks: { xs: tf.Tensor4D; ys: tf.Tensor1D }[] = [];
-    for (let s0 = 0; s0 < b; s0 += micro) {
-      const n = Math.min(micro, b - s0);
-      const xs = n === b ? x : tf.slice(x, [s0, 0, 0, 0], [n, size, size, 3]);
-      const ys = n === b ? y : tf.slice(y, [s0], [n]);
-      if (n !== b) owned.push(xs, ys);
-      chunks.push({ xs, ys });
-    }
-    result.microBatch = micro;
+    const chunksOf = (micro: number) => {
+      const chunks: { xs: tf.Tensor4D; ys: tf.Tensor1D }[] = [];
+      for (let s0 = 0; s0 < b; s0 += micro) {
+        const n = Math.min(micro, b - s0);
+        const xs = n === b ? x : tf.slice(x, [s0, 0, 0, 0], [n, size, size, 3]);
+        const ys = n === b ? y : tf.slice(y, [s0], [n]);
+        if (n !== b) owned.push(xs, ys);
+        chunks.push({ xs, ys });
+      }
+      return chunks;
+    };
     if (spec.trainIters > 0) {
+      console.log(PHASE_TAG + "train"); // tells the orchestrator which phase ran out of heap
+      result.trainMicroBatch = Math.min(spec.trainMicroBatch ?? b, b);
+      const chunks = chunksOf(result.trainMicroBatch);
       const vars = model.trainableVariables();
       const byTfName = new Map([...vars].map(([name, v]) => [v.name, name]));
       const opt = new AdamW({ lr: 1e-3, weightDecay: 0.05 });
@@ -160,7 +168,10 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
       result.trainImgS = b / await timeIt(step, spec.trainIters);
       result.trainPeakRssMiB = rssMiB("VmHWM");
     }
+    if (spec.inferIters > 0 || spec.latencyIters > 0) console.log(PHASE_TAG + "infer");
     if (spec.inferIters > 0) {
+      result.inferMicroBatch = Math.min(spec.inferMicroBatch ?? b, b);
+      const chunks = chunksOf(result.inferMicroBatch);
       const infer = async () => {
         for (const { xs } of chunks) {
           const out = model.forward(xs);
@@ -318,7 +329,8 @@ async function runJson(
       /error|Error/.test(l)
     ).pop() ?? stderr.trim().split("\n").pop() ??
       "") || `exit code ${out.code}`;
-    throw new Error(why.slice(0, 300));
+    const phase = stdout.split("\n").reverse().find((l) => l.startsWith(PHASE_TAG))?.slice(PHASE_TAG.length);
+    throw Object.assign(new Error(why.slice(0, 300)), { phase });
   }
   return JSON.parse(line.startsWith(RESULT_TAG) ? line.slice(RESULT_TAG.length) : line);
 }
@@ -483,7 +495,7 @@ async function main(): Promise<void> {
   if (values["kernels-only"]) return finish(report, values.out);
 
   const self = fromFileUrl(import.meta.url);
-  const fitted = new Map<string, number>();
+  const fitted = new Map<string, { train: number; infer: number }>();
   for (const m of models) {
     for (const backend of backends) {
       const spec: WorkerSpec = {
@@ -497,12 +509,21 @@ async function main(): Promise<void> {
         warmup,
       };
       const t0 = performance.now();
-      // A batch that does not fit the wasm heap (4 GiB) aborts the worker: retry with micro-batches.
-      for (let micro = fitted.get(modelLabel(m)) ?? batch;; micro = Math.ceil(micro / 2)) {
+      // A batch that does not fit the wasm heap (4 GiB) aborts the worker: retry the phase that failed
+      // (training or inference) with micro-batches.
+      const micro = { ...(fitted.get(modelLabel(m)) ?? { train: batch, infer: batch }) };
+      for (;;) {
         try {
           const r = await runJson(
             Deno.execPath(),
-            ["run", "-A", "--unstable-ffi", self, "--worker", JSON.stringify({ ...spec, microBatch: micro })],
+            [
+              "run",
+              "-A",
+              "--unstable-ffi",
+              self,
+              "--worker",
+              JSON.stringify({ ...spec, trainMicroBatch: micro.train, inferMicroBatch: micro.infer }),
+            ],
             { BLAS_THREADS: String(threads) },
           );
           report.runs.push(r as unknown as RunResult);
@@ -510,10 +531,14 @@ async function main(): Promise<void> {
           break;
         } catch (e) {
           const msg = e instanceof Error ? e.message : String(e);
-          if (micro > 8 && /Abort|memory|alloc|RangeError/i.test(msg)) {
+          const phase = (e as { phase?: "train" | "infer" }).phase;
+          if (phase && micro[phase] > 8 && /Abort|memory|alloc|RangeError/i.test(msg)) {
             console.error(
-              `  ${modelLabel(m)} on ${backend}: batch ${micro} failed (${msg.slice(0, 60)}), retrying`,
+              `  ${modelLabel(m)} on ${backend}: ${phase} at batch ${
+                micro[phase]
+              } ran out of memory, retrying`,
             );
+            micro[phase] = Math.ceil(micro[phase] / 2);
             continue;
           }
           report.runs.push({ ...m, backend, error: msg });
@@ -571,13 +596,13 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
       modelLabel(r),
       r.backend,
       fmt(g, 3),
-      r.microBatch !== undefined && r.microBatch < batch
-        ? `${fmt(r.inferImgS)} (µb ${r.microBatch})`
+      r.inferMicroBatch !== undefined && r.inferMicroBatch < batch
+        ? `${fmt(r.inferImgS)} (µb ${r.inferMicroBatch})`
         : fmt(r.inferImgS),
       fmt(r.inferImgS && g ? r.inferImgS * g : undefined),
       r.backend === "torch" ? "1.00x" : ratio(r.inferImgS, t?.inferImgS),
-      r.microBatch !== undefined && r.microBatch < batch
-        ? `${fmt(r.trainImgS)} (µb ${r.microBatch})`
+      r.trainMicroBatch !== undefined && r.trainMicroBatch < batch
+        ? `${fmt(r.trainImgS)} (µb ${r.trainMicroBatch})`
         : fmt(r.trainImgS),
       fmt(r.trainImgS && g ? r.trainImgS * g * 3 : undefined),
       r.backend === "torch" ? "1.00x" : ratio(r.trainImgS, t?.trainImgS),
