@@ -69,6 +69,12 @@ export interface BlockOptions {
  * const { logits } = vit.forward(tf.zeros([1, 32, 32, 3]) as tf.Tensor4D, { keepIndices: keep });
  * ```
  */
+/** True while a gradient tape is recording (inside `tf.grad` / `tf.variableGrads`). */
+function isRecordingGradients(): boolean {
+  const state = (tf.engine() as unknown as { state: { gradientDepth: number } }).state;
+  return state.gradientDepth > 0;
+}
+
 export class ViT implements Model {
   readonly family = "vit" as const;
   readonly config: ViTConfig;
@@ -260,6 +266,18 @@ export class ViT implements Model {
     const reducer = options.reducer;
     const attention: tf.Tensor4D[] = [];
     const tokensPerBlock: number[] = [];
+    // Plain inference (no gradient tape, no attention or reducer): each block in its own tidy, and the
+    // previous block's output freed, so peak memory is one block's intermediates instead of all of them.
+    const lean = !options.returnAttention && !reducer && !isRecordingGradients();
+    if (lean) {
+      for (let i = 0; i < this.c.depth; i++) {
+        tokensPerBlock.push(x.shape[1]);
+        const prev = x;
+        x = tf.tidy(() => this.block(i, prev, { tokenMask: mask }).tokens);
+        if (prev !== tokens) prev.dispose();
+      }
+      return { tokens: x, keptIndices: kept, attention, tokensPerBlock };
+    }
     for (let i = 0; i < this.c.depth; i++) {
       tokensPerBlock.push(x.shape[1]);
       const reduceHere = reducer?.afterBlocks.includes(i) ?? false;
