@@ -14,13 +14,14 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { join } from "node:path";
 import type { Dataset, DatasetName } from "../data/mod.ts";
-import type { Model } from "../models/mod.ts";
+import { createModelFromConfig, type Model } from "../models/mod.ts";
+import { assignState, loadCheckpoint } from "../train/mod.ts";
 import { forwardRunner, measureLatency, measureMemory, measureThroughput } from "../metrics/mod.ts";
 import { createStrategy, singleStage, type StrategyName, vitOf } from "../pruning/mod.ts";
 import { classificationFields, type ResultRow, tokenFields } from "../report/mod.ts";
 import { profileFromEnv, type ProfileName } from "../profile.ts";
 import { pathExistsSync, writeFileAtomic } from "../util/mod.ts";
-import { evaluateStrategy, type StrategyEval } from "./mod.ts";
+import { evaluateStrategy, initFromRun, type StrategyEval } from "./mod.ts";
 
 /** What the study runs for one profile and dataset. */
 export interface StudyPlan {
@@ -341,4 +342,61 @@ export function datasetImage(
  */
 export function canResume(dir: string): boolean {
   return pathExistsSync(join(dir, "config.json"));
+}
+
+/** What {@link scorerProbe} measured. */
+export interface ScorerProbe {
+  keep: number;
+  /** Accuracy of the unchanged ViT on the tokens the stage-1 CNN keeps. */
+  cnn: number;
+  /** Accuracy of the same ViT on as many random tokens (the control). */
+  random: number;
+  /** The same ViT on all tokens. */
+  none: number;
+}
+
+/**
+ * Diagnosis of the hybrid's stage 1: puts the stage-1 CNN scorer of a hybrid run (its
+ * `stage1/checkpoint.safetensors`) in front of the unchanged ViT of `vitRunDir` — before stage 2 adapts the
+ * ViT — and measures accuracy with the CNN's top-k tokens, with random tokens and with all tokens.
+ *
+ * @example
+ * ```ts
+ * const p = await scorerProbe(runDir(plan, "hybrid", 0.5), runDir(plan, "vit"), testSet, 0.5);
+ * ```
+ */
+export async function scorerProbe(
+  hybridRunDir: string,
+  vitRunDir: string,
+  dataset: Dataset,
+  keep: number,
+  seed = 0,
+): Promise<ScorerProbe> {
+  const config = JSON.parse(await Deno.readTextFile(join(hybridRunDir, "config.json"))).modelConfig;
+  if (config?.model !== "hybrid") throw new Error(`scorerProbe: "${hybridRunDir}" is not a hybrid run`);
+  const ckPath = join(hybridRunDir, "stage1", "checkpoint.safetensors");
+  if (!pathExistsSync(ckPath)) {
+    throw new Error(
+      `scorerProbe: no stage-1 checkpoint at "${ckPath}" (a run made with cnnFrom skips stage 1)`,
+    );
+  }
+  const model = createModelFromConfig(config);
+  const ck = await loadCheckpoint(ckPath);
+  try {
+    await initFromRun(model, vitRunDir, { part: "all" });
+    const cnnState = new Map([...model.stateDict()].filter(([k]) => k.startsWith("cnn.")));
+    const cnnSaved = new Map([...ck.model].filter(([k]) => k.startsWith("cnn.")));
+    assignState(cnnState, cnnSaved, ckPath);
+    const acc = async (strategy: StrategyName, k: number) =>
+      (await evaluateStrategy(model, dataset, { strategy, keep: k, seed })).accuracy;
+    return {
+      keep,
+      cnn: await acc("cnn", keep),
+      random: await acc("random", keep),
+      none: await acc("none", 1),
+    };
+  } finally {
+    tf.dispose([...ck.model.values(), ...ck.optimizer.m.values(), ...ck.optimizer.v.values()]);
+    model.dispose();
+  }
 }
