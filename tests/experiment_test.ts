@@ -216,6 +216,27 @@ Deno.test({
 });
 
 Deno.test({
+  name: "runTraining() with gradCheckpoint trains the ViT to the same result and records it in run.json",
+  ...opts,
+  fn: async () => {
+    const src = await baseRun("vit");
+    const r = await runTraining({
+      ...tiny,
+      model: "vit",
+      gradCheckpoint: true,
+      out: join(root!, "vit_ckpt"),
+    });
+    // Checkpointing recomputes the same activations: same gradients, so the same trained model.
+    assertEquals(r.result.accuracy, src.result.accuracy);
+    assert(Math.abs(r.result.loss - src.result.loss) < 1e-5, `${r.result.loss} vs ${src.result.loss}`);
+    const run = JSON.parse(await Deno.readTextFile(join(r.outDir, "run.json")));
+    assertEquals([run.config.gradCheckpoint, run.config.modelConfig.gradCheckpoint], [true, true]);
+    const srcRun = JSON.parse(await Deno.readTextFile(join(src.outDir, "run.json")));
+    assertEquals(srcRun.config.gradCheckpoint, false); // the quick profile's default
+  },
+});
+
+Deno.test({
   name: "runTraining() and evaluateStrategy() reject bad options quoting the value",
   ...opts,
   fn: async () => {
@@ -232,6 +253,9 @@ Deno.test({
       [{ model: "vit", evalSplit: "train" as "test" }, '"train"'],
       [{ model: "vit", resume: true, out: "/nonexistent/run" }, "nothing to resume"],
       [{ model: "hybrid", selection: "gather" }, "lower-lr"],
+      [{ model: "vit", gradCheckpoint: "yes" as unknown as boolean }, 'gradCheckpoint "yes"'],
+      [{ model: "vit", gradCheckpoint: "auto" }, "needs memoryBudgetMiB"],
+      [{ model: "resnet18", gradCheckpoint: true }, "needs a ViT or the hybrid"],
     ];
     for (const [o, want] of bad) {
       await assertRejects(() => runTraining({ ...tiny, ...o } as TrainingRunOptions), Error, want);

@@ -11,6 +11,7 @@ import { initBackend } from "../lib/backend/mod.ts";
 import {
   createModel,
   createModelFromConfig,
+  type ForwardOptions,
   type Hybrid,
   listModels,
   type Model,
@@ -344,6 +345,185 @@ cpuTest("Hybrid with a reduced scorer input and an incompatible grid", () => {
     "does not pool onto",
   );
 });
+
+// ---------------------------------------------------------------- gradient checkpointing
+
+/** Loss and every trainable parameter's gradient (by timm name) of one training step. */
+async function stepGrads(
+  m: Model,
+  loss: () => tf.Scalar,
+): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+  const vars = m.trainableVariables();
+  const { value, grads } = tf.variableGrads(loss, [...vars.values()]);
+  try {
+    const out = new Map<string, Float32Array>();
+    for (const [name, v] of vars) {
+      assert(grads[v.name] !== undefined, `no gradient for ${name}`);
+      out.set(name, (await grads[v.name].data()) as Float32Array);
+    }
+    return { loss: (await value.data())[0], grads: out };
+  } finally {
+    value.dispose();
+    tf.dispose(Object.values(grads));
+  }
+}
+
+function assertSameGrads(
+  got: { loss: number; grads: Map<string, Float32Array> },
+  want: { loss: number; grads: Map<string, Float32Array> },
+  what: string,
+): void {
+  assert(
+    Math.abs(got.loss - want.loss) <= 1e-6 * Math.abs(want.loss),
+    `${what}: loss ${got.loss} vs ${want.loss}`,
+  );
+  assertEquals([...got.grads.keys()], [...want.grads.keys()]);
+  for (const [name, g] of want.grads) {
+    assertClose(got.grads.get(name)!, g, 1e-5, `${what}: gradient of ${name}`);
+  }
+}
+
+forEachBackend(
+  "ViT gradient checkpointing gives the same loss and gradients of every parameter, without tensor leaks",
+  async () => {
+    const cfg = { ...smallViT, depth: 3 };
+    const plain = new ViT(cfg, { seed: 21 });
+    const ckpt = new ViT({ ...cfg, gradCheckpoint: true }, { seed: 21 });
+    const x = images(2, 16, 22);
+    const keep = tf.tensor2d([[0, 2, 5, 7, 11, 15], [1, 3, 4, 8, 9, 14]], [2, 6], "int32");
+    const soft = tf.tensor2d(seededRandom(2 * 16, 23).map((v) => (v + 1) / 2), [2, 16]);
+    // Two reducers: one that needs block 0's attention (that block is then not checkpointed), one that
+    // does not (every block checkpointed, the reducer's gather on the tape between them).
+    const reducer = (needsAttention: boolean): TokenReducer => ({
+      afterBlocks: [needsAttention ? 0 : 1],
+      needsAttention,
+      reduce(tokens, ctx) {
+        const idx = tf.tile(tf.reshape(tf.range(0, 16, 2, "int32"), [1, 8]), [tokens.shape[0], 1]);
+        const sel = needsAttention
+          ? tf.mul(gatherTokens(tokens, idx as tf.Tensor2D), tf.sum(ctx.attention!)) as tf.Tensor3D
+          : gatherTokens(tokens, idx as tf.Tensor2D);
+        return { tokens: sel, keptIndices: idx as tf.Tensor2D };
+      },
+    });
+    const cases: [string, ForwardOptions][] = [
+      ["plain", {}],
+      ["keepIndices", { keepIndices: keep }],
+      ["soft tokenMask", { tokenMask: soft }],
+      ["reducer with attention", { reducer: reducer(true) }],
+      ["reducer without attention", { reducer: reducer(false) }],
+    ];
+    try {
+      for (const [what, opts] of cases) {
+        const run = (m: ViT) => () => crossEntropy(m.forward(x, { ...opts, training: true }).logits, [1, 4]);
+        const want = await stepGrads(plain, run(plain));
+        const got = await assertNoLeak(`${what} training step`, () => stepGrads(ckpt, run(ckpt)));
+        assertSameGrads(got, want, what);
+      }
+      // The token mask's own gradient (DynamicViT trains its predictor through it) matches too.
+      const maskGrad = (m: ViT) =>
+        tf.tidy(() =>
+          tf.grad((mk: tf.Tensor) => tf.sum(m.forward(x, { tokenMask: mk as tf.Tensor2D }).logits))(soft)
+        );
+      const [gp, gc] = [maskGrad(plain), maskGrad(ckpt)];
+      assertClose(await gc.data(), await gp.data(), 1e-5, "gradient of the token mask");
+      tf.dispose([gp, gc]);
+    } finally {
+      tf.dispose([x, keep, soft]);
+      plain.dispose();
+      ckpt.dispose();
+    }
+  },
+);
+
+forEachBackend(
+  "Hybrid with gradient checkpointing: same gradients (scorer included), gather and mask paths",
+  async () => {
+    const { maskedHybridForward } = await import("../lib/pruning/mod.ts");
+    const plain = createModel("hybrid_test", { keepRatio: 0.5 }, { seed: 24 }) as Hybrid;
+    const over = { keepRatio: 0.5, vit: { gradCheckpoint: true } };
+    const ckpt = createModel("hybrid_test", over, { seed: 24 }) as Hybrid;
+    assert(ckpt.vit.gradCheckpointing && !plain.vit.gradCheckpointing);
+    const x = images(2, 32, 25);
+    try {
+      const gather = (m: Hybrid) => () => crossEntropy(m.forward(x, { training: true }).logits, [0, 7]);
+      const masked = (m: Hybrid) => () => crossEntropy(maskedHybridForward(m, x).logits, [0, 7]);
+      for (const [what, f] of [["top-k gather", gather], ["straight-through mask", masked]] as const) {
+        const want = await stepGrads(plain, f(plain));
+        const got = await assertNoLeak(`hybrid ${what} training step`, () => stepGrads(ckpt, f(ckpt)));
+        assertSameGrads(got, want, `hybrid ${what}`);
+      }
+    } finally {
+      x.dispose();
+      plain.dispose();
+      ckpt.dispose();
+    }
+  },
+);
+
+forEachBackend(
+  "ViT gradient checkpointing keeps block inputs, not activations: a step's peak memory drops",
+  async () => {
+    const cfg: ViTConfig = { ...smallViT, embedDim: 32, depth: 6, numHeads: 4 };
+    const x = images(8, 16, 26);
+    const peak = async (on: boolean) => {
+      const m = new ViT({ ...cfg, gradCheckpoint: on }, { seed: 27 });
+      try {
+        const vars = [...m.trainableVariables().values()];
+        const info = await tf.profile(() => {
+          const { value, grads } = tf.variableGrads(
+            () => crossEntropy(m.forward(x, { training: true }).logits, [0, 1, 2, 3, 4, 0, 1, 2]),
+            vars,
+          );
+          tf.dispose([value, ...Object.values(grads)]);
+        });
+        return info.peakBytes;
+      } finally {
+        m.dispose();
+      }
+    };
+    try {
+      const [without, withCkpt] = [await peak(false), await peak(true)];
+      assert(withCkpt < 0.5 * without, `peak ${withCkpt} B with checkpointing vs ${without} B without`);
+    } finally {
+      x.dispose();
+    }
+  },
+);
+
+cpuTest(
+  "gradCheckpoint: config field, createModel override, setGradCheckpointing, inference unchanged",
+  async () => {
+    const vit = createModel("vit_test", { gradCheckpoint: true }) as ViT;
+    const hybrid = createModel("hybrid_test") as Hybrid;
+    const x = images(1, 32, 28);
+    try {
+      assertEquals([(vit.config as ViTConfig).gradCheckpoint, vit.gradCheckpointing], [true, true]);
+      const a = vit.forward(x).logits;
+      vit.setGradCheckpointing(false);
+      assertEquals([(vit.config as ViTConfig).gradCheckpoint, vit.gradCheckpointing], [false, false]);
+      const b = vit.forward(x).logits;
+      assertEquals(Array.from(await a.data()), Array.from(await b.data()));
+      tf.dispose([a, b]);
+      // A config that never named the field keeps it absent when turned off; turning it on records it.
+      hybrid.setGradCheckpointing(false);
+      assertEquals("gradCheckpoint" in hybrid.config.vit, false);
+      hybrid.setGradCheckpointing(true);
+      assertEquals([hybrid.config.vit.gradCheckpoint, hybrid.vit.gradCheckpointing], [true, true]);
+      const again = createModelFromConfig(structuredClone(hybrid.config)) as Hybrid;
+      assert(again.vit.gradCheckpointing, "round-trips through the config");
+      again.dispose();
+      assertThrows(
+        () => new ViT({ ...smallViT, gradCheckpoint: "yes" as unknown as boolean }),
+        Error,
+        'gradCheckpoint "yes" is not a boolean',
+      );
+    } finally {
+      x.dispose();
+      vit.dispose();
+      hybrid.dispose();
+    }
+  },
+);
 
 // ---------------------------------------------------------------- ResNet18 / batch norm
 

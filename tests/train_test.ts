@@ -542,6 +542,59 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "findBatchSize() with a gradient-checkpointing switch turns it on only when that lets a larger batch fit",
+  ...cpu,
+  fn: async () => {
+    await useCpu();
+    const { findBatchSize, trainStepTrial } = await import("../lib/train/mod.ts");
+    const { ViT } = await import("../lib/models/mod.ts");
+    const vit = new ViT({
+      model: "vit",
+      numClasses: 3,
+      imgSize: 16,
+      patchSize: 4,
+      embedDim: 32,
+      depth: 4,
+      numHeads: 4,
+      mlpRatio: 2,
+    });
+    try {
+      const trial = trainStepTrial(vit, [16, 16, 3], 3);
+      const toggle = (on: boolean) => vit.setGradCheckpointing(on);
+      const max = 16;
+      const peakAt = async (on: boolean) => {
+        toggle(on);
+        return (await tf.profile(() => trial(max))).peakBytes;
+      };
+      const [plain, ckpt] = [await peakAt(false), await peakAt(true)];
+      assert(ckpt < plain, `checkpointed peak ${ckpt} B is not below ${plain} B`);
+      // A budget between the two peaks: only the checkpointed step fits the whole batch.
+      const mid = await findBatchSize({
+        trial,
+        budgetBytes: (plain + ckpt) / 2,
+        maxBatchSize: max,
+        gradCheckpoint: toggle,
+      });
+      assertEquals([mid.batchSize, mid.gradCheckpoint, vit.gradCheckpointing], [max, true, true]);
+      const without = mid.withoutCheckpoint as { batchSize: number };
+      assert(without.batchSize < max, `without checkpointing: ${JSON.stringify(mid.withoutCheckpoint)}`);
+      // Room for the plain step: checkpointing stays off (it would only cost time).
+      const roomy = await findBatchSize({
+        trial,
+        budgetBytes: 2 * plain,
+        maxBatchSize: max,
+        gradCheckpoint: toggle,
+      });
+      assertEquals([roomy.batchSize, roomy.gradCheckpoint, vit.gradCheckpointing], [max, false, false]);
+      assertEquals(roomy.withoutCheckpoint, undefined);
+    } finally {
+      vit.dispose();
+    }
+  },
+});
+
 async function runTrainCli(args: string[]): Promise<{ code: number; out: string }> {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--unstable-ffi", new URL("../tools/train.ts", import.meta.url).pathname, ...args],
@@ -571,6 +624,8 @@ Deno.test("tools/train.ts: --help, and every bad argument is rejected with the v
       [["--model", "vit", "--frobnicate"], "frobnicate"],
       [["--model", "vit", "--init-from", "/nonexistent/run"], '"/nonexistent/run"'],
       [["--model", "vit", "--cnn-from", "/nonexistent/run"], "needs the hybrid"],
+      [["--model", "vit", "--grad-checkpoint", "maybe"], '--grad-checkpoint "maybe"'],
+      [["--model", "vit", "--grad-checkpoint", "auto"], "needs memoryBudgetMiB"],
     ] as const
   ) {
     const r = await runTrainCli([...args]);

@@ -30,6 +30,9 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --stage1-epochs N     hybrid stage-1 (CNN) epochs (default from the profile)
   --batch-size N        batch size (default from the profile; the upper bound with --memory-budget)
   --memory-budget MIB   pick the largest batch whose training step fits this many MiB of tensors
+  --grad-checkpoint M   on | off | auto: gradient checkpointing of the ViT blocks (same gradients, about a
+                        third more compute, far less memory); auto (with --memory-budget) turns it on only
+                        when it lets a larger batch fit (default: the profile's, on for full only)
   --lr X                peak learning rate (default from the profile)
   --weight-decay X      AdamW decoupled weight decay (default from the profile)
   --warmup-epochs N     linear warm-up epochs (default from the profile)
@@ -109,6 +112,7 @@ try {
       "stage1-epochs": { type: "string" },
       "batch-size": { type: "string" },
       "memory-budget": { type: "string" },
+      "grad-checkpoint": { type: "string" },
       lr: { type: "string" },
       "weight-decay": { type: "string" },
       "warmup-epochs": { type: "string" },
@@ -165,6 +169,9 @@ const options: TrainingRunOptions = {
   stage1Epochs: num("stage1-epochs", a["stage1-epochs"], isInt(1), "an integer ≥ 1"),
   batchSize: num("batch-size", a["batch-size"], isInt(1), "an integer ≥ 1"),
   memoryBudgetMiB: num("memory-budget", a["memory-budget"], (v) => v > 0, "a positive number of MiB"),
+  gradCheckpoint: ((m) => m === undefined ? undefined : m === "auto" ? "auto" : m === "on")(
+    oneOf("grad-checkpoint", a["grad-checkpoint"], ["on", "off", "auto"] as const),
+  ),
   lr: num("lr", a.lr, (v) => v > 0, "a positive number"),
   weightDecay: num("weight-decay", a["weight-decay"], (v) => v >= 0, "a number ≥ 0"),
   warmupEpochs: num("warmup-epochs", a["warmup-epochs"], isInt(0), "an integer ≥ 0"),

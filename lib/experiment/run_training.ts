@@ -63,6 +63,13 @@ export interface TrainingRunOptions {
   batchSize?: number;
   /** Pick the largest batch whose training step fits this many MiB of tensors. */
   memoryBudgetMiB?: number;
+  /**
+   * Gradient checkpointing of the ViT blocks (ViT and hybrid): recompute each block's activations in
+   * backward instead of keeping them (same gradients; about a third more compute, far less memory).
+   * `"auto"` (needs `memoryBudgetMiB`) turns it on only when it lets a larger batch fit the budget.
+   * Default: the profile's (off for quick and cpu, on for full). Recorded in config.json / run.json.
+   */
+  gradCheckpoint?: boolean | "auto";
   lr?: number;
   weightDecay?: number;
   warmupEpochs?: number;
@@ -261,6 +268,22 @@ export async function runTraining(options: TrainingRunOptions): Promise<Training
     isNum((v) => v > 0),
     "a positive number of MiB",
   );
+  const ckptIn = optional<boolean | "auto">(
+    o.gradCheckpoint,
+    "gradCheckpoint",
+    (v) => typeof v === "boolean" || v === "auto",
+    'true, false or "auto"',
+  );
+  if (ckptIn === "auto" && budgetMiB === undefined) {
+    throw new Error(
+      'runTraining: gradCheckpoint "auto" needs memoryBudgetMiB (it decides by what fits the budget)',
+    );
+  }
+  if (ckptIn === true && family === "resnet18") {
+    throw new Error(
+      `runTraining: gradCheckpoint true needs a ViT or the hybrid (transformer blocks); model "${o.model}" is a resnet18`,
+    );
+  }
   const lr = optional(o.lr, "lr", isNum((v) => v > 0), "a positive number") ?? prof.lr;
   const weightDecay = optional(o.weightDecay, "weightDecay", isNum((v) => v >= 0), "a number ≥ 0") ??
     prof.weightDecay;
@@ -400,16 +423,26 @@ export async function runTraining(options: TrainingRunOptions): Promise<Training
     let batchSize = batchSizeMax;
     let batchReport: BatchSizeReport | undefined;
     let resumedBatch: number | undefined;
+    let resumedCkpt: boolean | undefined;
     if (o.resume) {
       // The batch size (possibly chosen by memoryBudgetMiB) must match the checkpoint's steps per epoch.
       try {
         const saved = JSON.parse(await Deno.readTextFile(join(outDir, "config.json")));
         resumedBatch = saved.batchSize;
         batchReport = saved.batchSizeReport;
+        if (typeof saved.gradCheckpoint === "boolean") resumedCkpt = saved.gradCheckpoint;
       } catch {
         resumedBatch = undefined;
       }
     }
+    // Gradient checkpointing: the option if true/false, else what a resumed run used, else a
+    // `gradCheckpoint` model override, else the profile's; "auto" is decided with the batch size below.
+    // ResNet18 has no transformer blocks: always off.
+    const cfgOf = model.config as { gradCheckpoint?: boolean; vit?: { gradCheckpoint?: boolean } };
+    const overridden = (cfgOf.vit ?? cfgOf).gradCheckpoint;
+    let gradCheckpoint = family !== "resnet18" &&
+      (typeof ckptIn === "boolean" ? ckptIn : resumedCkpt ?? overridden ?? prof.gradCheckpoint);
+    model.setGradCheckpointing?.(gradCheckpoint);
     if (resumedBatch !== undefined) {
       batchSize = resumedBatch;
       say(`resuming with the run's batch size ${batchSize} (from ${join(outDir, "config.json")})`);
@@ -419,16 +452,20 @@ export async function runTraining(options: TrainingRunOptions): Promise<Training
         : pruned
         ? (x: tf.Tensor4D) => strategy.forward(model, x, { schedule, training: true }).logits
         : undefined;
+      const auto = ckptIn === "auto" && model.setGradCheckpointing !== undefined;
       batchReport = await findBatchSize({
         trial: trainStepTrial(model, [h, w, c], numClasses, forward),
         budgetBytes: budgetMiB * 2 ** 20,
         maxBatchSize: batchSizeMax,
         restore: model.stateDict(),
+        gradCheckpoint: auto ? (on) => model.setGradCheckpointing!(on) : undefined,
       });
       batchSize = batchReport.batchSize;
+      if (auto) gradCheckpoint = batchReport.gradCheckpoint ?? false;
       say(
         `batch size ${batchSize} (largest ≤ ${batchSizeMax} whose step peaks at ` +
-          `${(batchReport.peakBytes / 2 ** 20).toFixed(0)} MiB ≤ ${budgetMiB} MiB of tensors)`,
+          `${(batchReport.peakBytes / 2 ** 20).toFixed(0)} MiB ≤ ${budgetMiB} MiB of tensors` +
+          `${gradCheckpoint ? ", with gradient checkpointing" : ""})`,
       );
     }
     const stepsPerEpoch = trainDs.numBatches(batchSize, true);
@@ -481,6 +518,7 @@ export async function runTraining(options: TrainingRunOptions): Promise<Training
       epochs,
       stage1Epochs: family === "hybrid" && o.cnnFrom === undefined ? stage1Epochs : undefined,
       batchSize,
+      gradCheckpoint: family === "resnet18" ? undefined : gradCheckpoint,
       lr,
       weightDecay,
       warmupEpochs,

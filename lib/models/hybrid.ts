@@ -141,6 +141,12 @@ export class Hybrid implements Model {
     }) as unknown as ForwardOutput;
   }
 
+  /** Gradient checkpointing of the ViT's blocks (config `vit.gradCheckpoint`); see {@link ViT.setGradCheckpointing}. */
+  setGradCheckpointing(enable = true): void {
+    this.vit.setGradCheckpointing(enable);
+    if (enable || this.config.vit.gradCheckpoint !== undefined) this.config.vit.gradCheckpoint = enable;
+  }
+
   trainableVariables(): Map<string, tf.Variable> {
     return new Map([
       ...prefixed("cnn.", this.cnn.trainableVariables()),

@@ -144,6 +144,7 @@ function deepMerge(
 const OPTIONAL_KEYS = new Set([
   "inChans",
   "lnEps",
+  "gradCheckpoint",
   "bnEps",
   "bnMomentum",
   "stages",

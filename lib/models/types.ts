@@ -57,6 +57,13 @@ export interface ViTConfig {
   inChans?: number;
   /** LayerNorm epsilon (timm: 1e-6). */
   lnEps?: number;
+  /**
+   * Gradient (activation) checkpointing per transformer block while a gradient tape records: each block
+   * keeps only its input for backward and recomputes its activations there (timm's
+   * `set_grad_checkpointing`). Same values and gradients; about one extra block forward of compute per
+   * training step for far less memory. No effect on inference. Default false.
+   */
+  gradCheckpoint?: boolean;
 }
 
 /** Configuration of {@link Model} family `"hybrid"`: a ResNet18 scores patches, a ViT runs on the top-k. */
@@ -189,6 +196,11 @@ export interface Model {
   paramCount(): number;
   /** Analytic GMACs for one image. */
   gmacs(options?: GmacsOptions): GmacsReport;
+  /**
+   * Turns gradient checkpointing of the transformer blocks on or off (ViT and hybrid; sets the ViT
+   * config's `gradCheckpoint`, as timm's `set_grad_checkpointing`). Absent on models without blocks.
+   */
+  setGradCheckpointing?(enable?: boolean): void;
   /** Frees every variable. */
   dispose(): void;
 }

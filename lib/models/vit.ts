@@ -46,7 +46,10 @@ export function resolveViTConfig(c: ViTConfig): Required<ViTConfig> {
     throw new Error(`${where}: embedDim ${c.embedDim} is not divisible by numHeads ${c.numHeads}`);
   }
   if (!(c.mlpRatio > 0)) throw new Error(`${where}: mlpRatio ${c.mlpRatio} is not positive`);
-  return { ...c, inChans: c.inChans ?? 3, lnEps: c.lnEps ?? 1e-6 };
+  if (c.gradCheckpoint !== undefined && typeof c.gradCheckpoint !== "boolean") {
+    throw new Error(`${where}: gradCheckpoint ${JSON.stringify(c.gradCheckpoint)} is not a boolean`);
+  }
+  return { ...c, inChans: c.inChans ?? 3, lnEps: c.lnEps ?? 1e-6, gradCheckpoint: c.gradCheckpoint ?? false };
 }
 
 /** Options of {@link ViT.block}. */
@@ -55,6 +58,66 @@ export interface BlockOptions {
   returnAttention?: boolean;
   /** `[B, T]` token mask in [0, 1] for DynamicViT-style masked softmax (CLS column must be 1). */
   tokenMask?: tf.Tensor2D;
+}
+
+/** The engine state fields this file reads (tfjs keeps them on `engine().state`). */
+interface EngineTapeState {
+  gradientDepth: number;
+  activeTape: unknown;
+}
+
+function engineState(): EngineTapeState {
+  return (tf.engine() as unknown as { state: EngineTapeState }).state;
+}
+
+/** True while a gradient tape is recording (inside `tf.grad` / `tf.variableGrads`). */
+function isRecordingGradients(): boolean {
+  return engineState().gradientDepth > 0;
+}
+
+/** Parameters of one block, relative to `blocks.i.`, in the order a checkpointed block passes them. */
+const BLOCK_PARAMS = [
+  "norm1.weight",
+  "norm1.bias",
+  "attn.qkv.weight",
+  "attn.qkv.bias",
+  "attn.proj.weight",
+  "attn.proj.bias",
+  "norm2.weight",
+  "norm2.bias",
+  "mlp.fc1.weight",
+  "mlp.fc1.bias",
+  "mlp.fc2.weight",
+  "mlp.fc2.bias",
+] as const;
+type BlockParam = typeof BLOCK_PARAMS[number];
+/** Looks up a block parameter: the variable itself, or the tensor a checkpointed block was given. */
+type BlockParams = (name: BlockParam) => tf.Tensor;
+
+/** tfjs types custom-gradient functions loosely (inputs and the save function in one rest array). */
+type LooseCustomGrad = Parameters<typeof tf.customGrad>[0];
+
+/**
+ * Gradients of `f(...inputs)` with respect to every input, for output gradient `dy`, computed from
+ * inside another gradient function (the backward pass of a checkpointed block).
+ *
+ * tfjs supports this nesting except for one piece of bookkeeping: when the outer backward pass runs at
+ * gradient depth 0, the inner `tf.grads` starts a fresh tape by replacing `engine.state.activeTape` and
+ * sets it to null when done, so the outer pass would lose its own tape (its saved tensors would leak
+ * and its clean-up would throw on null). The outer tape is put back afterwards.
+ */
+function nestedGrads(
+  f: (...inputs: tf.Tensor[]) => tf.Tensor,
+  inputs: tf.Tensor[],
+  dy: tf.Tensor,
+): tf.Tensor[] {
+  const state = engineState();
+  const outerTape = state.activeTape;
+  try {
+    return tf.grads(f)(inputs, dy);
+  } finally {
+    state.activeTape = outerTape;
+  }
 }
 
 /**
@@ -69,12 +132,6 @@ export interface BlockOptions {
  * const { logits } = vit.forward(tf.zeros([1, 32, 32, 3]) as tf.Tensor4D, { keepIndices: keep });
  * ```
  */
-/** True while a gradient tape is recording (inside `tf.grad` / `tf.variableGrads`). */
-function isRecordingGradients(): boolean {
-  const state = (tf.engine() as unknown as { state: { gradientDepth: number } }).state;
-  return state.gradientDepth > 0;
-}
-
 export class ViT implements Model {
   readonly family = "vit" as const;
   readonly config: ViTConfig;
@@ -164,10 +221,18 @@ export class ViT implements Model {
     x: tf.Tensor3D,
     opts: BlockOptions = {},
   ): { out: tf.Tensor3D; attention?: tf.Tensor4D } {
+    return this.attentionWith(x, opts, this.blockParams(i));
+  }
+
+  private attentionWith(
+    x: tf.Tensor3D,
+    opts: BlockOptions,
+    w: BlockParams,
+  ): { out: tf.Tensor3D; attention?: tf.Tensor4D } {
     const [b, t, d] = x.shape;
     const h = this.c.numHeads;
     const dh = d / h;
-    const qkv = linear(x, this.p(`blocks.${i}.attn.qkv.weight`), this.p(`blocks.${i}.attn.qkv.bias`));
+    const qkv = linear(x, w("attn.qkv.weight"), w("attn.qkv.bias"));
     const [q, k, v] = tf.split(qkv, 3, 2).map((m) =>
       tf.transpose(tf.reshape(m, [b, t, h, dh]), [0, 2, 1, 3])
     );
@@ -186,11 +251,7 @@ export class ViT implements Model {
       probs = tf.softmax(logits) as tf.Tensor4D;
     }
     const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, t, d]);
-    const out = linear(
-      ctx,
-      this.p(`blocks.${i}.attn.proj.weight`),
-      this.p(`blocks.${i}.attn.proj.bias`),
-    ) as tf.Tensor3D;
+    const out = linear(ctx, w("attn.proj.weight"), w("attn.proj.bias")) as tf.Tensor3D;
     return opts.returnAttention ? { out, attention: probs } : { out };
   }
 
@@ -203,22 +264,85 @@ export class ViT implements Model {
     if (!(i >= 0 && i < this.c.depth)) {
       throw new Error(`ViT.block: block ${i} is not in 0..${this.c.depth - 1}`);
     }
-    const p = `blocks.${i}`;
+    return this.blockWith(tokens, opts, this.blockParams(i));
+  }
+
+  /** Block `i`'s parameters (the variables). */
+  private blockParams(i: number): BlockParams {
+    return (name) => this.p(`blocks.${i}.${name}`);
+  }
+
+  /** A transformer block computed with the parameters `w` gives. */
+  private blockWith(
+    tokens: tf.Tensor3D,
+    opts: BlockOptions,
+    w: BlockParams,
+  ): { tokens: tf.Tensor3D; attention?: tf.Tensor4D } {
     const eps = this.c.lnEps;
-    const a = this.attention(
-      i,
-      layerNorm(tokens, this.p(`${p}.norm1.weight`), this.p(`${p}.norm1.bias`), eps),
-      opts,
-    );
+    const a = this.attentionWith(layerNorm(tokens, w("norm1.weight"), w("norm1.bias"), eps), opts, w);
     const x = tf.add(tokens, a.out) as tf.Tensor3D;
-    const hn = layerNorm(x, this.p(`${p}.norm2.weight`), this.p(`${p}.norm2.bias`), eps);
+    const hn = layerNorm(x, w("norm2.weight"), w("norm2.bias"), eps);
     const m = linear(
-      gelu(linear(hn, this.p(`${p}.mlp.fc1.weight`), this.p(`${p}.mlp.fc1.bias`))),
-      this.p(`${p}.mlp.fc2.weight`),
-      this.p(`${p}.mlp.fc2.bias`),
+      gelu(linear(hn, w("mlp.fc1.weight"), w("mlp.fc1.bias"))),
+      w("mlp.fc2.weight"),
+      w("mlp.fc2.bias"),
     );
     const out = tf.add(x, m) as tf.Tensor3D;
     return a.attention ? { tokens: out, attention: a.attention } : { tokens: out };
+  }
+
+  /**
+   * Block `i` with gradient checkpointing: one custom-gradient op whose inputs are the block input, the
+   * token mask (if any) and the block's 12 parameters. Its forward runs the block without recording and
+   * keeps only those inputs; its gradient recomputes the block under a nested gradient tape and returns
+   * the gradients of all of them (so the parameters get theirs through the outer tape as usual).
+   */
+  private checkpointedBlock(i: number, tokens: tf.Tensor3D, mask?: tf.Tensor2D): tf.Tensor3D {
+    const params = BLOCK_PARAMS.map((name) => this.p(`blocks.${i}.${name}`));
+    const lead = mask ? 2 : 1;
+    const run = (...ins: tf.Tensor[]): tf.Tensor3D =>
+      this.blockWith(
+        ins[0] as tf.Tensor3D,
+        { tokenMask: mask ? ins[1] as tf.Tensor2D : undefined },
+        (name) => ins[lead + BLOCK_PARAMS.indexOf(name)],
+      ).tokens;
+    const op = tf.customGrad(
+      ((...args: unknown[]) => {
+        const save = args.pop() as tf.GradSaveFunc;
+        const inputs = args as tf.Tensor[];
+        // Clones sharing the inputs' memory: the block input outlives the forward's tidy only through them.
+        save(inputs);
+        return {
+          value: run(...inputs),
+          gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => nestedGrads(run, saved, dy),
+        };
+      }) as unknown as LooseCustomGrad,
+    );
+    return op(tokens, ...(mask ? [mask] : []), ...params) as tf.Tensor3D;
+  }
+
+  /**
+   * Turns gradient checkpointing per block on or off (config field `gradCheckpoint`; timm's
+   * `set_grad_checkpointing`). Values and gradients are unchanged; training steps use far less memory
+   * for one extra forward pass of the blocks.
+   *
+   * @example
+   * ```ts
+   * const vit = createModel("vit_small") as ViT;
+   * vit.setGradCheckpointing(true); // vit.config.gradCheckpoint === true
+   * ```
+   */
+  setGradCheckpointing(enable = true): void {
+    this.c.gradCheckpoint = enable;
+    // The config stays truthful; a config that never named the field keeps it absent (= off).
+    if (enable || this.config.gradCheckpoint !== undefined) {
+      (this.config as ViTConfig).gradCheckpoint = enable;
+    }
+  }
+
+  /** Whether training steps checkpoint each block (see {@link ViTConfig.gradCheckpoint}). */
+  get gradCheckpointing(): boolean {
+    return this.c.gradCheckpoint;
   }
 
   /** Final norm and the CLS-token head: `[B, T, D]` → logits `[B, classes]`. Call inside `tf.tidy`. */
@@ -234,6 +358,11 @@ export class ViT implements Model {
    * token mask and the reducer, and collects aux outputs. Returns the final tokens (before the final
    * norm). `preselected` says the tokens were already reduced to CLS + the given patch indices out of
    * `numPatches` (the hybrid's top-k). Call inside `tf.tidy`; used by {@link ViT.forward} and the hybrid.
+   *
+   * With `gradCheckpoint` on and a gradient tape recording, every block whose attention probabilities
+   * are not needed (all of them unless `returnAttention` or an attention-based reducer asks) runs
+   * checkpointed: the tape keeps the block's input, not its activations, and backward recomputes them.
+   * Token masks, gathered tokens and reducers work as without it.
    */
   forwardTokens(
     tokens: tf.Tensor3D,
@@ -278,12 +407,19 @@ export class ViT implements Model {
       }
       return { tokens: x, keptIndices: kept, attention, tokensPerBlock };
     }
+    // Gradient checkpointing applies to every block whose attention probabilities are not wanted, the
+    // last one included: tfjs keeps every intermediate gradient of the outer tape until backward ends, so
+    // an uncheckpointed last block would hold its gradients through all the recomputations (ViT-Small,
+    // batch 64: peak 1839 instead of 1168 MiB of tensors).
+    const checkpoint = this.c.gradCheckpoint && isRecordingGradients();
     for (let i = 0; i < this.c.depth; i++) {
       tokensPerBlock.push(x.shape[1]);
       const reduceHere = reducer?.afterBlocks.includes(i) ?? false;
       const wantAttn = (options.returnAttention ?? false) ||
         (reduceHere && (reducer?.needsAttention ?? false));
-      const r = this.block(i, x, { returnAttention: wantAttn, tokenMask: mask });
+      const r = checkpoint && !wantAttn
+        ? { tokens: this.checkpointedBlock(i, x, mask), attention: undefined }
+        : this.block(i, x, { returnAttention: wantAttn, tokenMask: mask });
       x = r.tokens;
       if (r.attention && options.returnAttention) attention.push(r.attention);
       if (reduceHere && reducer) {

@@ -3,6 +3,8 @@
  * laptop). Peak tensor memory of one step is measured with `tf.profile` (engine-tracked bytes, every
  * backend) at two small batch sizes, extrapolated linearly, and the prediction is verified (halving until
  * it fits). Model state changed by the trial steps (batch-norm statistics) is restored afterwards.
+ * Given a switch for gradient checkpointing, it also tries the model with checkpointing when the batch
+ * asked for does not fit without, and keeps checkpointing only when that allows a larger batch.
  *
  * @module
  */
@@ -30,6 +32,13 @@ export interface BatchSizeReport {
   perImageBytes: number;
   trials: BatchSizeTrial[];
   method: string;
+  /**
+   * With {@link FindBatchSizeOptions.gradCheckpoint}: whether the chosen size relies on gradient
+   * checkpointing (the switch is left in that state).
+   */
+  gradCheckpoint?: boolean;
+  /** With checkpointing chosen: what the search found without it (a size, or why none fitted). */
+  withoutCheckpoint?: { batchSize: number; peakBytes: number } | { error: string };
 }
 
 /** Options of {@link findBatchSize}. */
@@ -46,6 +55,13 @@ export interface FindBatchSizeOptions {
   restore?: Map<string, tf.Variable>;
   /** Round the prediction down to a multiple of this (default 8, or 1 under 8). */
   multipleOf?: number;
+  /**
+   * Turns the model's gradient checkpointing on or off (e.g. `(on) => model.setGradCheckpointing(on)`).
+   * When given, the search runs without checkpointing first and, if the largest fitting batch is below
+   * `maxBatchSize` (or none fits), again with it; the larger batch wins (without checkpointing on a
+   * tie, since it is faster), the switch is left accordingly and the report says which.
+   */
+  gradCheckpoint?: (enable: boolean) => void;
 }
 
 async function measure(trial: (n: number) => void, n: number): Promise<BatchSizeTrial> {
@@ -60,15 +76,20 @@ async function measure(trial: (n: number) => void, n: number): Promise<BatchSize
 }
 
 /**
- * Finds the largest batch size ≤ `maxBatchSize` whose step peaks under `budgetBytes` of tensor memory.
+ * Finds the largest batch size ≤ `maxBatchSize` whose step peaks under `budgetBytes` of tensor memory
+ * (with `gradCheckpoint`: with or without gradient checkpointing, see {@link FindBatchSizeOptions}).
  *
  * @example
  * ```ts
  * const r = await findBatchSize({ trial: trainStepTrial(model, [32, 32, 3], 10), budgetBytes: 2 ** 30, maxBatchSize: 256 });
+ * const r2 = await findBatchSize({
+ *   trial: trainStepTrial(vit, [32, 32, 3], 10), budgetBytes: 2 ** 30, maxBatchSize: 256,
+ *   gradCheckpoint: (on) => vit.setGradCheckpointing?.(on),
+ * }); // r2.gradCheckpoint says whether the chosen batch needs it
  * ```
  */
 export async function findBatchSize(options: FindBatchSizeOptions): Promise<BatchSizeReport> {
-  const { trial, budgetBytes, maxBatchSize } = options;
+  const { budgetBytes, maxBatchSize } = options;
   const minBs = options.minBatchSize ?? 1;
   if (!(budgetBytes > 0)) throw new Error(`findBatchSize: budgetBytes must be > 0, got ${budgetBytes}`);
   if (!(Number.isInteger(maxBatchSize) && maxBatchSize >= minBs && minBs >= 1)) {
@@ -76,6 +97,43 @@ export async function findBatchSize(options: FindBatchSizeOptions): Promise<Batc
       `findBatchSize: need integers 1 ≤ minBatchSize (${minBs}) ≤ maxBatchSize (${maxBatchSize})`,
     );
   }
+  const toggle = options.gradCheckpoint;
+  if (!toggle) return await search(options);
+  toggle(false);
+  let plain: BatchSizeReport | undefined;
+  let plainError = "";
+  try {
+    plain = await search(options);
+    if (plain.batchSize >= options.maxBatchSize) return { ...plain, gradCheckpoint: false };
+  } catch (e) {
+    plainError = (e as Error).message;
+  }
+  toggle(true);
+  let ckpt: BatchSizeReport;
+  try {
+    ckpt = await search(options);
+  } catch (e) {
+    toggle(false);
+    if (plain) return { ...plain, gradCheckpoint: false };
+    throw new Error(`${plainError}; with gradient checkpointing: ${(e as Error).message}`);
+  }
+  if (plain && plain.batchSize >= ckpt.batchSize) {
+    toggle(false);
+    return { ...plain, gradCheckpoint: false };
+  }
+  return {
+    ...ckpt,
+    gradCheckpoint: true,
+    withoutCheckpoint: plain
+      ? { batchSize: plain.batchSize, peakBytes: plain.peakBytes }
+      : { error: plainError },
+    method: ckpt.method + "; without gradient checkpointing the batch was smaller, so checkpointing is on",
+  };
+}
+
+async function search(options: FindBatchSizeOptions): Promise<BatchSizeReport> {
+  const { trial, budgetBytes, maxBatchSize } = options;
+  const minBs = options.minBatchSize ?? 1;
   const snapshot = options.restore
     ? new Map([...options.restore].map(([k, v]) => [k, tf.clone(v)]))
     : undefined;

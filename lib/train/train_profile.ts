@@ -23,6 +23,12 @@ export interface TrainProfile {
   lr: number;
   weightDecay: number;
   warmupEpochs: number;
+  /**
+   * Gradient checkpointing of the ViT blocks (ViT and hybrid runs): off where the models are small
+   * (quick, cpu: it would only cost time), on for ViT-Small (full: a batch-128 step does not fit the
+   * 4 GiB wasm heap, nor an 8 GB laptop, without it).
+   */
+  gradCheckpoint: boolean;
   /** Registry preset and overrides per family. */
   models: Record<TrainFamily, { preset: string; overrides: Record<string, unknown> }>;
 }
@@ -37,6 +43,7 @@ const PROFILES: Record<ProfileName, TrainProfile> = {
     lr: 1e-3,
     weightDecay: 0.05,
     warmupEpochs: 0,
+    gradCheckpoint: false,
     models: {
       resnet18: { preset: "resnet18_test", overrides: {} },
       vit: { preset: "vit_test", overrides: {} },
@@ -52,6 +59,7 @@ const PROFILES: Record<ProfileName, TrainProfile> = {
     lr: 1e-3,
     weightDecay: 0.05,
     warmupEpochs: 1,
+    gradCheckpoint: false,
     models: {
       resnet18: { preset: "resnet18", overrides: { width: 16 } },
       vit: { preset: "vit_tiny", overrides: { embedDim: 128, depth: 4, numHeads: 4 } },
@@ -68,6 +76,7 @@ const PROFILES: Record<ProfileName, TrainProfile> = {
     lr: 5e-4,
     weightDecay: 0.05,
     warmupEpochs: 5,
+    gradCheckpoint: true,
     models: {
       resnet18: { preset: "resnet18", overrides: {} },
       vit: { preset: "vit_small", overrides: {} },
