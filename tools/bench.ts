@@ -6,9 +6,15 @@
  * Each (model, backend) pair runs in its own subprocess so peak memory is per run. Numbers taken while
  * other processes use the CPU are noisy: the header prints the load average.
  *
+ * Training of models with transformer blocks (ViT, hybrid) uses gradient checkpointing (labelled
+ * "ckpt"), so a batch-64 ViT-Small step fits the 4 GiB wasm heap and the memory column compares batch 64
+ * with PyTorch's batch 64; PyTorch runs without checkpointing, the reference. `--no-grad-checkpoint`
+ * measures the plain tape instead (micro-batches where the batch does not fit).
+ *
  * ```sh
  * deno task bench                                   # everything (a few minutes)
  * deno run -A tools/bench.ts --models resnet18 --backends native --no-torch
+ * deno run -A tools/bench.ts --models vit_small --backends native --no-kernels   # one model, with PyTorch
  * deno run -A tools/bench.ts --kernels-only
  * ```
  *
@@ -35,6 +41,8 @@ interface RunResult {
   /** Micro-batches used when the whole batch did not fit the wasm heap. */
   trainMicroBatch?: number;
   inferMicroBatch?: number;
+  /** Training used gradient checkpointing of the transformer blocks. */
+  gradCheckpoint?: boolean;
   error?: string;
   config?: unknown;
   torch?: string;
@@ -54,6 +62,8 @@ interface WorkerSpec {
   trainMicroBatch?: number;
   /** Run inference on micro-batches of this size, one after the other. */
   inferMicroBatch?: number;
+  /** Train with gradient checkpointing (models with transformer blocks only). */
+  gradCheckpoint?: boolean;
 }
 
 const RESULT_TAG = "BENCH_RESULT ";
@@ -88,6 +98,9 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
   const { crossEntropy } = await import("../lib/train/losses.ts");
   const base = rssMiB("VmRSS");
   const model = createModel(spec.model, spec.keepRatio !== undefined ? { keepRatio: spec.keepRatio } : {});
+  // Only training records a tape, so checkpointing changes nothing else.
+  const ckpt = (spec.gradCheckpoint ?? false) && model.setGradCheckpointing !== undefined;
+  if (ckpt) model.setGradCheckpointing!(true);
   const cfg = model.config as {
     model: string;
     imgSize?: number;
@@ -106,6 +119,7 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
     keepRatio: spec.keepRatio,
     gmacs: model.gmacs().total,
     baseRssMiB: base,
+    gradCheckpoint: ckpt,
     config: model.config,
   };
   const owned: tf.Tensor[] = [];
@@ -398,6 +412,7 @@ async function main(): Promise<void> {
       "no-torch": { type: "boolean", default: false },
       "kernels-only": { type: "boolean", default: false },
       "no-kernels": { type: "boolean", default: false },
+      "no-grad-checkpoint": { type: "boolean", default: false },
       out: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -406,7 +421,9 @@ async function main(): Promise<void> {
     console.log(
       "usage: deno run -A tools/bench.ts [--backends native,wasm[,cpu]] [--models resnet18,vit_small,hybrid_small@0.5]\n" +
         "  [--batch 64] [--threads 2] [--infer-iters 3] [--train-iters 2] [--latency-iters 10] [--warmup 1]\n" +
-        "  [--no-torch] [--kernels-only] [--no-kernels] [--out results/bench.json]",
+        "  [--no-torch] [--kernels-only] [--no-kernels] [--no-grad-checkpoint] [--out results/bench.json]\n" +
+        '  ViT and hybrid training use gradient checkpointing ("ckpt") unless --no-grad-checkpoint;\n' +
+        "  PyTorch never does (the reference).",
     );
     return;
   }
@@ -427,6 +444,7 @@ async function main(): Promise<void> {
   const trainIters = int("train-iters", values["train-iters"]!, 0);
   const latencyIters = int("latency-iters", values["latency-iters"]!, 0);
   const warmup = int("warmup", values.warmup!, 0);
+  const gradCheckpoint = !values["no-grad-checkpoint"];
   const requested = values.backends!.split(",").map((s) => s.trim()).filter(Boolean);
   for (const b of requested) {
     if (!["native", "wasm", "cpu", "node"].includes(b)) {
@@ -446,6 +464,11 @@ async function main(): Promise<void> {
   console.log(
     `# batch ${batch}, ${threads} threads, iters infer ${inferIters} / train ${trainIters} / latency ${latencyIters}` +
       `, warmup ${warmup}. Other processes on this machine make numbers noisy; compare within one run.`,
+  );
+  console.log(
+    gradCheckpoint
+      ? "# training: ViT and hybrid with gradient checkpointing (ckpt); PyTorch without (the reference)"
+      : "# training: no gradient checkpointing (--no-grad-checkpoint)",
   );
   const backends: BackendName[] = [];
   for (const b of requested as BackendName[]) {
@@ -507,6 +530,7 @@ async function main(): Promise<void> {
         trainIters,
         latencyIters,
         warmup,
+        gradCheckpoint,
       };
       const t0 = performance.now();
       // A batch that does not fit the wasm heap (4 GiB) aborts the worker: retry the phase that failed
@@ -554,7 +578,14 @@ async function main(): Promise<void> {
         report.torchRuns.push({ ...m, backend: "torch", error: "no model config (every tfjs run failed)" });
         continue;
       }
-      const spec = { config: cfg, batch, threads, inferIters, trainIters, latencyIters, warmup };
+      // PyTorch trains without gradient checkpointing: the fair reference (its config says so too).
+      const plainCfg = structuredClone(cfg) as {
+        gradCheckpoint?: boolean;
+        vit?: { gradCheckpoint?: boolean };
+      };
+      delete plainCfg.gradCheckpoint;
+      if (plainCfg.vit) delete plainCfg.vit.gradCheckpoint;
+      const spec = { config: plainCfg, batch, threads, inferIters, trainIters, latencyIters, warmup };
       try {
         // PASSIVE: OpenMP threads sleep instead of spinning at barriers. On a shared machine spinning
         // threads starve each other (ViT-S batch-1 latency 824 ms instead of 37 ms here).
@@ -585,13 +616,21 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
         r.backend,
         "-",
         `error: ${r.error.slice(0, 80)}`,
-        ...new Array<string>(7).fill(""),
+        ...new Array<string>(8).fill(""),
       ]);
       continue;
     }
     const g = gm(r);
     const t = r.backend === "torch" ? undefined : torchOf(r);
     const ratio = (a?: number, b?: number) => (a !== undefined && b ? `${(a / b).toFixed(2)}x` : "-");
+    const trainMem = (x?: RunResult) =>
+      x?.trainPeakRssMiB !== undefined && x.baseRssMiB !== undefined
+        ? x.trainPeakRssMiB - x.baseRssMiB
+        : undefined;
+    const notes = [
+      r.gradCheckpoint ? "ckpt" : "",
+      r.trainMicroBatch !== undefined && r.trainMicroBatch < batch ? `µb ${r.trainMicroBatch}` : "",
+    ].filter(Boolean).join(", ");
     rows.push([
       modelLabel(r),
       r.backend,
@@ -601,18 +640,12 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
         : fmt(r.inferImgS),
       fmt(r.inferImgS && g ? r.inferImgS * g : undefined),
       r.backend === "torch" ? "1.00x" : ratio(r.inferImgS, t?.inferImgS),
-      r.trainMicroBatch !== undefined && r.trainMicroBatch < batch
-        ? `${fmt(r.trainImgS)} (µb ${r.trainMicroBatch})`
-        : fmt(r.trainImgS),
+      notes && r.trainImgS !== undefined ? `${fmt(r.trainImgS)} (${notes})` : fmt(r.trainImgS),
       fmt(r.trainImgS && g ? r.trainImgS * g * 3 : undefined),
       r.backend === "torch" ? "1.00x" : ratio(r.trainImgS, t?.trainImgS),
       fmt(r.latencyMs, 2),
-      fmt(
-        r.trainPeakRssMiB !== undefined && r.baseRssMiB !== undefined
-          ? r.trainPeakRssMiB - r.baseRssMiB
-          : undefined,
-        0,
-      ),
+      notes && trainMem(r) !== undefined ? `${fmt(trainMem(r), 0)} (${notes})` : fmt(trainMem(r), 0),
+      r.backend === "torch" ? "1.00x" : ratio(trainMem(r), trainMem(t)),
     ]);
   }
   console.log(
@@ -631,10 +664,14 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
       "vs torch",
       "lat b1 ms",
       "train mem MiB",
+      "vs torch",
     ],
     rows,
   ));
   console.log("  (train mem = peak RSS during the training steps minus RSS before the model was built;");
+  console.log(
+    "   ckpt = gradient checkpointing of the transformer blocks; PyTorch never checkpoints, the reference;",
+  );
   console.log(
     "   µb n = the batch did not fit the 4 GiB wasm heap and ran as micro-batches of n, one optimiser step)",
   );
