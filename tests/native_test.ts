@@ -4,8 +4,9 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend, loadNativeBackend, nativeBackendStatus, setNativeThreads } from "../lib/backend/mod.ts";
-import { blasCandidates, loadBlas } from "../lib/backend/native/blas.ts";
-import { geluLean, layerNormLean } from "../lib/backend/native/fused_ops.ts";
+import { type Blas, blasCandidates, loadBlas, openBlasLibrary } from "../lib/backend/native/blas.ts";
+import { openDnnlConv } from "../lib/backend/native/dnnl.ts";
+import { GELU_KERNEL, geluLean, LAYER_NORM_KERNEL, layerNormLean } from "../lib/backend/native/fused_ops.ts";
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, seededRandom } from "./_backends.ts";
 
@@ -321,10 +322,102 @@ nativeTest("native backend reports its library and honours the thread count", ()
   return Promise.resolve();
 });
 
-Deno.test("blasCandidates() names Accelerate on macOS and OpenBLAS on Linux", () => {
-  if (Deno.env.get("BLAS_LIBRARY")) return;
-  assertEquals(blasCandidates("darwin")[0], "/System/Library/Frameworks/Accelerate.framework/Accelerate");
-  assertEquals(blasCandidates("linux")[0], "libopenblas.so.0");
+nativeTest("native convolutions run as oneDNN JIT primitives where oneDNN 2.x is the GEMM library", () => {
+  const s = nativeBackendStatus();
+  if (!s) throw new Error("nativeBackendStatus() is undefined after loading");
+  const r = loadBlas();
+  if (!r.ok || r.blas.kind !== "dnnl" || Deno.env.get("NATIVE_CONV")) return Promise.resolve();
+  const conv = openDnnlConv(r.blas.file);
+  if (!conv.ok) {
+    assertEquals(/im2col/.test(s.convolution), true, s.convolution);
+    return Promise.resolve();
+  }
+  assertEquals(s.convolution, `oneDNN ${conv.conv.version} primitives`);
+  // A reference ("ref:any") implementation would be correct but ~100x slow: require JIT code.
+  const ci = tf.backend_util.computeConv2DInfo([8, 16, 16, 32], [3, 3, 32, 32], 1, 1, "same");
+  for (const kind of ["forward", "backwardData", "backwardWeights"] as const) {
+    const impl = conv.conv.implementation(kind, ci);
+    assertEquals(/^ref|gemm:ref/.test(impl), false, `${kind}: oneDNN chose ${impl}`);
+  }
+  return Promise.resolve();
+});
+
+Deno.test("blasCandidates() tries oneDNN first, then Accelerate on macOS and OpenBLAS on Linux", () => {
+  if (Deno.env.get("BLAS_LIBRARY") || Deno.env.get("BLAS_PROVIDER")) return;
+  const linux = blasCandidates("linux");
+  assertEquals(linux[0], { path: "libdnnl.so.3", kind: "dnnl" });
+  assertEquals(linux.find((c) => c.kind === "cblas"), { path: "libopenblas.so.0", kind: "cblas" });
+  const mac = blasCandidates("darwin");
+  assertEquals(mac[0].kind, "dnnl");
+  assertEquals(
+    mac.find((c) => c.kind === "cblas")?.path,
+    "/System/Library/Frameworks/Accelerate.framework/Accelerate",
+  );
+});
+
+/** Every library of each kind that opens here (oneDNN and OpenBLAS on the CI machine). */
+function openProviders(): Blas[] {
+  const out: Blas[] = [];
+  for (const kind of ["dnnl", "cblas"] as const) {
+    for (const c of blasCandidates().filter((c) => c.kind === kind || c.kind === "any")) {
+      try {
+        out.push(openBlasLibrary({ path: c.path, kind }));
+        break;
+      } catch { /* next candidate */ }
+    }
+  }
+  return out;
+}
+
+Deno.test({
+  name:
+    "both GEMM providers (oneDNN dnnl_sgemm, CBLAS) agree with a plain loop for every transpose and stride",
+  ignore,
+  fn: () => {
+    const providers = openProviders();
+    if (Deno.build.os === "linux" && !Deno.env.get("BLAS_LIBRARY") && !Deno.env.get("BLAS_PROVIDER")) {
+      // The CI machine installs both (libdnnl2 with python3-torch, libopenblas0): test both, not whichever loads.
+      assertEquals(
+        providers.map((p) => p.kind).sort(),
+        ["cblas", "dnnl"],
+        "expected oneDNN and OpenBLAS to load",
+      );
+    }
+    for (const blas of providers) {
+      for (const [m, n, k] of [[3, 5, 7], [17, 9, 33], [64, 1, 10], [1, 40, 3]]) {
+        for (const ta of [false, true]) {
+          for (const tb of [false, true]) {
+            // Leading dimensions wider than the matrix, so a row-major/stride mix-up shows.
+            const lda = (ta ? m : k) + 2, ldb = (tb ? k : n) + 3, ldc = n + 1;
+            const a = seededRandom((ta ? k : m) * lda, m + 7 * n);
+            const b = seededRandom((tb ? n : k) * ldb, k + 11 * n);
+            const c0 = seededRandom(m * ldc, 5);
+            const c = c0.slice();
+            blas.sgemm(ta, tb, m, n, k, 0.5, a, lda, b, ldb, 2, c, ldc);
+            for (let i = 0; i < m; i++) {
+              for (let j = 0; j < ldc; j++) {
+                let want = c0[i * ldc + j];
+                if (j < n) {
+                  let acc = 0;
+                  for (let p = 0; p < k; p++) {
+                    acc += (ta ? a[p * lda + i] : a[i * lda + p]) * (tb ? b[j * ldb + p] : b[p * ldb + j]);
+                  }
+                  want = 0.5 * acc + 2 * want;
+                }
+                const got = c[i * ldc + j];
+                if (Math.abs(got - want) > 1e-4 * (1 + Math.abs(want))) {
+                  throw new Error(
+                    `${blas.kind} (${blas.path}) ${ta ? "T" : "N"}${tb ? "T" : "N"} m=${m} n=${n} k=${k}: ` +
+                      `C[${i},${j}] = ${got}, expected ${want}`,
+                  );
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  },
 });
 
 Deno.test({
@@ -379,6 +472,32 @@ Deno.test({
     assertEquals(r.name, "wasm");
     const nat = r.rejected.find((x: { name: string }) => x.name === "native");
     assertEquals(/no BLAS library could be loaded.*libnoblas/.test(nat.reason), true, nat.reason);
+  },
+});
+
+Deno.test({
+  name: "BLAS_PROVIDER=cblas makes the native backend use OpenBLAS instead of oneDNN",
+  ignore: ignore || Deno.build.os !== "linux" || !!Deno.env.get("BLAS_LIBRARY"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const code = `import { loadNativeBackend, nativeBackendStatus } from "${
+      new URL("../lib/backend/mod.ts", import.meta.url).href
+    }";
+const r = await loadNativeBackend();
+console.log(JSON.stringify(r.ok ? nativeBackendStatus()?.library : r.reason));`;
+    const run = async (provider: string) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--unstable-ffi", code],
+        env: { BLAS_PROVIDER: provider },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      return String(JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? '""'));
+    };
+    assertEquals(/openblas/.test(await run("cblas")), true);
+    assertEquals(/dnnl.*oneDNN/.test(await run("dnnl")), true);
+    assertEquals(/BLAS_PROVIDER: expected "dnnl" or "cblas"/.test(await run("mkl")), true);
   },
 });
 
@@ -444,6 +563,29 @@ for (const backend of ["cpu", "native"] as const) {
       );
       assertThrows(() => layerNormLean(x, tf.ones([3]), b, 1e-6), Error, "16 elements");
       tf.dispose([x, w, b, up]);
+      if (backend === "native" && /^oneDNN/.test(nativeBackendStatus()?.convolution ?? "")) {
+        // The whole-op kernels are what ran above: check they are registered, then a ViT-sized case
+        // with an offset mean (variance by E[x²]−E[x]² would lose it).
+        assertEquals(tf.getKernel(GELU_KERNEL, "native") !== undefined, true, "oneDNN GELU kernel missing");
+        assertEquals(
+          tf.getKernel(LAYER_NORM_KERNEL, "native") !== undefined,
+          true,
+          "oneDNN LN kernel missing",
+        );
+        const before = tf.memory().numTensors;
+        const big = rand([2, 65, 384]);
+        const inputs = [
+          { values: big.values.map((v, i) => 30 + v * (1 + (i % 7))), shape: big.shape },
+          rand([384]),
+          rand([384]),
+        ];
+        const got = await run("native", inputs, (t, w2, b2) => [layerNormLean(t, w2, b2, 1e-6), geluLean(t)]);
+        const ref = await run("cpu", inputs, (t, w2, b2) => [layerNormRef(t, w2, b2, 1e-6), geluRef(t)]);
+        assertClose(got[0], ref[0], 1e-5, "layer norm, offset mean");
+        assertClose(got[1], ref[1], 1e-6, "gelu, large inputs");
+        await tf.setBackend("native");
+        assertEquals(tf.memory().numTensors, before, "whole-op kernels leaked tensors");
+      }
     },
   });
 }

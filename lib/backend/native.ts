@@ -13,7 +13,13 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { type Blas, loadBlas } from "./native/blas.ts";
-import { blasKernelConfigs, layoutKernelConfigs, sharingKernelConfigs } from "./native/kernels.ts";
+import { openDnnlConv, type OpenDnnlConvResult } from "./native/dnnl.ts";
+import {
+  blasKernelConfigs,
+  dnnlKernelConfigs,
+  layoutKernelConfigs,
+  sharingKernelConfigs,
+} from "./native/kernels.ts";
 import { registerWasmTrainingKernels } from "./wasm_kernels.ts";
 
 /** The tfjs backend name the native backend registers under. */
@@ -36,6 +42,11 @@ export interface NativeBackendStatus {
   threads: number | undefined;
   /** Kernels that run in BLAS. */
   blasKernels: string[];
+  /**
+   * How convolutions run: `"oneDNN <version> primitives"`, or `"im2col + GEMM"` with the reason
+   * oneDNN's convolutions are not used.
+   */
+  convolution: string;
 }
 
 let registered: Promise<NativeBackendResult> | undefined;
@@ -90,6 +101,25 @@ class NativeBackend extends BackendWasm {
   }
 }
 
+/**
+ * oneDNN's convolution primitives when the GEMM library is oneDNN 2.x, unless `NATIVE_CONV=im2col`
+ * asks for the im2col + GEMM lowering.
+ */
+function openConvolutions(blas: Blas): OpenDnnlConvResult {
+  let mode: string | undefined;
+  try {
+    mode = Deno.env.get("NATIVE_CONV");
+  } catch {
+    mode = undefined;
+  }
+  if (mode !== undefined && mode !== "" && mode !== "dnnl" && mode !== "im2col") {
+    throw new Error(`NATIVE_CONV: expected "dnnl" or "im2col", got ${JSON.stringify(mode)}`);
+  }
+  if (mode === "im2col") return { ok: false, reason: "NATIVE_CONV=im2col" };
+  if (blas.kind !== "dnnl") return { ok: false, reason: `${blas.path} is not oneDNN` };
+  return openDnnlConv(blas.file);
+}
+
 async function register(threads: number): Promise<NativeBackendResult> {
   const r = loadBlas();
   if (!r.ok) return { ok: false, reason: r.reason };
@@ -106,11 +136,23 @@ async function register(threads: number): Promise<NativeBackendResult> {
     };
   }
   const wasmKernel = (name: string) => tf.getKernel(name, "wasm")?.kernelFunc;
-  const blasConfigs = blasKernelConfigs(NATIVE_TF_BACKEND, r.blas, wasmKernel);
+  let conv: OpenDnnlConvResult;
+  try {
+    conv = openConvolutions(r.blas);
+  } catch (e) {
+    return { ok: false, reason: e instanceof Error ? e.message : String(e) };
+  }
+  const blasConfigs = blasKernelConfigs(
+    NATIVE_TF_BACKEND,
+    r.blas,
+    wasmKernel,
+    conv.ok ? conv.conv : undefined,
+  );
   const ours = [
     ...blasConfigs,
     ...sharingKernelConfigs(NATIVE_TF_BACKEND, wasmKernel),
     ...layoutKernelConfigs(NATIVE_TF_BACKEND, r.blas, wasmKernel),
+    ...(conv.ok ? dnnlKernelConfigs(NATIVE_TF_BACKEND, conv.conv) : []),
   ];
   const overridden = new Set(ours.map((k) => k.kernelName));
   for (const k of tf.getKernelsForBackend("wasm")) {
@@ -125,6 +167,7 @@ async function register(threads: number): Promise<NativeBackendResult> {
     library: r.blas.path,
     threads: r.blas.getThreads(),
     blasKernels: blasConfigs.map((k) => k.kernelName),
+    convolution: conv.ok ? `oneDNN ${conv.conv.version} primitives` : `im2col + GEMM (${conv.reason})`,
   };
   return { ok: true, tfBackend: NATIVE_TF_BACKEND };
 }

@@ -7,15 +7,52 @@
  * Outputs and gradients equal the op-by-op versions (`x·½(1+erf(x/√2))`, PyTorch's `nn.GELU()`;
  * `nn.LayerNorm` over the last axis) to float32 rounding.
  *
+ * Where the current backend has a kernel for the whole op (the native backend with oneDNN:
+ * {@link GELU_KERNEL} and friends), forward and backward each run as that one kernel; elsewhere
+ * as tfjs ops.
+ *
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+
+/** Kernel names a backend may register to run these ops whole (inputs/outputs documented at each). */
+/** Inputs `{x}` → exact GELU of `x`. */
+export const GELU_KERNEL = "CnnvitGelu";
+/** Inputs `{x, dy}` → `dy·GELU'(x)`. */
+export const GELU_GRAD_KERNEL = "CnnvitGeluGrad";
+/** Inputs `{x, weight, bias}`, attrs `{eps}` → `[y, mean, variance]` (stats shaped `[..., 1]`). */
+export const LAYER_NORM_KERNEL = "CnnvitLayerNorm";
+/** Inputs `{x, mean, variance, dy, weight}`, attrs `{eps}` → `[dx, dweight, dbias]`. */
+export const LAYER_NORM_GRAD_KERNEL = "CnnvitLayerNormGrad";
+
+function hasKernel(name: string): boolean {
+  return tf.getKernel(name, tf.getBackend()) !== undefined;
+}
+
+function run(
+  name: string,
+  inputs: tf.NamedTensorMap,
+  attrs: Record<string, number> = {},
+): tf.Tensor | tf.Tensor[] {
+  return tf.engine().runKernel(name, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor | tf.Tensor[];
+}
 
 const INV_SQRT2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 /** tfjs types custom-gradient functions loosely (inputs and the save function in one rest array). */
 type LooseCustomGrad = Parameters<typeof tf.customGrad>[0];
+
+const geluKernelOp = tf.customGrad(
+  ((x: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([x]);
+    return {
+      value: run(GELU_KERNEL, { x }) as tf.Tensor,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        run(GELU_GRAD_KERNEL, { x: saved[0], dy }) as tf.Tensor,
+    };
+  }) as unknown as LooseCustomGrad,
+);
 
 const geluOp = tf.customGrad(
   ((x: tf.Tensor, save: tf.GradSaveFunc) => {
@@ -45,6 +82,9 @@ const geluOp = tf.customGrad(
  * ```
  */
 export function geluLean<T extends tf.Tensor>(x: T): T {
+  if (x.dtype === "float32" && hasKernel(GELU_KERNEL) && hasKernel(GELU_GRAD_KERNEL)) {
+    return geluKernelOp(x) as T;
+  }
   return geluOp(x) as T;
 }
 
@@ -66,6 +106,29 @@ export function layerNormLean<T extends tf.Tensor>(x: T, weight: tf.Tensor, bias
     );
   }
   const axis = x.rank - 1;
+  if (
+    x.dtype === "float32" && weight.dtype === "float32" && bias.dtype === "float32" && weight.rank === 1 &&
+    bias.rank === 1 && hasKernel(LAYER_NORM_KERNEL) && hasKernel(LAYER_NORM_GRAD_KERNEL)
+  ) {
+    const kernelOp = tf.customGrad(
+      ((xi: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+        const [y, mean, variance] = run(LAYER_NORM_KERNEL, { x: xi, weight: w, bias: b }, {
+          eps,
+        }) as tf.Tensor[];
+        save([xi, mean, variance, w]);
+        return {
+          value: y,
+          gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+            const [xs, m, v, ws] = saved;
+            return run(LAYER_NORM_GRAD_KERNEL, { x: xs, mean: m, variance: v, dy, weight: ws }, {
+              eps,
+            }) as tf.Tensor[];
+          },
+        };
+      }) as unknown as LooseCustomGrad,
+    );
+    return kernelOp(x, weight, bias) as T;
+  }
   const op = tf.customGrad(
     ((xi: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
       const [mean, rstd] = tf.tidy(() => {

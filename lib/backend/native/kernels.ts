@@ -9,6 +9,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import type { Blas } from "./blas.ts";
+import type { DnnlConv } from "./dnnl.ts";
+import { GELU_GRAD_KERNEL, GELU_KERNEL, LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "./fused_ops.ts";
 
 type Info = tf.TensorInfo;
 type Activation = "linear" | "relu" | "relu6" | "prelu" | "elu" | "leakyrelu" | "sigmoid";
@@ -465,6 +467,7 @@ export function blasKernelConfigs(
   backendName: string,
   blas: Blas,
   fallbackFor: (kernelName: string) => tf.KernelFunc | undefined,
+  conv?: DnnlConv,
 ): tf.KernelConfig[] {
   const fallback = (name: string, args: Parameters<Fallback>[0], why: string): Info | Info[] => {
     const f = fallbackFor(name);
@@ -524,6 +527,10 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(x.shape, filter.shape, attrs);
     const out = backend.makeOutput([ci.batchSize, ci.outHeight, ci.outWidth, ci.outChannels], "float32");
+    if (conv && size(out.shape) > 0) {
+      conv.forward(ci, f32(backend, x), f32(backend, filter), f32(backend, out));
+      return out;
+    }
     conv2dInto(
       blas,
       backend,
@@ -554,6 +561,32 @@ export function blasKernelConfigs(
     const ci = convInfo(x.shape, filter.shape, attrs);
     const outShape = [ci.batchSize, ci.outHeight, ci.outWidth, ci.outChannels];
     const out = backend.makeOutput(outShape, "float32");
+    if (conv && size(outShape) > 0) {
+      // oneDNN adds a per-channel bias itself; other bias shapes are added afterwards.
+      const channelBias = bias !== undefined && size(bias.shape) === ci.outChannels;
+      // ReLU runs inside the convolution when nothing has to be added between the two.
+      const fuseRelu = attrs.activation === "relu" && (bias === undefined || channelBias);
+      conv.forward(
+        ci,
+        f32(backend, x),
+        f32(backend, filter),
+        f32(backend, out),
+        channelBias ? f32(backend, bias) : undefined,
+        fuseRelu,
+      );
+      if (fuseRelu) return out;
+      const Yc = f32(backend, out);
+      if (bias && !channelBias) applyBias(backend, Yc, outShape, bias);
+      applyActivation(
+        backend,
+        Yc,
+        outShape,
+        attrs.activation ?? "linear",
+        preluActivationWeights,
+        attrs.leakyreluAlpha ?? 0.2,
+      );
+      return out;
+    }
     const Y = f32(backend, out);
     const prefill = rowPrefill(backend, bias, ci.outChannels);
     if (prefill) prefill(Y, Y.length / Math.max(ci.outChannels, 1));
@@ -581,6 +614,10 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(attrs.inputShape, filter.shape, { ...attrs, dilations: 1 });
     const out = backend.makeOutput([...attrs.inputShape], "float32");
+    if (conv && size(out.shape) > 0 && size(dy.shape) > 0) {
+      conv.backwardData(ci, f32(backend, dy), f32(backend, filter), f32(backend, out));
+      return out;
+    }
     const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
     const rowLen = ci.filterHeight * ci.filterWidth * ci.inChannels;
     const { top, bottom, left, right } = ci.padInfo;
@@ -650,6 +687,10 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(x.shape, attrs.filterShape, { ...attrs, dilations: 1 });
     const out = backend.makeOutput([...attrs.filterShape], "float32");
+    if (conv && size(out.shape) > 0 && size(dy.shape) > 0) {
+      conv.backwardWeights(ci, f32(backend, x), f32(backend, dy), f32(backend, out));
+      return out;
+    }
     let dW = f32(backend, out), dY = f32(backend, dy), X = f32(backend, x);
     const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
     const rowLen = ci.filterHeight * ci.filterWidth * ci.inChannels;
@@ -824,5 +865,88 @@ export function layoutKernelConfigs(
     { kernelName: tf.Sum, backendName, kernelFunc: reduceLeading(tf.Sum, false) },
     { kernelName: tf.Mean, backendName, kernelFunc: reduceLeading(tf.Mean, true) },
     { kernelName: tf.SplitV, backendName, kernelFunc: splitV },
+  ];
+}
+
+// ---------------------------------------------------------------- oneDNN GELU and layer norm
+
+/**
+ * Kernels behind {@link geluLean} and {@link layerNormLean} where oneDNN is loaded: exact GELU and
+ * its gradient, layer norm (outputs `[y, mean, variance]`) and its gradient (`[dx, dw, db]`).
+ *
+ * @example
+ * ```ts
+ * for (const k of dnnlKernelConfigs("native", dnnl)) tf.registerKernel(k);
+ * ```
+ */
+export function dnnlKernelConfigs(backendName: string, dnnl: DnnlConv): tf.KernelConfig[] {
+  const gelu: tf.KernelFunc = ({ inputs, backend }) => {
+    const { x } = inputs as { x: Info };
+    const b = backend as BackendWasm;
+    const out = b.makeOutput([...x.shape], "float32");
+    dnnl.gelu(f32(b, x), f32(b, out));
+    return out;
+  };
+  const geluGrad: tf.KernelFunc = ({ inputs, backend }) => {
+    const { x, dy } = inputs as { x: Info; dy: Info };
+    const b = backend as BackendWasm;
+    const out = b.makeOutput([...x.shape], "float32");
+    dnnl.geluBackward(f32(b, x), f32(b, dy), f32(b, out));
+    return out;
+  };
+  const layerNorm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { x, weight, bias } = inputs as { x: Info; weight: Info; bias: Info };
+    const { eps } = attrs as unknown as { eps: number };
+    const b = backend as BackendWasm;
+    const d = x.shape[x.shape.length - 1], rows = size(x.shape) / Math.max(d, 1);
+    const statShape = [...x.shape.slice(0, -1), 1];
+    const y = b.makeOutput([...x.shape], "float32");
+    const mean = b.makeOutput(statShape, "float32"), variance = b.makeOutput(statShape, "float32");
+    dnnl.layerNorm(
+      rows,
+      d,
+      eps,
+      f32(b, x),
+      f32(b, weight),
+      f32(b, bias),
+      f32(b, y),
+      f32(b, mean),
+      f32(b, variance),
+    );
+    return [y, mean, variance];
+  };
+  const layerNormGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { x, mean, variance, dy, weight } = inputs as {
+      x: Info;
+      mean: Info;
+      variance: Info;
+      dy: Info;
+      weight: Info;
+    };
+    const { eps } = attrs as unknown as { eps: number };
+    const b = backend as BackendWasm;
+    const d = x.shape[x.shape.length - 1], rows = size(x.shape) / Math.max(d, 1);
+    const dx = b.makeOutput([...x.shape], "float32");
+    const dw = b.makeOutput([...weight.shape], "float32"), db = b.makeOutput([...weight.shape], "float32");
+    dnnl.layerNormBackward(
+      rows,
+      d,
+      eps,
+      f32(b, x),
+      f32(b, mean),
+      f32(b, variance),
+      f32(b, dy),
+      f32(b, weight),
+      f32(b, dx),
+      f32(b, dw),
+      f32(b, db),
+    );
+    return [dx, dw, db];
+  };
+  return [
+    { kernelName: GELU_KERNEL, backendName, kernelFunc: gelu },
+    { kernelName: GELU_GRAD_KERNEL, backendName, kernelFunc: geluGrad },
+    { kernelName: LAYER_NORM_KERNEL, backendName, kernelFunc: layerNorm },
+    { kernelName: LAYER_NORM_GRAD_KERNEL, backendName, kernelFunc: layerNormGrad },
   ];
 }

@@ -1,0 +1,782 @@
+/**
+ * oneDNN primitives through Deno FFI, on float32 arrays that live in the WebAssembly heap:
+ * - 2-D convolutions (forward, data gradient, filter gradient) on NHWC tensors with tfjs'
+ *   `[kh, kw, in, out]` filters. The im2col + GEMM lowering spends as long building the column
+ *   matrix as the GEMM takes (ResNet18's 3x3 64→64 conv at batch 64 writes a 151 MB matrix);
+ *   oneDNN's JIT convolutions read the image directly.
+ * - exact (erf) GELU forward and backward, and layer normalization over the last axis forward and
+ *   backward. In ViT-Small inference at batch 64 the op-by-op GELU (wasm `Erf` plus three
+ *   elementwise passes) took a quarter of the time; oneDNN's JIT versions are one pass each.
+ *
+ * Only the oneDNN 2.x C API is spoken here (Debian 12's `libdnnl2`, the one `python3-torch`
+ * uses): with another major version {@link openDnnlConv} says so and the native backend keeps
+ * im2col and the op-by-op versions.
+ *
+ * Primitives are created once per shape (JIT compilation takes milliseconds) and kept.
+ *
+ * @module
+ */
+import type * as tf from "@tensorflow/tfjs-core";
+
+// oneDNN 2.6 constants (dnnl_types.h; read off the header with a C compiler).
+const DNNL_SUCCESS = 0;
+const DNNL_CPU = 1;
+const DNNL_STREAM_DEFAULT = 1;
+const DNNL_F32 = 3;
+const TAG_ANY = 1;
+const TAG_NHWC = 20;
+const TAG_HWIO = 30;
+const TAG_X = 2;
+const PROP_FORWARD_TRAINING = 64;
+const PROP_FORWARD_INFERENCE = 96;
+const ALG_CONV_DIRECT = 1;
+const PROP_BACKWARD = 128;
+const ALG_GELU_ERF = 48;
+const ALG_RELU = 0x1f;
+const TAG_AB = 3;
+const LN_USE_SCALE = 8, LN_USE_SHIFT = 16;
+const ARG_MEAN = 49, ARG_VARIANCE = 50, ARG_SCALE = 51, ARG_SHIFT = 52;
+const ARG_DIFF_SCALE = 255, ARG_DIFF_SHIFT = 256;
+const QUERY_IMPL_INFO_STR = 8;
+const QUERY_WEIGHTS_MD = 131;
+const QUERY_DIFF_WEIGHTS_MD = 132;
+const ARG_SRC = 1, ARG_DST = 17, ARG_WEIGHTS = 33, ARG_BIAS = 41;
+const ARG_DIFF_SRC = 129, ARG_DIFF_DST = 145, ARG_DIFF_WEIGHTS = 161;
+/** sizeof(dnnl_memory_desc_t) is 696 and sizeof(dnnl_convolution_desc_t) 5976 in 2.6: room to spare. */
+const MD_BYTES = 1024;
+const OP_DESC_BYTES = 8192;
+
+const SYMBOLS = {
+  dnnl_version: { parameters: [], result: "pointer" },
+  dnnl_engine_create: { parameters: ["buffer", "i32", "usize"], result: "i32" },
+  dnnl_stream_create: { parameters: ["buffer", "pointer", "u32"], result: "i32" },
+  dnnl_stream_wait: { parameters: ["pointer"], result: "i32" },
+  dnnl_memory_desc_init_by_tag: { parameters: ["buffer", "i32", "buffer", "i32", "i32"], result: "i32" },
+  dnnl_memory_desc_equal: { parameters: ["buffer", "pointer"], result: "i32" },
+  dnnl_memory_desc_get_size: { parameters: ["pointer"], result: "usize" },
+  dnnl_dilated_convolution_forward_desc_init: {
+    parameters: [
+      "buffer",
+      "i32",
+      "i32",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+    ],
+    result: "i32",
+  },
+  dnnl_dilated_convolution_backward_data_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  dnnl_dilated_convolution_backward_weights_desc_init: {
+    parameters: [
+      "buffer",
+      "i32",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+    ],
+    result: "i32",
+  },
+  dnnl_eltwise_forward_desc_init: {
+    parameters: ["buffer", "i32", "i32", "buffer", "f32", "f32"],
+    result: "i32",
+  },
+  dnnl_eltwise_backward_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "buffer", "f32", "f32"],
+    result: "i32",
+  },
+  dnnl_layer_normalization_forward_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "buffer", "f32", "u32"],
+    result: "i32",
+  },
+  dnnl_layer_normalization_backward_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "buffer", "buffer", "f32", "u32"],
+    result: "i32",
+  },
+  dnnl_primitive_attr_create: { parameters: ["buffer"], result: "i32" },
+  dnnl_post_ops_create: { parameters: ["buffer"], result: "i32" },
+  dnnl_post_ops_append_eltwise: { parameters: ["pointer", "f32", "i32", "f32", "f32"], result: "i32" },
+  dnnl_primitive_attr_set_post_ops: { parameters: ["pointer", "pointer"], result: "i32" },
+  dnnl_primitive_desc_create: {
+    parameters: ["buffer", "buffer", "pointer", "pointer", "pointer"],
+    result: "i32",
+  },
+  dnnl_primitive_desc_query: { parameters: ["pointer", "i32", "i32", "buffer"], result: "i32" },
+  dnnl_primitive_desc_query_md: { parameters: ["pointer", "i32", "i32"], result: "pointer" },
+  dnnl_reorder_primitive_desc_create: {
+    parameters: ["buffer", "pointer", "pointer", "pointer", "pointer", "pointer"],
+    result: "i32",
+  },
+  dnnl_primitive_create: { parameters: ["buffer", "pointer"], result: "i32" },
+  dnnl_memory_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
+  dnnl_memory_set_data_handle: { parameters: ["pointer", "pointer"], result: "i32" },
+  dnnl_primitive_execute: { parameters: ["pointer", "pointer", "i32", "buffer"], result: "i32" },
+} as const;
+
+type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+type Ptr = Deno.PointerValue;
+
+/** A memory descriptor kept in a buffer of its own (the C struct by value). */
+type Md = Uint8Array<ArrayBuffer>;
+
+/** One cached primitive with its memory objects (handles re-pointed at every call). */
+interface Prim {
+  prim: Ptr;
+  /** Exec arguments: [arg id, memory object] per slot. */
+  mems: { arg: number; mem: Ptr }[];
+  args: BigInt64Array<ArrayBuffer>;
+  /** Weights go through a reorder into `weightsScratch` first (oneDNN chose a blocked layout). */
+  weightsReorder?: { prim: Ptr; from: Ptr; to: Ptr; args: BigInt64Array<ArrayBuffer>; bytes: number };
+  /** The primitive writes blocked weight gradients that a reorder turns into tfjs' layout. */
+  diffWeightsReorder?: { prim: Ptr; from: Ptr; to: Ptr; args: BigInt64Array<ArrayBuffer>; bytes: number };
+  impl: string;
+}
+
+/** Convolutions through oneDNN; all arrays are float32 NHWC views (e.g. into the wasm heap). */
+export interface DnnlConv {
+  /** oneDNN version, e.g. "2.6.3". */
+  version: string;
+  /** `y = conv(x, w) (+ bias)`, then `max(y, 0)` when `relu` (fused into the convolution). */
+  forward(
+    ci: tf.backend_util.Conv2DInfo,
+    x: Float32Array,
+    w: Float32Array,
+    y: Float32Array,
+    bias?: Float32Array,
+    relu?: boolean,
+  ): void;
+  /** `dx = conv_transpose(dy, w)`, the data gradient. */
+  backwardData(ci: tf.backend_util.Conv2DInfo, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
+  /** `dw = x ⋆ dy`, the filter gradient (overwrites `dw`). */
+  backwardWeights(ci: tf.backend_util.Conv2DInfo, x: Float32Array, dy: Float32Array, dw: Float32Array): void;
+  /** `y = x·Φ(x)` (exact GELU, `torch.nn.GELU()`), elementwise over equal-length arrays. */
+  gelu(x: Float32Array, y: Float32Array): void;
+  /** `dx = dy·(Φ(x) + x·φ(x))`, the GELU gradient. */
+  geluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  /**
+   * Layer norm of `rows` rows of length `d` (biased variance, as `torch.nn.LayerNorm`):
+   * `y = (x − mean)/√(var + eps)·w + b`; writes the per-row `mean` and `variance` (for the gradient).
+   */
+  layerNorm(
+    rows: number,
+    d: number,
+    eps: number,
+    x: Float32Array,
+    w: Float32Array,
+    b: Float32Array,
+    y: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+  ): void;
+  /** Gradients of {@link DnnlConv.layerNorm}: `dx`, and `dw`/`db` (overwritten). */
+  layerNormBackward(
+    rows: number,
+    d: number,
+    eps: number,
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    dx: Float32Array,
+    dw: Float32Array,
+    db: Float32Array,
+  ): void;
+  /** The oneDNN implementation chosen for a case, e.g. "brg:avx512_core" (for logs and tests). */
+  implementation(
+    kind: "forward" | "backwardData" | "backwardWeights",
+    ci: tf.backend_util.Conv2DInfo,
+  ): string;
+}
+
+/** Outcome of {@link openDnnlConv}. */
+export type OpenDnnlConvResult = { ok: true; conv: DnnlConv } | { ok: false; reason: string };
+
+function check(status: number, what: string): void {
+  if (status !== DNNL_SUCCESS) throw new Error(`oneDNN ${what} failed with status ${status}`);
+}
+
+function outPtr(): BigUint64Array<ArrayBuffer> {
+  return new BigUint64Array(1);
+}
+function ptrOf(b: BigUint64Array): Ptr {
+  return Deno.UnsafePointer.create(b[0]);
+}
+function ptrValue(p: Ptr): bigint {
+  return p === null ? 0n : BigInt(Deno.UnsafePointer.value(p));
+}
+
+/**
+ * Opens oneDNN's convolution primitives from `path` (a oneDNN 2.x library). Never throws.
+ *
+ * @example
+ * ```ts
+ * const r = openDnnlConv("libdnnl.so.2");
+ * if (r.ok) console.log(r.conv.version);
+ * ```
+ */
+export function openDnnlConv(path: string): OpenDnnlConvResult {
+  let lib: Lib;
+  try {
+    lib = Deno.dlopen(path, SYMBOLS).symbols;
+  } catch (e) {
+    return { ok: false, reason: `${path}: ${e instanceof Error ? e.message.split("\n")[0] : e}` };
+  }
+  const v = lib.dnnl_version();
+  if (!v) return { ok: false, reason: `${path}: dnnl_version() returned NULL` };
+  const view = new Deno.UnsafePointerView(v);
+  const version = `${view.getInt32(0)}.${view.getInt32(4)}.${view.getInt32(8)}`;
+  if (view.getInt32(0) !== 2) {
+    return {
+      ok: false,
+      reason: `${path} is oneDNN ${version}; the convolution path speaks the 2.x C API only`,
+    };
+  }
+  try {
+    return { ok: true, conv: new DnnlConvImpl(lib, version) };
+  } catch (e) {
+    return { ok: false, reason: `${path}: ${e instanceof Error ? e.message : e}` };
+  }
+}
+
+class DnnlConvImpl implements DnnlConv {
+  private engine: Ptr;
+  private stream: Ptr;
+  private cache = new Map<string, Prim>();
+  private scratch: Float32Array<ArrayBuffer> = new Float32Array(0);
+
+  constructor(private lib: Lib, readonly version: string) {
+    const e = outPtr();
+    check(lib.dnnl_engine_create(e, DNNL_CPU, 0n), "engine_create");
+    this.engine = ptrOf(e);
+    const s = outPtr();
+    check(lib.dnnl_stream_create(s, this.engine, DNNL_STREAM_DEFAULT), "stream_create");
+    this.stream = ptrOf(s);
+  }
+
+  private md(dims: number[], tag: number): Md {
+    const md = new Uint8Array(MD_BYTES);
+    check(
+      this.lib.dnnl_memory_desc_init_by_tag(
+        md,
+        dims.length,
+        BigInt64Array.from(dims.map(BigInt)),
+        DNNL_F32,
+        tag,
+      ),
+      `memory_desc_init_by_tag([${dims}], tag ${tag})`,
+    );
+    return md;
+  }
+
+  /** Geometry of a case in oneDNN's terms. */
+  private geometry(ci: tf.backend_util.Conv2DInfo) {
+    const { batchSize: n, inChannels: ic, inHeight: ih, inWidth: iw, outChannels: oc } = ci;
+    const { outHeight: oh, outWidth: ow, filterHeight: kh, filterWidth: kw } = ci;
+    const dims = (a: number, b: number) => BigInt64Array.from([BigInt(a), BigInt(b)]);
+    const p = ci.padInfo;
+    return {
+      src: [n, ic, ih, iw],
+      wei: [oc, ic, kh, kw],
+      dst: [n, oc, oh, ow],
+      strides: dims(ci.strideHeight, ci.strideWidth),
+      dilates: dims(ci.dilationHeight - 1, ci.dilationWidth - 1),
+      padL: dims(p.top, p.left),
+      // oneDNN wants the right/bottom padding that makes its output-size formula exact.
+      padR: dims(
+        (oh - 1) * ci.strideHeight + (kh - 1) * ci.dilationHeight + 1 - ih - p.top,
+        (ow - 1) * ci.strideWidth + (kw - 1) * ci.dilationWidth + 1 - iw - p.left,
+      ),
+    };
+  }
+
+  private key(kind: string, ci: tf.backend_util.Conv2DInfo, bias: boolean): string {
+    return [
+      kind,
+      bias ? 1 : 0,
+      ci.batchSize,
+      ci.inHeight,
+      ci.inWidth,
+      ci.inChannels,
+      ci.outHeight,
+      ci.outWidth,
+      ci.outChannels,
+      ci.filterHeight,
+      ci.filterWidth,
+      ci.strideHeight,
+      ci.strideWidth,
+      ci.dilationHeight,
+      ci.dilationWidth,
+      ci.padInfo.top,
+      ci.padInfo.left,
+    ].join(",");
+  }
+
+  private pd(opDesc: Uint8Array<ArrayBuffer>, hint: Ptr, what: string, attr: Ptr = null): Ptr {
+    const out = outPtr();
+    check(
+      this.lib.dnnl_primitive_desc_create(out, opDesc, attr, this.engine, hint),
+      `${what} primitive_desc_create`,
+    );
+    return ptrOf(out);
+  }
+
+  /** Primitive attributes with a ReLU post-op (created once). */
+  private reluAttr: Ptr = null;
+  private reluAttrs(): Ptr {
+    if (this.reluAttr) return this.reluAttr;
+    const a = outPtr(), po = outPtr();
+    check(this.lib.dnnl_primitive_attr_create(a), "primitive_attr_create");
+    check(this.lib.dnnl_post_ops_create(po), "post_ops_create");
+    check(this.lib.dnnl_post_ops_append_eltwise(ptrOf(po), 1, ALG_RELU, 0, 0), "post_ops_append_eltwise");
+    check(this.lib.dnnl_primitive_attr_set_post_ops(ptrOf(a), ptrOf(po)), "primitive_attr_set_post_ops");
+    this.reluAttr = ptrOf(a);
+    return this.reluAttr;
+  }
+
+  private primitive(pd: Ptr, what: string): Ptr {
+    const out = outPtr();
+    check(this.lib.dnnl_primitive_create(out, pd), `${what} primitive_create`);
+    return ptrOf(out);
+  }
+
+  private memory(md: Md | Ptr, what: string): Ptr {
+    const out = outPtr();
+    // A NULL handle: every call points the memory at the tensors of that call.
+    const status = md instanceof Uint8Array
+      ? this.lib.dnnl_memory_create(out, Deno.UnsafePointer.of(md), this.engine, null)
+      : this.lib.dnnl_memory_create(out, md, this.engine, null);
+    check(status, `${what} memory_create`);
+    return ptrOf(out);
+  }
+
+  private implOf(pd: Ptr): string {
+    const out = outPtr();
+    if (this.lib.dnnl_primitive_desc_query(pd, QUERY_IMPL_INFO_STR, 0, out) !== DNNL_SUCCESS) return "?";
+    const p = ptrOf(out);
+    return p ? new Deno.UnsafePointerView(p).getCString() : "?";
+  }
+
+  private forwardPd(ci: tf.backend_util.Conv2DInfo, bias: boolean, prop: number, relu = false) {
+    const g = this.geometry(ci);
+    const src = this.md(g.src, TAG_NHWC), dst = this.md(g.dst, TAG_NHWC);
+    const weiAny = this.md(g.wei, TAG_ANY);
+    const b = bias ? this.md([ci.outChannels], TAG_X) : new Uint8Array(MD_BYTES);
+    const desc = new Uint8Array(OP_DESC_BYTES);
+    check(
+      this.lib.dnnl_dilated_convolution_forward_desc_init(
+        desc,
+        prop,
+        ALG_CONV_DIRECT,
+        src,
+        weiAny,
+        b,
+        dst,
+        g.strides,
+        g.dilates,
+        g.padL,
+        g.padR,
+      ),
+      "convolution_forward_desc_init",
+    );
+    return { pd: this.pd(desc, null, "convolution forward", relu ? this.reluAttrs() : null), g };
+  }
+
+  /** Sets up weight reorders when oneDNN picked a layout other than tfjs' `[kh, kw, in, out]`. */
+  private weightsPlan(pd: Ptr, query: number, g: { wei: number[] }, direction: "in" | "out", what: string) {
+    const chosen = this.lib.dnnl_primitive_desc_query_md(pd, query, 0);
+    const plain = this.md(g.wei, TAG_HWIO);
+    if (this.lib.dnnl_memory_desc_equal(plain, chosen) === 1) return { mem: this.memory(plain, what) };
+    const bytes = Number(this.lib.dnnl_memory_desc_get_size(chosen));
+    const rpd = direction === "in"
+      ? this.reorderPd(plain, chosen, what)
+      : this.reorderPd(chosen, plain, what);
+    const from = this.memory(direction === "in" ? plain : chosen, what);
+    const to = this.memory(direction === "in" ? chosen : plain, what);
+    const prim = this.primitive(rpd, `${what} reorder`);
+    const args = new BigInt64Array(4);
+    args[0] = 1n; // DNNL_ARG_FROM
+    args[1] = ptrValue(from);
+    args[2] = 17n; // DNNL_ARG_TO
+    args[3] = ptrValue(to);
+    return { mem: direction === "in" ? to : from, reorder: { prim, from, to, args, bytes } };
+  }
+
+  private reorderPd(from: Md | Ptr, to: Md | Ptr, what: string): Ptr {
+    const asPtr = (m: Md | Ptr) => (m instanceof Uint8Array ? Deno.UnsafePointer.of(m) : m);
+    const out = outPtr();
+    check(
+      this.lib.dnnl_reorder_primitive_desc_create(
+        out,
+        asPtr(from),
+        this.engine,
+        asPtr(to),
+        this.engine,
+        null,
+      ),
+      `${what} reorder_primitive_desc_create`,
+    );
+    return ptrOf(out);
+  }
+
+  private finish(
+    prim: Ptr,
+    mems: { arg: number; mem: Ptr }[],
+    impl: string,
+    extra: Partial<Prim> = {},
+  ): Prim {
+    const args = new BigInt64Array(mems.length * 2);
+    mems.forEach((m, i) => {
+      args[2 * i] = BigInt(m.arg);
+      args[2 * i + 1] = ptrValue(m.mem);
+    });
+    return { prim, mems, args, impl, ...extra };
+  }
+
+  private getForward(ci: tf.backend_util.Conv2DInfo, bias: boolean, relu: boolean): Prim {
+    const key = this.key(relu ? "fr" : "f", ci, bias);
+    let p = this.cache.get(key);
+    if (p) return p;
+    const { pd, g } = this.forwardPd(ci, bias, PROP_FORWARD_INFERENCE, relu);
+    const w = this.weightsPlan(pd, QUERY_WEIGHTS_MD, g, "in", "convolution forward weights");
+    const mems = [
+      { arg: ARG_SRC, mem: this.memory(this.md(g.src, TAG_NHWC), "src") },
+      { arg: ARG_WEIGHTS, mem: w.mem },
+      { arg: ARG_DST, mem: this.memory(this.md(g.dst, TAG_NHWC), "dst") },
+    ];
+    if (bias) mems.push({ arg: ARG_BIAS, mem: this.memory(this.md([ci.outChannels], TAG_X), "bias") });
+    p = this.finish(this.primitive(pd, "convolution forward"), mems, this.implOf(pd), {
+      weightsReorder: w.reorder,
+    });
+    this.cache.set(key, p);
+    return p;
+  }
+
+  private getBackwardData(ci: tf.backend_util.Conv2DInfo): Prim {
+    const key = this.key("bd", ci, false);
+    let p = this.cache.get(key);
+    if (p) return p;
+    const { pd: hint, g } = this.forwardPd(ci, false, PROP_FORWARD_TRAINING);
+    const desc = new Uint8Array(OP_DESC_BYTES);
+    check(
+      this.lib.dnnl_dilated_convolution_backward_data_desc_init(
+        desc,
+        ALG_CONV_DIRECT,
+        this.md(g.src, TAG_NHWC),
+        this.md(g.wei, TAG_ANY),
+        this.md(g.dst, TAG_NHWC),
+        g.strides,
+        g.dilates,
+        g.padL,
+        g.padR,
+      ),
+      "convolution_backward_data_desc_init",
+    );
+    const pd = this.pd(desc, hint, "convolution backward data");
+    const w = this.weightsPlan(pd, QUERY_WEIGHTS_MD, g, "in", "convolution backward-data weights");
+    const mems = [
+      { arg: ARG_DIFF_DST, mem: this.memory(this.md(g.dst, TAG_NHWC), "diff_dst") },
+      { arg: ARG_WEIGHTS, mem: w.mem },
+      { arg: ARG_DIFF_SRC, mem: this.memory(this.md(g.src, TAG_NHWC), "diff_src") },
+    ];
+    p = this.finish(this.primitive(pd, "convolution backward data"), mems, this.implOf(pd), {
+      weightsReorder: w.reorder,
+    });
+    this.cache.set(key, p);
+    return p;
+  }
+
+  private getBackwardWeights(ci: tf.backend_util.Conv2DInfo): Prim {
+    const key = this.key("bw", ci, false);
+    let p = this.cache.get(key);
+    if (p) return p;
+    const { pd: hint, g } = this.forwardPd(ci, false, PROP_FORWARD_TRAINING);
+    const desc = new Uint8Array(OP_DESC_BYTES);
+    check(
+      this.lib.dnnl_dilated_convolution_backward_weights_desc_init(
+        desc,
+        ALG_CONV_DIRECT,
+        this.md(g.src, TAG_NHWC),
+        this.md(g.wei, TAG_ANY),
+        new Uint8Array(MD_BYTES),
+        this.md(g.dst, TAG_NHWC),
+        g.strides,
+        g.dilates,
+        g.padL,
+        g.padR,
+      ),
+      "convolution_backward_weights_desc_init",
+    );
+    const pd = this.pd(desc, hint, "convolution backward weights");
+    const w = this.weightsPlan(
+      pd,
+      QUERY_DIFF_WEIGHTS_MD,
+      g,
+      "out",
+      "convolution backward-weights diff_weights",
+    );
+    const mems = [
+      { arg: ARG_SRC, mem: this.memory(this.md(g.src, TAG_NHWC), "src") },
+      { arg: ARG_DIFF_DST, mem: this.memory(this.md(g.dst, TAG_NHWC), "diff_dst") },
+      { arg: ARG_DIFF_WEIGHTS, mem: w.mem },
+    ];
+    p = this.finish(this.primitive(pd, "convolution backward weights"), mems, this.implOf(pd), {
+      diffWeightsReorder: w.reorder,
+    });
+    this.cache.set(key, p);
+    return p;
+  }
+
+  private scratchFor(bytes: number): Float32Array<ArrayBuffer> {
+    if (this.scratch.byteLength < bytes) this.scratch = new Float32Array(Math.ceil(bytes / 4));
+    return this.scratch;
+  }
+
+  /** Points each memory object at its array (by position in `p.mems`) and runs the primitive. */
+  private run(p: Prim, arrays: (Float32Array | null)[], what: string): void {
+    for (let i = 0; i < p.mems.length; i++) {
+      const a = arrays[i];
+      if (a === null) continue; // already pointed (a reorder's scratch)
+      check(
+        this.lib.dnnl_memory_set_data_handle(p.mems[i].mem, Deno.UnsafePointer.of(a)),
+        `${what} set_data_handle`,
+      );
+    }
+    check(this.lib.dnnl_primitive_execute(p.prim, this.stream, p.mems.length, p.args), `${what} execute`);
+    check(this.lib.dnnl_stream_wait(this.stream), `${what} stream_wait`);
+  }
+
+  private runReorder(
+    r: NonNullable<Prim["weightsReorder"]>,
+    from: Float32Array,
+    to: Float32Array,
+    what: string,
+  ) {
+    check(
+      this.lib.dnnl_memory_set_data_handle(r.from, Deno.UnsafePointer.of(from)),
+      `${what} set_data_handle`,
+    );
+    check(this.lib.dnnl_memory_set_data_handle(r.to, Deno.UnsafePointer.of(to)), `${what} set_data_handle`);
+    check(this.lib.dnnl_primitive_execute(r.prim, this.stream, 2, r.args), `${what} reorder execute`);
+    check(this.lib.dnnl_stream_wait(this.stream), `${what} reorder stream_wait`);
+  }
+
+  /** The weights array the primitive reads: `w` itself, or `w` reordered into the scratch buffer. */
+  private weightsIn(p: Prim, w: Float32Array, what: string): Float32Array {
+    if (!p.weightsReorder) return w;
+    const s = this.scratchFor(p.weightsReorder.bytes);
+    this.runReorder(p.weightsReorder, w, s, what);
+    return s;
+  }
+
+  forward(
+    ci: tf.backend_util.Conv2DInfo,
+    x: Float32Array,
+    w: Float32Array,
+    y: Float32Array,
+    bias?: Float32Array,
+    relu = false,
+  ) {
+    const p = this.getForward(ci, bias !== undefined, relu);
+    const wIn = this.weightsIn(p, w, "convolution forward");
+    this.run(p, bias ? [x, wIn, y, bias] : [x, wIn, y], "convolution forward");
+  }
+
+  backwardData(ci: tf.backend_util.Conv2DInfo, dy: Float32Array, w: Float32Array, dx: Float32Array) {
+    const p = this.getBackwardData(ci);
+    const wIn = this.weightsIn(p, w, "convolution backward data");
+    this.run(p, [dy, wIn, dx], "convolution backward data");
+  }
+
+  backwardWeights(ci: tf.backend_util.Conv2DInfo, x: Float32Array, dy: Float32Array, dw: Float32Array) {
+    const p = this.getBackwardWeights(ci);
+    if (!p.diffWeightsReorder) {
+      this.run(p, [x, dy, dw], "convolution backward weights");
+      return;
+    }
+    const s = this.scratchFor(p.diffWeightsReorder.bytes);
+    this.run(p, [x, dy, s], "convolution backward weights");
+    this.runReorder(p.diffWeightsReorder, s, dw, "convolution backward weights");
+  }
+
+  private plainMems(specs: [number, number[], number][]): { arg: number; mem: Ptr }[] {
+    return specs.map(([arg, dims, tag]) => ({ arg, mem: this.memory(this.md(dims, tag), `arg ${arg}`) }));
+  }
+
+  private eltwise(n: number, backward: boolean): Prim {
+    const key = `gelu,${backward ? 1 : 0},${n}`;
+    let p = this.cache.get(key);
+    if (p) return p;
+    const data = this.md([n], TAG_X);
+    const fdesc = new Uint8Array(OP_DESC_BYTES);
+    check(
+      this.lib.dnnl_eltwise_forward_desc_init(
+        fdesc,
+        backward ? PROP_FORWARD_TRAINING : PROP_FORWARD_INFERENCE,
+        ALG_GELU_ERF,
+        data,
+        0,
+        0,
+      ),
+      "eltwise_forward_desc_init",
+    );
+    const fpd = this.pd(fdesc, null, "GELU forward");
+    if (!backward) {
+      p = this.finish(
+        this.primitive(fpd, "GELU forward"),
+        this.plainMems([[ARG_SRC, [n], TAG_X], [ARG_DST, [n], TAG_X]]),
+        this.implOf(fpd),
+      );
+    } else {
+      const bdesc = new Uint8Array(OP_DESC_BYTES);
+      check(
+        this.lib.dnnl_eltwise_backward_desc_init(bdesc, ALG_GELU_ERF, data, data, 0, 0),
+        "eltwise_backward_desc_init",
+      );
+      const bpd = this.pd(bdesc, fpd, "GELU backward");
+      p = this.finish(
+        this.primitive(bpd, "GELU backward"),
+        this.plainMems([[ARG_SRC, [n], TAG_X], [ARG_DIFF_DST, [n], TAG_X], [ARG_DIFF_SRC, [n], TAG_X]]),
+        this.implOf(bpd),
+      );
+    }
+    this.cache.set(key, p);
+    return p;
+  }
+
+  gelu(x: Float32Array, y: Float32Array): void {
+    if (x.length === 0) return;
+    this.run(this.eltwise(x.length, false), [x, y], "GELU forward");
+  }
+
+  geluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array): void {
+    if (x.length === 0) return;
+    this.run(this.eltwise(x.length, true), [x, dy, dx], "GELU backward");
+  }
+
+  private layerNormPrim(rows: number, d: number, eps: number, backward: boolean): Prim {
+    const key = `ln,${backward ? 1 : 0},${rows},${d},${eps}`;
+    let p = this.cache.get(key);
+    if (p) return p;
+    const data = this.md([rows, d], TAG_AB), stat = this.md([rows], TAG_X);
+    const flags = LN_USE_SCALE | LN_USE_SHIFT;
+    const fdesc = new Uint8Array(OP_DESC_BYTES);
+    check(
+      this.lib.dnnl_layer_normalization_forward_desc_init(
+        fdesc,
+        PROP_FORWARD_TRAINING,
+        data,
+        stat,
+        eps,
+        flags,
+      ),
+      "layer_normalization_forward_desc_init",
+    );
+    const fpd = this.pd(fdesc, null, "layer norm forward");
+    if (!backward) {
+      p = this.finish(
+        this.primitive(fpd, "layer norm forward"),
+        this.plainMems([
+          [ARG_SRC, [rows, d], TAG_AB],
+          [ARG_SCALE, [d], TAG_X],
+          [ARG_SHIFT, [d], TAG_X],
+          [ARG_DST, [rows, d], TAG_AB],
+          [ARG_MEAN, [rows], TAG_X],
+          [ARG_VARIANCE, [rows], TAG_X],
+        ]),
+        this.implOf(fpd),
+      );
+    } else {
+      const bdesc = new Uint8Array(OP_DESC_BYTES);
+      check(
+        this.lib.dnnl_layer_normalization_backward_desc_init(
+          bdesc,
+          PROP_BACKWARD,
+          data,
+          data,
+          stat,
+          eps,
+          flags,
+        ),
+        "layer_normalization_backward_desc_init",
+      );
+      const bpd = this.pd(bdesc, fpd, "layer norm backward");
+      p = this.finish(
+        this.primitive(bpd, "layer norm backward"),
+        this.plainMems([
+          [ARG_SRC, [rows, d], TAG_AB],
+          [ARG_MEAN, [rows], TAG_X],
+          [ARG_VARIANCE, [rows], TAG_X],
+          [ARG_DIFF_DST, [rows, d], TAG_AB],
+          [ARG_SCALE, [d], TAG_X],
+          // oneDNN 2.6 insists on the shift as an input of the backward pass too, though the
+          // gradients do not depend on it: the scale is passed in its place.
+          [ARG_SHIFT, [d], TAG_X],
+          [ARG_DIFF_SRC, [rows, d], TAG_AB],
+          [ARG_DIFF_SCALE, [d], TAG_X],
+          [ARG_DIFF_SHIFT, [d], TAG_X],
+        ]),
+        this.implOf(bpd),
+      );
+    }
+    this.cache.set(key, p);
+    return p;
+  }
+
+  layerNorm(
+    rows: number,
+    d: number,
+    eps: number,
+    x: Float32Array,
+    w: Float32Array,
+    b: Float32Array,
+    y: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+  ): void {
+    if (rows === 0 || d === 0) return;
+    this.run(this.layerNormPrim(rows, d, eps, false), [x, w, b, y, mean, variance], "layer norm forward");
+  }
+
+  layerNormBackward(
+    rows: number,
+    d: number,
+    eps: number,
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    dx: Float32Array,
+    dw: Float32Array,
+    db: Float32Array,
+  ): void {
+    if (rows === 0 || d === 0) return;
+    this.run(
+      this.layerNormPrim(rows, d, eps, true),
+      [x, mean, variance, dy, w, w, dx, dw, db],
+      "layer norm backward",
+    );
+  }
+
+  implementation(
+    kind: "forward" | "backwardData" | "backwardWeights",
+    ci: tf.backend_util.Conv2DInfo,
+  ): string {
+    if (kind === "forward") return this.getForward(ci, false, false).impl;
+    if (kind === "backwardData") return this.getBackwardData(ci).impl;
+    return this.getBackwardWeights(ci).impl;
+  }
+}
