@@ -6,7 +6,14 @@ import * as tf from "@tensorflow/tfjs-core";
 import { initBackend, loadNativeBackend, nativeBackendStatus, setNativeThreads } from "../lib/backend/mod.ts";
 import { type Blas, blasCandidates, loadBlas, openBlasLibrary } from "../lib/backend/native/blas.ts";
 import { openDnnlConv } from "../lib/backend/native/dnnl.ts";
-import { GELU_KERNEL, geluLean, LAYER_NORM_KERNEL, layerNormLean } from "../lib/backend/native/fused_ops.ts";
+import {
+  batchNormTrainKernel,
+  GELU_KERNEL,
+  geluLean,
+  LAYER_NORM_KERNEL,
+  layerNormLean,
+} from "../lib/backend/native/fused_ops.ts";
+import { batchNorm } from "../lib/models/layers.ts";
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, seededRandom } from "./_backends.ts";
 
@@ -617,5 +624,61 @@ Deno.test({
       );
     }
     tf.dispose([x, w, b]);
+  },
+});
+
+Deno.test({
+  name:
+    "training-mode batchNorm(): the oneDNN kernel matches the tfjs-op version (output, gradients, running stats)",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const shape = [4, 6, 5, 8];
+    const xv = rand(shape).values.map((v, i) => 3 + v * (1 + (i % 5))), up = rand(shape).values;
+    const wv = rand([8]).values, bv = rand([8]).values;
+    const results: Float32Array[][] = [];
+    for (const backend of ["cpu", "native"] as const) {
+      await initBackend(backend, { log: false });
+      if (backend === "native") {
+        // The kernel path is what runs on native (with oneDNN), the tfjs ops on cpu.
+        const probe = tf.tidy(() =>
+          batchNormTrainKernel(tf.zeros([1, 2, 2, 8]), tf.ones([8]), tf.zeros([8]), 1e-5)
+        );
+        const viaKernel = /^oneDNN/.test(nativeBackendStatus()?.convolution ?? "");
+        assertEquals(probe !== undefined, viaKernel);
+        if (probe) tf.dispose([probe.y, probe.mean, probe.variance]);
+      }
+      const before = tf.memory().numTensors;
+      const p = tf.tidy(() => ({
+        weight: tf.variable(tf.tensor1d(wv)),
+        bias: tf.variable(tf.tensor1d(bv)),
+        runningMean: tf.variable(tf.zeros([8])),
+        runningVar: tf.variable(tf.ones([8])),
+      }));
+      const x = tf.tensor4d(xv, shape as [number, number, number, number]);
+      const u = tf.tensor4d(up, shape as [number, number, number, number]);
+      const bn = (t: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =>
+        batchNorm(t as tf.Tensor4D, { ...p, weight: w as tf.Variable, bias: b as tf.Variable }, {
+          training: true,
+          eps: 1e-5,
+          momentum: 0.1,
+        });
+      const y = tf.tidy(() => bn(x, p.weight, p.bias)); // updates the running statistics once
+      const { value, grads } = tf.valueAndGrads((t: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.mul(bn(t, w, b), u))
+      )([x, p.weight, p.bias]); // and again
+      results.push([
+        await y.data() as Float32Array,
+        ...(await Promise.all(grads.map((g) => g.data()))) as Float32Array[],
+        await p.runningMean.data() as Float32Array,
+        await p.runningVar.data() as Float32Array,
+      ]);
+      y.dispose();
+      tf.dispose([value, ...grads, x, u, p.weight, p.bias, p.runningMean, p.runningVar]);
+      assertEquals(tf.memory().numTensors - before, 0, `${backend}: leaked tensors`);
+    }
+    const names = ["y", "dx", "dweight", "dbias", "running mean", "running var"];
+    for (let i = 0; i < names.length; i++) assertClose(results[1][i], results[0][i], 1e-5, names[i]);
   },
 });

@@ -7,7 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { geluLean, layerNormLean } from "../backend/mod.ts";
+import { batchNormTrainKernel, geluLean, layerNormLean } from "../backend/mod.ts";
 
 /**
  * 2D convolution with PyTorch's symmetric zero padding (`padding=pad`), NHWC input, HWIO kernel.
@@ -50,18 +50,20 @@ export function batchNorm(
     return tf.add(tf.mul(x, scale), shift);
   }
   const n = x.shape[0] * x.shape[1] * x.shape[2];
+  const m = opts.momentum;
+  const fused = batchNormTrainKernel(x, p.weight, p.bias, opts.eps);
+  if (fused) {
+    // One kernel forward and one backward (oneDNN on the native backend); the batch statistics
+    // it returns update the running ones exactly as below.
+    updateRunningStats(p, fused.mean, fused.variance, n, m);
+    tf.dispose([fused.mean, fused.variance]);
+    return fused.y;
+  }
   const mean = spatialMean(x);
   const centered = tf.sub(x, mean);
   const variance = spatialMean(tf.square(centered) as tf.Tensor4D);
   // Running statistics: not part of the gradient.
-  const m = opts.momentum;
-  const bm = tf.keep(tf.add(tf.mul(p.runningMean, 1 - m), tf.mul(mean, m)));
-  const unbiased = n > 1 ? tf.mul(variance, n / (n - 1)) : variance;
-  const bv = tf.keep(tf.add(tf.mul(p.runningVar, 1 - m), tf.mul(unbiased, m)));
-  p.runningMean.assign(bm);
-  p.runningVar.assign(bv);
-  bm.dispose();
-  bv.dispose();
+  updateRunningStats(p, mean, variance, n, m);
   // PyTorch's CPU formula: y = x * alpha + beta, alpha = w / sqrt(var + eps), beta = b - mean * alpha.
   const alpha = tf.mul(tf.rsqrt(tf.add(variance, opts.eps)), p.weight);
   return tf.add(tf.mul(x, alpha), tf.sub(p.bias, tf.mul(mean, alpha)));
@@ -71,6 +73,21 @@ export function batchNorm(
  * Mean over N, H, W in three stages (W, then H, then N): the same value as `tf.mean(x, [0, 1, 2])`
  * with a much smaller float32 summation error on backends that accumulate in float32 (wasm).
  */
+/** PyTorch's running-statistics update from a batch's mean and biased variance over `n` values. */
+function updateRunningStats(
+  p: BatchNormParams,
+  mean: tf.Tensor,
+  variance: tf.Tensor,
+  n: number,
+  m: number,
+): void {
+  tf.tidy(() => {
+    const unbiased = n > 1 ? tf.mul(variance, n / (n - 1)) : variance;
+    p.runningMean.assign(tf.add(tf.mul(p.runningMean, 1 - m), tf.mul(mean, m)));
+    p.runningVar.assign(tf.add(tf.mul(p.runningVar, 1 - m), tf.mul(unbiased, m)));
+  });
+}
+
 function spatialMean(x: tf.Tensor4D): tf.Tensor1D {
   return tf.mean(tf.mean(tf.mean(x, 2), 1), 0) as tf.Tensor1D;
 }

@@ -34,6 +34,7 @@ const PROP_BACKWARD = 128;
 const ALG_GELU_ERF = 48;
 const ALG_RELU = 0x1f;
 const TAG_AB = 3;
+/** Normalization flags (layer and batch norm): learned scale and shift as separate tensors. */
 const LN_USE_SCALE = 8, LN_USE_SHIFT = 16;
 const ARG_MEAN = 49, ARG_VARIANCE = 50, ARG_SCALE = 51, ARG_SHIFT = 52;
 const ARG_DIFF_SCALE = 255, ARG_DIFF_SHIFT = 256;
@@ -103,6 +104,14 @@ const SYMBOLS = {
   },
   dnnl_layer_normalization_backward_desc_init: {
     parameters: ["buffer", "i32", "buffer", "buffer", "buffer", "f32", "u32"],
+    result: "i32",
+  },
+  dnnl_batch_normalization_forward_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "f32", "u32"],
+    result: "i32",
+  },
+  dnnl_batch_normalization_backward_desc_init: {
+    parameters: ["buffer", "i32", "buffer", "buffer", "f32", "u32"],
     result: "i32",
   },
   dnnl_primitive_attr_create: { parameters: ["buffer"], result: "i32" },
@@ -179,6 +188,33 @@ export interface DnnlConv {
     y: Float32Array,
     mean: Float32Array,
     variance: Float32Array,
+  ): void;
+  /**
+   * Training-mode batch norm of an NHWC tensor `[n, h, w, c]` over all but the channel axis:
+   * `y = (x − mean)/√(var + eps)·w + b` with the batch's `mean` and biased `variance` (written, `[c]`).
+   */
+  batchNorm(
+    shape: number[],
+    eps: number,
+    x: Float32Array,
+    w: Float32Array,
+    b: Float32Array,
+    y: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+  ): void;
+  /** Gradients of {@link DnnlConv.batchNorm}: `dx`, and `dw`/`db` (overwritten). */
+  batchNormBackward(
+    shape: number[],
+    eps: number,
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    dx: Float32Array,
+    dw: Float32Array,
+    db: Float32Array,
   ): void;
   /** Gradients of {@link DnnlConv.layerNorm}: `dx`, and `dw`/`db` (overwritten). */
   layerNormBackward(
@@ -768,6 +804,94 @@ class DnnlConvImpl implements DnnlConv {
       this.layerNormPrim(rows, d, eps, true),
       [x, mean, variance, dy, w, w, dx, dw, db],
       "layer norm backward",
+    );
+  }
+
+  private batchNormPrim(shape: number[], eps: number, backward: boolean): Prim {
+    const [n, h, w, c] = shape;
+    const key = `bn,${backward ? 1 : 0},${shape},${eps}`;
+    let p = this.cache.get(key);
+    if (p) return p;
+    const dims = [n, c, h, w];
+    const data = this.md(dims, TAG_NHWC);
+    const flags = LN_USE_SCALE | LN_USE_SHIFT;
+    const fdesc = new Uint8Array(OP_DESC_BYTES);
+    check(
+      this.lib.dnnl_batch_normalization_forward_desc_init(fdesc, PROP_FORWARD_TRAINING, data, eps, flags),
+      "batch_normalization_forward_desc_init",
+    );
+    const fpd = this.pd(fdesc, null, "batch norm forward");
+    if (!backward) {
+      p = this.finish(
+        this.primitive(fpd, "batch norm forward"),
+        this.plainMems([
+          [ARG_SRC, dims, TAG_NHWC],
+          [ARG_SCALE, [c], TAG_X],
+          [ARG_SHIFT, [c], TAG_X],
+          [ARG_DST, dims, TAG_NHWC],
+          [ARG_MEAN, [c], TAG_X],
+          [ARG_VARIANCE, [c], TAG_X],
+        ]),
+        this.implOf(fpd),
+      );
+    } else {
+      const bdesc = new Uint8Array(OP_DESC_BYTES);
+      check(
+        this.lib.dnnl_batch_normalization_backward_desc_init(bdesc, PROP_BACKWARD, data, data, eps, flags),
+        "batch_normalization_backward_desc_init",
+      );
+      const bpd = this.pd(bdesc, fpd, "batch norm backward");
+      p = this.finish(
+        this.primitive(bpd, "batch norm backward"),
+        this.plainMems([
+          [ARG_SRC, dims, TAG_NHWC],
+          [ARG_MEAN, [c], TAG_X],
+          [ARG_VARIANCE, [c], TAG_X],
+          [ARG_DIFF_DST, dims, TAG_NHWC],
+          [ARG_SCALE, [c], TAG_X],
+          [ARG_SHIFT, [c], TAG_X], // required by oneDNN 2.6 though unused: the scale stands in
+          [ARG_DIFF_SRC, dims, TAG_NHWC],
+          [ARG_DIFF_SCALE, [c], TAG_X],
+          [ARG_DIFF_SHIFT, [c], TAG_X],
+        ]),
+        this.implOf(bpd),
+      );
+    }
+    this.cache.set(key, p);
+    return p;
+  }
+
+  batchNorm(
+    shape: number[],
+    eps: number,
+    x: Float32Array,
+    w: Float32Array,
+    b: Float32Array,
+    y: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+  ): void {
+    if (x.length === 0) return;
+    this.run(this.batchNormPrim(shape, eps, false), [x, w, b, y, mean, variance], "batch norm forward");
+  }
+
+  batchNormBackward(
+    shape: number[],
+    eps: number,
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    dy: Float32Array,
+    w: Float32Array,
+    dx: Float32Array,
+    dw: Float32Array,
+    db: Float32Array,
+  ): void {
+    if (x.length === 0) return;
+    this.run(
+      this.batchNormPrim(shape, eps, true),
+      [x, mean, variance, dy, w, w, dx, dw, db],
+      "batch norm backward",
     );
   }
 

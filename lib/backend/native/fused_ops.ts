@@ -25,6 +25,11 @@ export const LAYER_NORM_KERNEL = "CnnvitLayerNorm";
 /** Inputs `{x, mean, variance, dy, weight}`, attrs `{eps}` → `[dx, dweight, dbias]`. */
 export const LAYER_NORM_GRAD_KERNEL = "CnnvitLayerNormGrad";
 
+/** Inputs `{x, weight, bias}` (x NHWC), attrs `{eps}` → `[y, mean, variance]` (batch stats `[c]`, biased). */
+export const BATCH_NORM_KERNEL = "CnnvitBatchNorm";
+/** Inputs `{x, mean, variance, dy, weight}`, attrs `{eps}` → `[dx, dweight, dbias]`. */
+export const BATCH_NORM_GRAD_KERNEL = "CnnvitBatchNormGrad";
+
 function hasKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
 }
@@ -160,4 +165,50 @@ export function layerNormLean<T extends tf.Tensor>(x: T, weight: tf.Tensor, bias
     }) as unknown as LooseCustomGrad,
   );
   return op(x, weight, bias) as T;
+}
+
+/**
+ * Training-mode batch norm of an NHWC tensor as one kernel where the backend has one (the native
+ * backend with oneDNN), else `undefined` (callers then use tfjs ops). Returns the output and the
+ * batch's mean and biased variance (`[c]`, for the running statistics; the caller disposes them).
+ *
+ * @example
+ * ```ts
+ * const r = batchNormTrainKernel(x, gamma, beta, 1e-5);
+ * if (r) { use(r.y); tf.dispose([r.mean, r.variance]); }
+ * ```
+ */
+export function batchNormTrainKernel(
+  x: tf.Tensor4D,
+  weight: tf.Tensor,
+  bias: tf.Tensor,
+  eps: number,
+): { y: tf.Tensor4D; mean: tf.Tensor1D; variance: tf.Tensor1D } | undefined {
+  if (
+    x.dtype !== "float32" || weight.rank !== 1 || bias.rank !== 1 || !hasKernel(BATCH_NORM_KERNEL) ||
+    !hasKernel(BATCH_NORM_GRAD_KERNEL)
+  ) {
+    return undefined;
+  }
+  let stats: tf.Tensor[] = [];
+  const op = tf.customGrad(
+    ((xi: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [y, mean, variance] = run(BATCH_NORM_KERNEL, { x: xi, weight: w, bias: b }, {
+        eps,
+      }) as tf.Tensor[];
+      save([xi, mean, variance, w]);
+      stats = [tf.keep(mean), tf.keep(variance)];
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [xs, m, v, ws] = saved;
+          return run(BATCH_NORM_GRAD_KERNEL, { x: xs, mean: m, variance: v, dy, weight: ws }, {
+            eps,
+          }) as tf.Tensor[];
+        },
+      };
+    }) as unknown as LooseCustomGrad,
+  );
+  const y = op(x, weight, bias) as tf.Tensor4D;
+  return { y, mean: stats[0] as tf.Tensor1D, variance: stats[1] as tf.Tensor1D };
 }

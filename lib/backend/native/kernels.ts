@@ -10,7 +10,14 @@ import * as tf from "@tensorflow/tfjs-core";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import type { Blas } from "./blas.ts";
 import type { DnnlConv } from "./dnnl.ts";
-import { GELU_GRAD_KERNEL, GELU_KERNEL, LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "./fused_ops.ts";
+import {
+  BATCH_NORM_GRAD_KERNEL,
+  BATCH_NORM_KERNEL,
+  GELU_GRAD_KERNEL,
+  GELU_KERNEL,
+  LAYER_NORM_GRAD_KERNEL,
+  LAYER_NORM_KERNEL,
+} from "./fused_ops.ts";
 
 type Info = tf.TensorInfo;
 type Activation = "linear" | "relu" | "relu6" | "prelu" | "elu" | "leakyrelu" | "sigmoid";
@@ -871,8 +878,9 @@ export function layoutKernelConfigs(
 // ---------------------------------------------------------------- oneDNN GELU and layer norm
 
 /**
- * Kernels behind {@link geluLean} and {@link layerNormLean} where oneDNN is loaded: exact GELU and
- * its gradient, layer norm (outputs `[y, mean, variance]`) and its gradient (`[dx, dw, db]`).
+ * Kernels behind `geluLean`, `layerNormLean` and `batchNormTrainKernel` where oneDNN is loaded:
+ * exact GELU and its gradient; layer norm and training-mode batch norm (outputs `[y, mean,
+ * variance]`) and their gradients (`[dx, dw, db]`).
  *
  * @example
  * ```ts
@@ -943,7 +951,54 @@ export function dnnlKernelConfigs(backendName: string, dnnl: DnnlConv): tf.Kerne
     );
     return [dx, dw, db];
   };
+  const batchNorm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { x, weight, bias } = inputs as { x: Info; weight: Info; bias: Info };
+    const { eps } = attrs as unknown as { eps: number };
+    const b = backend as BackendWasm;
+    const c = x.shape[3];
+    const y = b.makeOutput([...x.shape], "float32");
+    const mean = b.makeOutput([c], "float32"), variance = b.makeOutput([c], "float32");
+    dnnl.batchNorm(
+      x.shape,
+      eps,
+      f32(b, x),
+      f32(b, weight),
+      f32(b, bias),
+      f32(b, y),
+      f32(b, mean),
+      f32(b, variance),
+    );
+    return [y, mean, variance];
+  };
+  const batchNormGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { x, mean, variance, dy, weight } = inputs as {
+      x: Info;
+      mean: Info;
+      variance: Info;
+      dy: Info;
+      weight: Info;
+    };
+    const { eps } = attrs as unknown as { eps: number };
+    const b = backend as BackendWasm;
+    const dx = b.makeOutput([...x.shape], "float32");
+    const dw = b.makeOutput([...weight.shape], "float32"), db = b.makeOutput([...weight.shape], "float32");
+    dnnl.batchNormBackward(
+      x.shape,
+      eps,
+      f32(b, x),
+      f32(b, mean),
+      f32(b, variance),
+      f32(b, dy),
+      f32(b, weight),
+      f32(b, dx),
+      f32(b, dw),
+      f32(b, db),
+    );
+    return [dx, dw, db];
+  };
   return [
+    { kernelName: BATCH_NORM_KERNEL, backendName, kernelFunc: batchNorm },
+    { kernelName: BATCH_NORM_GRAD_KERNEL, backendName, kernelFunc: batchNormGrad },
     { kernelName: GELU_KERNEL, backendName, kernelFunc: gelu },
     { kernelName: GELU_GRAD_KERNEL, backendName, kernelFunc: geluGrad },
     { kernelName: LAYER_NORM_KERNEL, backendName, kernelFunc: layerNorm },
