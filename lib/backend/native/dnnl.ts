@@ -35,7 +35,7 @@ const ALG_GELU_ERF = 48;
 const ALG_RELU = 0x1f;
 const TAG_AB = 3;
 /** Normalization flags (layer and batch norm): learned scale and shift as separate tensors. */
-const LN_USE_SCALE = 8, LN_USE_SHIFT = 16;
+const NORM_USE_SCALE = 8, NORM_USE_SHIFT = 16;
 const ARG_MEAN = 49, ARG_VARIANCE = 50, ARG_SCALE = 51, ARG_SHIFT = 52;
 const ARG_DIFF_SCALE = 255, ARG_DIFF_SHIFT = 256;
 const QUERY_IMPL_INFO_STR = 8;
@@ -702,73 +702,89 @@ class DnnlConvImpl implements DnnlConv {
     this.run(this.eltwise(x.length, true), [x, dy, dx], "GELU backward");
   }
 
-  private layerNormPrim(rows: number, d: number, eps: number, backward: boolean): Prim {
-    const key = `ln,${backward ? 1 : 0},${rows},${d},${eps}`;
+  /**
+   * A layer or batch normalization primitive (learned scale and shift, training statistics):
+   * `data` dims/tag of the tensor, `c` the length of the scale/shift, `stat` dims of mean/variance.
+   * Forward args: src, scale, shift, dst, mean, variance. Backward: src, mean, variance, diff_dst,
+   * scale, shift, diff_src, diff_scale, diff_shift (oneDNN 2.6 insists on the shift, though the
+   * gradients do not depend on it: callers pass the scale in its place).
+   */
+  private normalization(
+    kind: "layer" | "batch",
+    data: { dims: number[]; tag: number },
+    c: number,
+    stat: number[],
+    eps: number,
+    backward: boolean,
+  ): Prim {
+    const key = `${kind},${backward ? 1 : 0},${data.dims},${eps}`;
     let p = this.cache.get(key);
     if (p) return p;
-    const data = this.md([rows, d], TAG_AB), stat = this.md([rows], TAG_X);
-    const flags = LN_USE_SCALE | LN_USE_SHIFT;
+    const md = this.md(data.dims, data.tag);
+    const flags = NORM_USE_SCALE | NORM_USE_SHIFT;
+    const what = `${kind} norm`;
+    const statMd = this.md(stat, TAG_X);
+    const init = (desc: Uint8Array<ArrayBuffer>, prop: number) => {
+      const bwd = prop === PROP_BACKWARD, l = this.lib;
+      if (kind === "layer") {
+        return bwd
+          ? l.dnnl_layer_normalization_backward_desc_init(desc, prop, md, md, statMd, eps, flags)
+          : l.dnnl_layer_normalization_forward_desc_init(desc, prop, md, statMd, eps, flags);
+      }
+      return bwd
+        ? l.dnnl_batch_normalization_backward_desc_init(desc, prop, md, md, eps, flags)
+        : l.dnnl_batch_normalization_forward_desc_init(desc, prop, md, eps, flags);
+    };
     const fdesc = new Uint8Array(OP_DESC_BYTES);
-    check(
-      this.lib.dnnl_layer_normalization_forward_desc_init(
-        fdesc,
-        PROP_FORWARD_TRAINING,
-        data,
-        stat,
-        eps,
-        flags,
-      ),
-      "layer_normalization_forward_desc_init",
-    );
-    const fpd = this.pd(fdesc, null, "layer norm forward");
+    check(init(fdesc, PROP_FORWARD_TRAINING), `${what} forward desc_init`);
+    const fpd = this.pd(fdesc, null, `${what} forward`);
+    const d: [number, number[], number] = [0, data.dims, data.tag];
+    const vec = (arg: number): [number, number[], number] => [arg, [c], TAG_X];
+    const st = (arg: number): [number, number[], number] => [arg, stat, TAG_X];
     if (!backward) {
       p = this.finish(
-        this.primitive(fpd, "layer norm forward"),
+        this.primitive(fpd, `${what} forward`),
         this.plainMems([
-          [ARG_SRC, [rows, d], TAG_AB],
-          [ARG_SCALE, [d], TAG_X],
-          [ARG_SHIFT, [d], TAG_X],
-          [ARG_DST, [rows, d], TAG_AB],
-          [ARG_MEAN, [rows], TAG_X],
-          [ARG_VARIANCE, [rows], TAG_X],
+          [ARG_SRC, d[1], d[2]],
+          vec(ARG_SCALE),
+          vec(ARG_SHIFT),
+          [ARG_DST, d[1], d[2]],
+          st(ARG_MEAN),
+          st(ARG_VARIANCE),
         ]),
         this.implOf(fpd),
       );
     } else {
       const bdesc = new Uint8Array(OP_DESC_BYTES);
-      check(
-        this.lib.dnnl_layer_normalization_backward_desc_init(
-          bdesc,
-          PROP_BACKWARD,
-          data,
-          data,
-          stat,
-          eps,
-          flags,
-        ),
-        "layer_normalization_backward_desc_init",
-      );
-      const bpd = this.pd(bdesc, fpd, "layer norm backward");
+      check(init(bdesc, PROP_BACKWARD), `${what} backward desc_init`);
+      const bpd = this.pd(bdesc, fpd, `${what} backward`);
       p = this.finish(
-        this.primitive(bpd, "layer norm backward"),
+        this.primitive(bpd, `${what} backward`),
         this.plainMems([
-          [ARG_SRC, [rows, d], TAG_AB],
-          [ARG_MEAN, [rows], TAG_X],
-          [ARG_VARIANCE, [rows], TAG_X],
-          [ARG_DIFF_DST, [rows, d], TAG_AB],
-          [ARG_SCALE, [d], TAG_X],
-          // oneDNN 2.6 insists on the shift as an input of the backward pass too, though the
-          // gradients do not depend on it: the scale is passed in its place.
-          [ARG_SHIFT, [d], TAG_X],
-          [ARG_DIFF_SRC, [rows, d], TAG_AB],
-          [ARG_DIFF_SCALE, [d], TAG_X],
-          [ARG_DIFF_SHIFT, [d], TAG_X],
+          [ARG_SRC, d[1], d[2]],
+          st(ARG_MEAN),
+          st(ARG_VARIANCE),
+          [ARG_DIFF_DST, d[1], d[2]],
+          vec(ARG_SCALE),
+          vec(ARG_SHIFT),
+          [ARG_DIFF_SRC, d[1], d[2]],
+          vec(ARG_DIFF_SCALE),
+          vec(ARG_DIFF_SHIFT),
         ]),
         this.implOf(bpd),
       );
     }
     this.cache.set(key, p);
     return p;
+  }
+
+  private layerNormPrim(rows: number, d: number, eps: number, backward: boolean): Prim {
+    return this.normalization("layer", { dims: [rows, d], tag: TAG_AB }, d, [rows], eps, backward);
+  }
+
+  private batchNormPrim(shape: number[], eps: number, backward: boolean): Prim {
+    const [n, h, w, c] = shape;
+    return this.normalization("batch", { dims: [n, c, h, w], tag: TAG_NHWC }, c, [c], eps, backward);
   }
 
   layerNorm(
@@ -800,65 +816,8 @@ class DnnlConvImpl implements DnnlConv {
     db: Float32Array,
   ): void {
     if (rows === 0 || d === 0) return;
-    this.run(
-      this.layerNormPrim(rows, d, eps, true),
-      [x, mean, variance, dy, w, w, dx, dw, db],
-      "layer norm backward",
-    );
-  }
-
-  private batchNormPrim(shape: number[], eps: number, backward: boolean): Prim {
-    const [n, h, w, c] = shape;
-    const key = `bn,${backward ? 1 : 0},${shape},${eps}`;
-    let p = this.cache.get(key);
-    if (p) return p;
-    const dims = [n, c, h, w];
-    const data = this.md(dims, TAG_NHWC);
-    const flags = LN_USE_SCALE | LN_USE_SHIFT;
-    const fdesc = new Uint8Array(OP_DESC_BYTES);
-    check(
-      this.lib.dnnl_batch_normalization_forward_desc_init(fdesc, PROP_FORWARD_TRAINING, data, eps, flags),
-      "batch_normalization_forward_desc_init",
-    );
-    const fpd = this.pd(fdesc, null, "batch norm forward");
-    if (!backward) {
-      p = this.finish(
-        this.primitive(fpd, "batch norm forward"),
-        this.plainMems([
-          [ARG_SRC, dims, TAG_NHWC],
-          [ARG_SCALE, [c], TAG_X],
-          [ARG_SHIFT, [c], TAG_X],
-          [ARG_DST, dims, TAG_NHWC],
-          [ARG_MEAN, [c], TAG_X],
-          [ARG_VARIANCE, [c], TAG_X],
-        ]),
-        this.implOf(fpd),
-      );
-    } else {
-      const bdesc = new Uint8Array(OP_DESC_BYTES);
-      check(
-        this.lib.dnnl_batch_normalization_backward_desc_init(bdesc, PROP_BACKWARD, data, data, eps, flags),
-        "batch_normalization_backward_desc_init",
-      );
-      const bpd = this.pd(bdesc, fpd, "batch norm backward");
-      p = this.finish(
-        this.primitive(bpd, "batch norm backward"),
-        this.plainMems([
-          [ARG_SRC, dims, TAG_NHWC],
-          [ARG_MEAN, [c], TAG_X],
-          [ARG_VARIANCE, [c], TAG_X],
-          [ARG_DIFF_DST, dims, TAG_NHWC],
-          [ARG_SCALE, [c], TAG_X],
-          [ARG_SHIFT, [c], TAG_X], // required by oneDNN 2.6 though unused: the scale stands in
-          [ARG_DIFF_SRC, dims, TAG_NHWC],
-          [ARG_DIFF_SCALE, [c], TAG_X],
-          [ARG_DIFF_SHIFT, [c], TAG_X],
-        ]),
-        this.implOf(bpd),
-      );
-    }
-    this.cache.set(key, p);
-    return p;
+    const args = [x, mean, variance, dy, w, w, dx, dw, db];
+    this.run(this.layerNormPrim(rows, d, eps, true), args, "layer norm backward");
   }
 
   batchNorm(
@@ -888,11 +847,8 @@ class DnnlConvImpl implements DnnlConv {
     db: Float32Array,
   ): void {
     if (x.length === 0) return;
-    this.run(
-      this.batchNormPrim(shape, eps, true),
-      [x, mean, variance, dy, w, w, dx, dw, db],
-      "batch norm backward",
-    );
+    const args = [x, mean, variance, dy, w, w, dx, dw, db];
+    this.run(this.batchNormPrim(shape, eps, true), args, "batch norm backward");
   }
 
   implementation(

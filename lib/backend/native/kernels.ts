@@ -902,100 +902,54 @@ export function dnnlKernelConfigs(backendName: string, dnnl: DnnlConv): tf.Kerne
     dnnl.geluBackward(f32(b, x), f32(b, dy), f32(b, out));
     return out;
   };
-  const layerNorm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
-    const { x, weight, bias } = inputs as { x: Info; weight: Info; bias: Info };
-    const { eps } = attrs as unknown as { eps: number };
-    const b = backend as BackendWasm;
-    const d = x.shape[x.shape.length - 1], rows = size(x.shape) / Math.max(d, 1);
-    const statShape = [...x.shape.slice(0, -1), 1];
-    const y = b.makeOutput([...x.shape], "float32");
-    const mean = b.makeOutput(statShape, "float32"), variance = b.makeOutput(statShape, "float32");
-    dnnl.layerNorm(
-      rows,
-      d,
-      eps,
-      f32(b, x),
-      f32(b, weight),
-      f32(b, bias),
-      f32(b, y),
-      f32(b, mean),
-      f32(b, variance),
-    );
-    return [y, mean, variance];
+  /**
+   * A normalization kernel pair: forward `{x, weight, bias}` → `[y, mean, variance]` and backward
+   * `{x, mean, variance, dy, weight}` → `[dx, dweight, dbias]`, given how the statistics are shaped
+   * and the oneDNN calls (which see `x`'s shape).
+   */
+  const normalization = (
+    statShape: (xShape: number[]) => number[],
+    forward: (shape: number[], eps: number, arrays: Float32Array[]) => void,
+    backwardFn: (shape: number[], eps: number, arrays: Float32Array[]) => void,
+  ): [tf.KernelFunc, tf.KernelFunc] => [
+    ({ inputs, backend, attrs }) => {
+      const { x, weight, bias } = inputs as { x: Info; weight: Info; bias: Info };
+      const b = backend as BackendWasm;
+      const y = b.makeOutput([...x.shape], "float32");
+      const mean = b.makeOutput(statShape(x.shape), "float32");
+      const variance = b.makeOutput(statShape(x.shape), "float32");
+      const arrays = [x, weight, bias, y, mean, variance].map((t) => f32(b, t));
+      forward(x.shape, (attrs as unknown as { eps: number }).eps, arrays);
+      return [y, mean, variance];
+    },
+    ({ inputs, backend, attrs }) => {
+      const { x, mean, variance, dy, weight } = inputs as Record<string, Info>;
+      const b = backend as BackendWasm;
+      const dx = b.makeOutput([...x.shape], "float32");
+      const dw = b.makeOutput([...weight.shape], "float32"), db = b.makeOutput([...weight.shape], "float32");
+      const arrays = [x, mean, variance, dy, weight, dx, dw, db].map((t) => f32(b, t));
+      backwardFn(x.shape, (attrs as unknown as { eps: number }).eps, arrays);
+      return [dx, dw, db];
+    },
+  ];
+  const rowsOf = (shape: number[]) => {
+    const d = shape[shape.length - 1];
+    return [size(shape) / Math.max(d, 1), d] as const;
   };
-  const layerNormGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
-    const { x, mean, variance, dy, weight } = inputs as {
-      x: Info;
-      mean: Info;
-      variance: Info;
-      dy: Info;
-      weight: Info;
-    };
-    const { eps } = attrs as unknown as { eps: number };
-    const b = backend as BackendWasm;
-    const d = x.shape[x.shape.length - 1], rows = size(x.shape) / Math.max(d, 1);
-    const dx = b.makeOutput([...x.shape], "float32");
-    const dw = b.makeOutput([...weight.shape], "float32"), db = b.makeOutput([...weight.shape], "float32");
-    dnnl.layerNormBackward(
-      rows,
-      d,
-      eps,
-      f32(b, x),
-      f32(b, mean),
-      f32(b, variance),
-      f32(b, dy),
-      f32(b, weight),
-      f32(b, dx),
-      f32(b, dw),
-      f32(b, db),
-    );
-    return [dx, dw, db];
-  };
-  const batchNorm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
-    const { x, weight, bias } = inputs as { x: Info; weight: Info; bias: Info };
-    const { eps } = attrs as unknown as { eps: number };
-    const b = backend as BackendWasm;
-    const c = x.shape[3];
-    const y = b.makeOutput([...x.shape], "float32");
-    const mean = b.makeOutput([c], "float32"), variance = b.makeOutput([c], "float32");
-    dnnl.batchNorm(
-      x.shape,
-      eps,
-      f32(b, x),
-      f32(b, weight),
-      f32(b, bias),
-      f32(b, y),
-      f32(b, mean),
-      f32(b, variance),
-    );
-    return [y, mean, variance];
-  };
-  const batchNormGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
-    const { x, mean, variance, dy, weight } = inputs as {
-      x: Info;
-      mean: Info;
-      variance: Info;
-      dy: Info;
-      weight: Info;
-    };
-    const { eps } = attrs as unknown as { eps: number };
-    const b = backend as BackendWasm;
-    const dx = b.makeOutput([...x.shape], "float32");
-    const dw = b.makeOutput([...weight.shape], "float32"), db = b.makeOutput([...weight.shape], "float32");
-    dnnl.batchNormBackward(
-      x.shape,
-      eps,
-      f32(b, x),
-      f32(b, mean),
-      f32(b, variance),
-      f32(b, dy),
-      f32(b, weight),
-      f32(b, dx),
-      f32(b, dw),
-      f32(b, db),
-    );
-    return [dx, dw, db];
-  };
+  const [layerNorm, layerNormGrad] = normalization(
+    (shape) => [...shape.slice(0, -1), 1],
+    (shape, eps, [x, w, bias, y, mean, variance]) =>
+      dnnl.layerNorm(...rowsOf(shape), eps, x, w, bias, y, mean, variance),
+    (shape, eps, [x, mean, variance, dy, w, dx, dw, db]) =>
+      dnnl.layerNormBackward(...rowsOf(shape), eps, x, mean, variance, dy, w, dx, dw, db),
+  );
+  const [batchNorm, batchNormGrad] = normalization(
+    (shape) => [shape[3]],
+    (shape, eps, [x, w, bias, y, mean, variance]) =>
+      dnnl.batchNorm(shape, eps, x, w, bias, y, mean, variance),
+    (shape, eps, [x, mean, variance, dy, w, dx, dw, db]) =>
+      dnnl.batchNormBackward(shape, eps, x, mean, variance, dy, w, dx, dw, db),
+  );
   return [
     { kernelName: BATCH_NORM_KERNEL, backendName, kernelFunc: batchNorm },
     { kernelName: BATCH_NORM_GRAD_KERNEL, backendName, kernelFunc: batchNormGrad },
