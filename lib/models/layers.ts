@@ -105,6 +105,11 @@ export function layerNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor, bias: tf
   return layerNormLean(x, weight, bias, eps);
 }
 
+/** True while a gradient tape records (inside `tf.grad`/`tf.variableGrads`; tfjs' engine state). */
+export function recordingGradients(): boolean {
+  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
+}
+
 /**
  * `x @ w + b` over the last axis of `x` (any rank), with `w` as `[in, out]`.
  *
@@ -117,8 +122,13 @@ export function linear<T extends tf.Tensor>(x: T, w: tf.Tensor, b?: tf.Tensor): 
   const inDim = x.shape[x.rank - 1];
   const outDim = w.shape[1] as number;
   const flat = x.rank === 2 ? (x as unknown as tf.Tensor2D) : tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
-  let y: tf.Tensor = tf.matMul(flat, w as tf.Tensor2D);
-  if (b) y = tf.add(y, b);
+  // Inference: the bias goes into the matrix product (one pass less over the output). Under a
+  // gradient tape tfjs' fused op would keep its output for the backward pass, so it stays separate.
+  const fuse = b !== undefined && !recordingGradients() && flat.dtype === "float32";
+  let y: tf.Tensor = fuse
+    ? tf.fused.matMul({ a: flat, b: w as tf.Tensor2D, bias: b })
+    : tf.matMul(flat, w as tf.Tensor2D);
+  if (b && !fuse) y = tf.add(y, b);
   return (x.rank === 2 ? y : tf.reshape(y, [...(x.shape as number[]).slice(0, -1), outDim])) as T;
 }
 

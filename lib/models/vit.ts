@@ -10,7 +10,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { ParamStore } from "./param_store.ts";
-import { conv2d, gelu, layerNorm, linear } from "./layers.ts";
+import { conv2d, gelu, layerNorm, linear, recordingGradients } from "./layers.ts";
 import { gatherTokens } from "../pruning/select_top_k.ts";
 import type {
   ForwardAux,
@@ -70,10 +70,7 @@ function engineState(): EngineTapeState {
   return (tf.engine() as unknown as { state: EngineTapeState }).state;
 }
 
-/** True while a gradient tape is recording (inside `tf.grad` / `tf.variableGrads`). */
-function isRecordingGradients(): boolean {
-  return engineState().gradientDepth > 0;
-}
+const isRecordingGradients = recordingGradients;
 
 /** Parameters of one block, relative to `blocks.i.`, in the order a checkpointed block passes them. */
 const BLOCK_PARAMS = [
