@@ -99,6 +99,9 @@ nativeTest("native matMul() matches cpu with batch dimensions and broadcasting",
     [[2, 3, 5, 6], [2, 3, 5, 4], true, false],
     [[2, 3, 6, 5], [5, 4], false, false], // rank-2 weight against a rank-4 activation
     [[2, 4, 1], [2, 1, 3], false, false], // inner dimension 1
+    [[3, 5, 6], [3, 4, 5], true, true],
+    [[12, 65, 64], [12, 65, 64], false, true], // ViT attention heads (oneDNN's batched primitive)
+    [[12, 65, 65], [12, 65, 64], false, false],
   ];
   for (const [sa, sb, ta, tb] of cases) {
     const a = rand(sa), b = rand(sb);

@@ -53,6 +53,11 @@ const SYMBOLS = {
   dnnl_stream_create: { parameters: ["buffer", "pointer", "u32"], result: "i32" },
   dnnl_stream_wait: { parameters: ["pointer"], result: "i32" },
   dnnl_memory_desc_init_by_tag: { parameters: ["buffer", "i32", "buffer", "i32", "i32"], result: "i32" },
+  dnnl_memory_desc_init_by_strides: {
+    parameters: ["buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+  },
+  dnnl_matmul_desc_init: { parameters: ["buffer", "buffer", "buffer", "buffer", "buffer"], result: "i32" },
   dnnl_memory_desc_equal: { parameters: ["buffer", "pointer"], result: "i32" },
   dnnl_memory_desc_get_size: { parameters: ["pointer"], result: "usize" },
   dnnl_dilated_convolution_forward_desc_init: {
@@ -170,6 +175,22 @@ export interface DnnlConv {
   backwardData(ci: tf.backend_util.Conv2DInfo, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
   /** `dw = x ⋆ dy`, the filter gradient (overwrites `dw`). */
   backwardWeights(ci: tf.backend_util.Conv2DInfo, x: Float32Array, dy: Float32Array, dw: Float32Array): void;
+  /**
+   * `nBatch` independent row-major products `C[i] = op(A[i])·op(B[i])` (`m×k`·`k×n`, operands
+   * stored transposed when `transA`/`transB`), contiguous one after the other, as one primitive
+   * that spreads the batch over the threads (attention's many small per-head products).
+   */
+  batchedMatMul(
+    nBatch: number,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+  ): void;
   /** `y = x·Φ(x)` (exact GELU, `torch.nn.GELU()`), elementwise over equal-length arrays. */
   gelu(x: Float32Array, y: Float32Array): void;
   /** `dx = dy·(Φ(x) + x·φ(x))`, the GELU gradient. */
@@ -690,6 +711,54 @@ class DnnlConvImpl implements DnnlConv {
     }
     this.cache.set(key, p);
     return p;
+  }
+
+  private mdStrided(dims: number[], strides: number[]): Md {
+    const md = new Uint8Array(MD_BYTES);
+    const big = (v: number[]) => BigInt64Array.from(v.map(BigInt));
+    check(
+      this.lib.dnnl_memory_desc_init_by_strides(md, dims.length, big(dims), DNNL_F32, big(strides)),
+      `memory_desc_init_by_strides([${dims}], [${strides}])`,
+    );
+    return md;
+  }
+
+  batchedMatMul(
+    nBatch: number,
+    m: number,
+    n: number,
+    k: number,
+    transA: boolean,
+    transB: boolean,
+    a: Float32Array,
+    b: Float32Array,
+    c: Float32Array,
+  ): void {
+    if (nBatch === 0 || m === 0 || n === 0) return;
+    const key = `mm,${nBatch},${m},${n},${k},${transA ? 1 : 0},${transB ? 1 : 0}`;
+    let p = this.cache.get(key);
+    if (!p) {
+      const src = this.mdStrided([nBatch, m, k], transA ? [m * k, 1, m] : [m * k, k, 1]);
+      const wei = this.mdStrided([nBatch, k, n], transB ? [k * n, 1, k] : [k * n, n, 1]);
+      const dst = this.mdStrided([nBatch, m, n], [m * n, n, 1]);
+      const desc = new Uint8Array(OP_DESC_BYTES);
+      check(
+        this.lib.dnnl_matmul_desc_init(desc, src, wei, new Uint8Array(MD_BYTES), dst),
+        "matmul_desc_init",
+      );
+      const pd = this.pd(desc, null, "batched matmul");
+      p = this.finish(
+        this.primitive(pd, "batched matmul"),
+        [
+          { arg: ARG_SRC, mem: this.memory(src, "matmul src") },
+          { arg: ARG_WEIGHTS, mem: this.memory(wei, "matmul weights") },
+          { arg: ARG_DST, mem: this.memory(dst, "matmul dst") },
+        ],
+        this.implOf(pd),
+      );
+      this.cache.set(key, p);
+    }
+    this.run(p, [a, b, c], "batched matmul");
   }
 
   gelu(x: Float32Array, y: Float32Array): void {
