@@ -23,6 +23,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { parseArgs } from "node:util";
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { dirname, join } from "node:path";
 import { type BackendName, initBackend, loadNativeBackend, nativeBackendStatus } from "../lib/backend/mod.ts";
 import { writeFileAtomicSync } from "../lib/util/mod.ts";
 
@@ -417,6 +418,13 @@ async function main(): Promise<void> {
       help: { type: "boolean", default: false },
     },
   });
+  if (values.out && !values.worker) {
+    const log = console.log;
+    console.log = (...a: unknown[]) => {
+      printed.push(a.map(String).join(" "));
+      log(...a);
+    };
+  }
   if (values.help) {
     console.log(
       "usage: deno run -A tools/bench.ts [--backends native,wasm[,cpu]] [--models resnet18,vit_small,hybrid_small@0.5]\n" +
@@ -515,7 +523,7 @@ async function main(): Promise<void> {
       report.kernels.map((k) => [k.kernel, k.backend, fmt(k.gmacs, 3), fmt(k.ms, 1), fmt(k.gmacPerS, 1)]),
     ));
   }
-  if (values["kernels-only"]) return finish(report, values.out);
+  if (values["kernels-only"]) return await finish(report, values.out);
 
   const self = fromFileUrl(import.meta.url);
   const fitted = new Map<string, { train: number; infer: number }>();
@@ -600,7 +608,7 @@ async function main(): Promise<void> {
     }
   }
   printModels(report.runs, report.torchRuns, batch);
-  finish(report, values.out);
+  await finish(report, values.out);
 }
 
 function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): void {
@@ -711,10 +719,19 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
   }
 }
 
-function finish(report: unknown, out: string | undefined): void {
+/** What main() printed, kept when `--out` is given so the tables land beside the JSON. */
+const printed: string[] = [];
+
+async function finish(report: { machine: string }, out: string | undefined): Promise<void> {
   if (!out) return;
   writeFileAtomicSync(out, JSON.stringify(report, null, 2) + "\n");
-  console.log(`\nwrote ${out}`);
+  writeFileAtomicSync(out.replace(/\.json$/, "") + ".txt", printed.join("\n") + "\n");
+  // Provenance beside it: commit (and whether the tree had changes), machine, versions, command.
+  const { collectRunInfo } = await import("../lib/report/mod.ts");
+  const run = await collectRunInfo({ experiment: "bench", config: { machineState: report.machine } });
+  const runPath = join(dirname(out), "run.json");
+  writeFileAtomicSync(runPath, JSON.stringify(run, null, 2) + "\n");
+  console.log(`\nwrote ${out} (and .txt, the tables above) and ${runPath}`);
 }
 
 if (import.meta.main) await main();
