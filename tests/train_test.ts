@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { assertNoLeak, seededRandom } from "./_backends.ts";
-import { initBackend } from "../lib/backend/mod.ts";
+import { assertNoLeak, forEachBackend, seededRandom } from "./_backends.ts";
+import { ADAMW_KERNEL, initBackend } from "../lib/backend/mod.ts";
 import type { ForwardOptions, ForwardOutput, Model, TensorLayout } from "../lib/models/types.ts";
 import {
   AdamW,
@@ -743,3 +743,48 @@ Deno.test({
     }
   },
 });
+
+forEachBackend(
+  "AdamW.step() equals the hand-computed step on every backend (fused one-pass kernel on wasm/native)",
+  async (t, backend) => {
+    // wasm and native run the update as one kernel per tensor, cpu as tfjs ops: both must match.
+    assertEquals(t.getKernel(ADAMW_KERNEL, t.getBackend()) !== undefined, backend !== "cpu");
+    const before = t.memory().numTensors;
+    const [w, b] = t.tidy(
+      () => [t.variable(t.tensor2d([[1, -2], [0.5, 3]])), t.variable(t.tensor1d([0.1, -0.1]))],
+    );
+    const vars = new Map<string, tf.Variable>([["fc.weight", w], ["fc.bias", b]]);
+    const opt = new AdamW({
+      lr: 0.1,
+      betas: [0.9, 0.99],
+      eps: 1e-8,
+      weightDecay: 0.5,
+      lrScale: (n) => n === "fc.bias" ? 2 : 1,
+    });
+    const gW = [0.2, -0.4, 1.0, 0.0], gB = [0.3, -0.6];
+    const grads = new Map<string, tf.Tensor>([["fc.weight", t.tensor2d(gW, [2, 2])], [
+      "fc.bias",
+      t.tensor1d(gB),
+    ]]);
+    opt.step(vars, grads);
+    opt.step(vars, grads, 0.05);
+    opt.step(vars, grads, 0.02);
+    const hand = (p0: number, g: number, decay: boolean, scale: number) => {
+      let p = p0, m = 0, v = 0;
+      for (const [step, base] of [[1, 0.1], [2, 0.05], [3, 0.02]]) {
+        const lr = base * scale;
+        if (decay) p *= 1 - lr * 0.5;
+        m = 0.9 * m + 0.1 * g;
+        v = 0.99 * v + 0.01 * g * g;
+        p -= lr * (m / (1 - 0.9 ** step)) / (Math.sqrt(v / (1 - 0.99 ** step)) + 1e-8);
+      }
+      return p;
+    };
+    const wv = await w.data(), bv = await b.data();
+    [1, -2, 0.5, 3].forEach((p0, i) => assertAlmostEquals(wv[i], hand(p0, gW[i], true, 1), 1e-6));
+    [0.1, -0.1].forEach((p0, i) => assertAlmostEquals(bv[i], hand(p0, gB[i], false, 2), 1e-6));
+    t.dispose([...grads.values(), w, b]);
+    opt.dispose();
+    assertEquals(t.memory().numTensors, before, "AdamW leaked tensors");
+  },
+);

@@ -398,6 +398,29 @@ Deno.test({
       { axis: 0, batchDims: 0 },
       "batchDims 0",
     );
+    // Whole rows of >= 16 values (gathered tokens) take the row-copy path, also for int32.
+    const rows = { shape: [6], dtype: "int32" as const, values: [5, 0, 2, 2, 7, 1] };
+    await checkKernel(
+      "GatherV2",
+      { x: { shape: [8, 24] }, indices: rows },
+      { axis: 0, batchDims: 0 },
+      "rows of 24",
+    );
+    await checkKernel(
+      "GatherV2",
+      { x: { shape: [3, 8, 4, 5] }, indices: rows },
+      { axis: 1, batchDims: 0 },
+      "axis 1 rows",
+    );
+    await checkKernel(
+      "GatherV2",
+      {
+        x: { shape: [8, 16], dtype: "int32", values: Array.from({ length: 128 }, (_, i) => i * 3 - 50) },
+        indices: rows,
+      },
+      { axis: 0, batchDims: 0 },
+      "int32 rows",
+    );
     // Hand-checked values, so the cpu reference itself is pinned.
     await initBackend("wasm", { log: false });
     const t = tf.tensor3d([[[1], [2], [3]], [[4], [5], [6]]]);

@@ -8,7 +8,10 @@
  * - `DepthwiseConv2dNativeBackpropFilter` and `DepthwiseConv2dNativeBackpropInput` (direct loops);
  * - `UnsortedSegmentSum` (the gradient of `gather`, used when tokens are pruned);
  * - a corrected `GatherV2` for `batchDims > 0` (the wasm kernel returns wrong values there);
- * - a faster `BatchMatMul` for transposed operands (transposes explicitly first).
+ * - a faster `BatchMatMul` for transposed operands (transposes explicitly first);
+ * - `GatherV2` of whole rows (the hybrid's kept tokens) as row copies, where the wasm kernel copies
+ *   element by element;
+ * - {@link ADAMW_KERNEL}: one AdamW update of a parameter tensor in a single pass (tfjs ops take 13).
  *
  * Each kernel is tested against the cpu backend in `tests/wasm_kernels_test.ts`.
  *
@@ -31,6 +34,14 @@ export const WASM_TRAINING_KERNELS = [
   "DepthwiseConv2dNativeBackpropInput",
   "UnsortedSegmentSum",
 ] as const;
+
+/**
+ * Kernel name of the fused AdamW update. Inputs `{param, grad, m, v}` (float32, equal shapes), attrs
+ * `{lr, beta1, beta2, eps, decay, bc1, bc2}` (`decay` = 1 − lr·weight_decay, or 1; `bc1`/`bc2` the
+ * bias corrections 1 − βᵗ) → `[param', m', v']`, with PyTorch's AdamW arithmetic:
+ * `m' = β1·m + (1−β1)·g`, `v' = β2·v + (1−β2)·g²`, `p' = p·decay − lr·(m'/bc1)/(√(v'/bc2) + eps)`.
+ */
+export const ADAMW_KERNEL = "CnnvitAdamW";
 
 /** The slice of the wasm backend's API these kernels use. */
 interface HeapBackend extends KernelBackend {
@@ -266,10 +277,13 @@ function gatherV2(original: KernelFunc): KernelFunc {
   return (args) => {
     const { inputs, backend, attrs } = args;
     const { axis, batchDims } = attrs as unknown as { axis: number; batchDims: number };
-    if (!batchDims) return original(args);
     const b = backend as HeapBackend;
     const { x, indices } = inputs as { x: TensorInfo; indices: TensorInfo };
     const parsedAxis = tf.util.parseAxisParam(axis, x.shape)[0];
+    // Without batch dimensions the wasm kernel is right but copies element by element: take over
+    // when whole rows of at least 16 values move (gathered tokens: 384 floats each).
+    const rowLen = tf.util.sizeFromShape(x.shape.slice(parsedAxis + 1));
+    if (!batchDims && (rowLen < 16 || (x.dtype !== "float32" && x.dtype !== "int32"))) return original(args);
     const info = backend_util.segment_util.collectGatherOpShapeInfo(
       { shape: x.shape } as tf.Tensor,
       { shape: indices.shape } as tf.Tensor,
@@ -278,9 +292,10 @@ function gatherV2(original: KernelFunc): KernelFunc {
     );
     const { batchSize, outerSize, dimSize, sliceSize, outputShape } = info;
     const perBatch = tf.util.sizeFromShape(indices.shape) / batchSize;
+    const out = b.makeOutput(outputShape, x.dtype);
+    // Views only after the allocation: a growing heap replaces its buffer.
     const xv = b.typedArrayFromHeap(x);
     const iv = b.typedArrayFromHeap(indices);
-    const out = b.makeOutput(outputShape, x.dtype);
     const ov = b.typedArrayFromHeap(out);
     for (let bi = 0; bi < batchSize; bi++) {
       for (let o = 0; o < outerSize; o++) {
@@ -296,6 +311,36 @@ function gatherV2(original: KernelFunc): KernelFunc {
       }
     }
     return out;
+  };
+}
+
+/** {@link ADAMW_KERNEL}: one pass over the parameter, its gradient and both moments. */
+function adamW(): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const b = backend as HeapBackend;
+    const { param, grad, m, v } = inputs as Record<"param" | "grad" | "m" | "v", TensorInfo>;
+    for (const [name, t] of Object.entries({ param, grad, m, v })) {
+      if (t.dtype !== "float32" || t.shape.join(",") !== param.shape.join(",")) {
+        throw new Error(
+          `${ADAMW_KERNEL}: ${name} is ${t.dtype} [${t.shape}], expected float32 [${param.shape}] like the parameter`,
+        );
+      }
+    }
+    const { lr, beta1, beta2, eps, decay, bc1, bc2 } = attrs as unknown as Record<string, number>;
+    const outs = [0, 1, 2].map(() => b.makeOutput([...param.shape], "float32"));
+    // Views after every allocation: the heap may have grown.
+    const [P, G, M, V] = [param, grad, m, v].map((t) => readF32(b, t));
+    const [P2, M2, V2] = outs.map((t) => readF32(b, t));
+    const c1 = 1 - beta1, c2 = 1 - beta2, step = lr / bc1, ibc2 = 1 / bc2;
+    for (let i = 0; i < P.length; i++) {
+      const g = G[i];
+      const mi = beta1 * M[i] + c1 * g;
+      const vi = beta2 * V[i] + c2 * g * g;
+      M2[i] = mi;
+      V2[i] = vi;
+      P2[i] = P[i] * decay - step * mi / (Math.sqrt(vi * ibc2) + eps);
+    }
+    return outs;
   };
 }
 
@@ -361,6 +406,9 @@ export function registerWasmTrainingKernels(backendName = "wasm"): void {
   for (const [kernelName, kernelFunc] of Object.entries(impls)) {
     if (tf.getKernel(kernelName, backendName)) continue;
     tf.registerKernel({ kernelName, backendName, kernelFunc });
+  }
+  if (!tf.getKernel(ADAMW_KERNEL, backendName)) {
+    tf.registerKernel({ kernelName: ADAMW_KERNEL, backendName, kernelFunc: adamW() });
   }
   const gather = tf.getKernel("GatherV2", backendName);
   if (gather) {

@@ -6,6 +6,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { ADAMW_KERNEL } from "../backend/mod.ts";
 
 /** Options of {@link AdamW}. */
 export interface AdamWOptions {
@@ -122,6 +123,7 @@ export class AdamW {
     const t = this.t;
     const bc1 = 1 - Math.pow(this.beta1, t);
     const bc2 = 1 - Math.pow(this.beta2, t);
+    const fused = tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined;
     for (const [name, variable] of variables) {
       const g = grads.get(name);
       if (g === undefined) continue;
@@ -134,6 +136,33 @@ export class AdamW {
       const decay = this.decays(name, variable.shape);
       const oldM = this.m.get(name);
       const oldV = this.v.get(name);
+      if (fused && g.dtype === "float32" && variable.dtype === "float32") {
+        // One pass per tensor where the backend has the kernel (wasm, native): same arithmetic.
+        const [p, m, v] = tf.tidy(() => {
+          const zeros = oldM && oldV ? undefined : tf.zerosLike(variable);
+          return tf.engine().runKernel(ADAMW_KERNEL, {
+            param: variable,
+            grad: g,
+            m: oldM ?? zeros!,
+            v: oldV ?? zeros!,
+          }, {
+            lr: plr,
+            beta1: this.beta1,
+            beta2: this.beta2,
+            eps: this.eps,
+            decay: decay ? 1 - plr * this.weightDecay : 1,
+            bc1,
+            bc2,
+          } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+        });
+        variable.assign(p);
+        p.dispose();
+        oldM?.dispose();
+        oldV?.dispose();
+        this.m.set(name, m);
+        this.v.set(name, v);
+        continue;
+      }
       const [m, v] = tf.tidy(() => {
         const gm = tf.mul(g, 1 - this.beta1);
         const gv = tf.mul(tf.square(g), 1 - this.beta2);
