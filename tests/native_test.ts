@@ -5,7 +5,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend, loadNativeBackend, nativeBackendStatus, setNativeThreads } from "../lib/backend/mod.ts";
 import { type Blas, blasCandidates, loadBlas, openBlasLibrary } from "../lib/backend/native/blas.ts";
-import { openDnnlConv } from "../lib/backend/native/dnnl.ts";
+import { blockedLayoutPays, openDnnlConv } from "../lib/backend/native/dnnl.ts";
 import {
   batchNormTrainKernel,
   GELU_KERNEL,
@@ -222,6 +222,51 @@ nativeTest("native conv2dTranspose() (Conv2DBackpropInput as an op) matches cpu"
     (a, b) => tf.conv2dTranspose(a as tf.Tensor4D, b as tf.Tensor4D, [2, 8, 8, 5], 2, "same"),
   );
 });
+
+nativeTest(
+  "native convolutions on small many-channel maps (oneDNN's blocked-layout path) match cpu",
+  async () => {
+    // Output maps of at most 4x4 with channel counts divisible by 16 run with nChw16c activations.
+    const cases: [number[], number[], number, "same" | "valid"][] = [
+      [[2, 4, 4, 32], [3, 3, 32, 16], 1, "same"],
+      [[2, 8, 8, 16], [3, 3, 16, 32], 2, "same"],
+      [[3, 4, 4, 16], [1, 1, 16, 48], 1, "valid"],
+    ];
+    for (const [sx, sf, stride, pad] of cases) {
+      const ci = tf.backend_util.computeConv2DInfo(
+        sx as [number, number, number, number],
+        sf as [number, number, number, number],
+        stride,
+        1,
+        pad,
+      );
+      assertEquals(blockedLayoutPays(ci), true, `[${sx}] * [${sf}] should take the blocked path`);
+      await parity(
+        `conv2d blocked [${sx}]*[${sf}] s${stride}`,
+        [rand(sx), rand(sf)],
+        (x, f) => tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, stride, pad),
+      );
+      await parity(
+        `fused conv2d blocked [${sx}]*[${sf}]`,
+        [rand(sx), rand(sf), rand([sf[3]])],
+        (x, f, b) =>
+          tf.fused.conv2d({
+            x: x as tf.Tensor4D,
+            filter: f as tf.Tensor4D,
+            strides: stride,
+            pad,
+            bias: b,
+            activation: "relu",
+          }),
+      );
+      await parity(
+        `conv2d blocked grads [${sx}]*[${sf}]`,
+        [rand(sx), rand(sf)],
+        grad((x, f) => tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, stride, pad)),
+      );
+    }
+  },
+);
 
 nativeTest("native fused conv2d() matches cpu with bias and activations", async () => {
   for (const activation of ["linear", "relu", "relu6", "elu", "sigmoid"] as const) {
