@@ -5,7 +5,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend, loadNativeBackend, nativeBackendStatus, setNativeThreads } from "../lib/backend/mod.ts";
 import { type Blas, blasCandidates, loadBlas, openBlasLibrary } from "../lib/backend/native/blas.ts";
-import { blockedLayoutPays, openDnnlConv } from "../lib/backend/native/dnnl.ts";
+import { blockedLayoutPays, type DnnlConv, openDnnlConv } from "../lib/backend/native/dnnl.ts";
+import { blasKernelConfigs } from "../lib/backend/native/kernels.ts";
 import {
   batchNormTrainKernel,
   GELU_KERNEL,
@@ -730,3 +731,53 @@ Deno.test({
     for (let i = 0; i < names.length; i++) assertClose(results[1][i], results[0][i], 1e-5, names[i]);
   },
 });
+
+nativeTest(
+  "a convolution oneDNN refuses falls back to im2col + GEMM with one warning per shape",
+  async () => {
+    const r = loadBlas();
+    if (!r.ok) throw new Error(r.reason);
+    // A stand-in for oneDNN whose convolutions all fail, as an unsupported geometry would.
+    const refusing = {
+      version: "test",
+      forward: () => {
+        throw new Error("unimplemented (test)");
+      },
+      backwardData: () => {
+        throw new Error("unimplemented (test)");
+      },
+      backwardWeights: () => {
+        throw new Error("unimplemented (test)");
+      },
+    } as unknown as DnnlConv;
+    const configs = blasKernelConfigs("native", r.blas, (n) => tf.getKernel(n, "wasm")?.kernelFunc, refusing);
+    const kernel = (name: string) => configs.find((k) => k.kernelName === name)!.kernelFunc;
+    const x = rand([2, 7, 7, 3]), f = rand([3, 3, 3, 4]);
+    const ref = await run("cpu", [x, f], (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, "same"));
+    await tf.setBackend("native");
+    const warnings: string[] = [];
+    const warn = console.warn;
+    console.warn = (...m: unknown[]) => warnings.push(m.join(" "));
+    try {
+      for (let i = 0; i < 2; i++) {
+        const [xt, ft] = [tf.tensor(x.values, x.shape), tf.tensor(f.values, f.shape)];
+        const info = kernel(tf.Conv2D)({
+          inputs: { x: xt, filter: ft },
+          backend: tf.backend(),
+          attrs: { strides: 2, pad: "same", dataFormat: "NHWC", dilations: 1 },
+        }) as tf.TensorInfo;
+        const out = tf.engine().makeTensorFromTensorInfo(info);
+        assertClose((await out.data()) as Float32Array, ref[0], TOL, "im2col fallback");
+        tf.dispose([xt, ft, out]);
+      }
+    } finally {
+      console.warn = warn;
+    }
+    assertEquals(warnings.length, 1, `expected one warning, got ${JSON.stringify(warnings)}`);
+    assertEquals(
+      /Conv2D: oneDNN failed .*unimplemented \(test\).*im2col/.test(warnings[0]),
+      true,
+      warnings[0],
+    );
+  },
+);

@@ -497,6 +497,27 @@ export function blasKernelConfigs(
     return f(args) as Info | Info[];
   };
   const allF32 = (...ts: (Info | undefined)[]) => ts.every((t) => t === undefined || t.dtype === "float32");
+  // A convolution oneDNN refuses (an unsupported geometry, say) falls back to im2col + GEMM, with one
+  // warning per kernel and shape instead of an exception in the middle of a model.
+  const refused = new Set<string>();
+  const viaDnnl = (kernel: string, ci: tf.backend_util.Conv2DInfo, run: () => void): boolean => {
+    if (!conv) return false;
+    const key = `${kernel} ${ci.inShape} ${ci.filterHeight}x${ci.filterWidth}x${ci.outChannels} ` +
+      `s${ci.strideHeight},${ci.strideWidth} d${ci.dilationHeight},${ci.dilationWidth} ` +
+      `p${ci.padInfo.top},${ci.padInfo.bottom},${ci.padInfo.left},${ci.padInfo.right}`;
+    if (refused.has(key)) return false;
+    try {
+      run();
+      return true;
+    } catch (e) {
+      refused.add(key);
+      console.warn(
+        `native ${kernel}: oneDNN failed for ${key} (${e instanceof Error ? e.message : e}); ` +
+          "using im2col + GEMM for this shape",
+      );
+      return false;
+    }
+  };
 
   const batchMatMul: tf.KernelFunc = (args) => {
     const { a, b } = args.inputs as { a: Info; b: Info };
@@ -547,8 +568,14 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(x.shape, filter.shape, attrs);
     const out = backend.makeOutput([ci.batchSize, ci.outHeight, ci.outWidth, ci.outChannels], "float32");
-    if (conv && size(out.shape) > 0) {
-      conv.forward(ci, f32(backend, x), f32(backend, filter), f32(backend, out));
+    if (
+      size(out.shape) > 0 &&
+      viaDnnl(
+        tf.Conv2D,
+        ci,
+        () => conv!.forward(ci, f32(backend, x), f32(backend, filter), f32(backend, out)),
+      )
+    ) {
       return out;
     }
     conv2dInto(
@@ -581,19 +608,21 @@ export function blasKernelConfigs(
     const ci = convInfo(x.shape, filter.shape, attrs);
     const outShape = [ci.batchSize, ci.outHeight, ci.outWidth, ci.outChannels];
     const out = backend.makeOutput(outShape, "float32");
-    if (conv && size(outShape) > 0) {
-      // oneDNN adds a per-channel bias itself; other bias shapes are added afterwards.
-      const channelBias = bias !== undefined && size(bias.shape) === ci.outChannels;
-      // ReLU runs inside the convolution when nothing has to be added between the two.
-      const fuseRelu = attrs.activation === "relu" && (bias === undefined || channelBias);
-      conv.forward(
-        ci,
-        f32(backend, x),
-        f32(backend, filter),
-        f32(backend, out),
-        channelBias ? f32(backend, bias) : undefined,
-        fuseRelu,
-      );
+    // oneDNN adds a per-channel bias itself; other bias shapes are added afterwards.
+    const channelBias = bias !== undefined && size(bias.shape) === ci.outChannels;
+    // ReLU runs inside the convolution when nothing has to be added between the two.
+    const fuseRelu = attrs.activation === "relu" && (bias === undefined || channelBias);
+    if (
+      size(outShape) > 0 && viaDnnl(tf.FusedConv2D, ci, () =>
+        conv!.forward(
+          ci,
+          f32(backend, x),
+          f32(backend, filter),
+          f32(backend, out),
+          channelBias ? f32(backend, bias!) : undefined,
+          fuseRelu,
+        ))
+    ) {
       if (fuseRelu) return out;
       const Yc = f32(backend, out);
       if (bias && !channelBias) applyBias(backend, Yc, outShape, bias);
@@ -634,8 +663,14 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(attrs.inputShape, filter.shape, { ...attrs, dilations: 1 });
     const out = backend.makeOutput([...attrs.inputShape], "float32");
-    if (conv && size(out.shape) > 0 && size(dy.shape) > 0) {
-      conv.backwardData(ci, f32(backend, dy), f32(backend, filter), f32(backend, out));
+    if (
+      size(out.shape) > 0 && size(dy.shape) > 0 &&
+      viaDnnl(
+        tf.Conv2DBackpropInput,
+        ci,
+        () => conv!.backwardData(ci, f32(backend, dy), f32(backend, filter), f32(backend, out)),
+      )
+    ) {
       return out;
     }
     const rows = ci.batchSize * ci.outHeight * ci.outWidth, cout = ci.outChannels;
@@ -707,8 +742,14 @@ export function blasKernelConfigs(
     const backend = args.backend as BackendWasm;
     const ci = convInfo(x.shape, attrs.filterShape, { ...attrs, dilations: 1 });
     const out = backend.makeOutput([...attrs.filterShape], "float32");
-    if (conv && size(out.shape) > 0 && size(dy.shape) > 0) {
-      conv.backwardWeights(ci, f32(backend, x), f32(backend, dy), f32(backend, out));
+    if (
+      size(out.shape) > 0 && size(dy.shape) > 0 &&
+      viaDnnl(
+        tf.Conv2DBackpropFilter,
+        ci,
+        () => conv!.backwardWeights(ci, f32(backend, x), f32(backend, dy), f32(backend, out)),
+      )
+    ) {
       return out;
     }
     let dW = f32(backend, out), dY = f32(backend, dy), X = f32(backend, x);
