@@ -64,6 +64,13 @@ function broadcastIndex(batch: readonly number[], outBatch: readonly number[]): 
   return idx;
 }
 
+const warned = new Set<string>();
+function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  console.warn(message);
+}
+
 /** Per-product size (m·n·k) under which a batch of products goes to oneDNN's batched matmul. */
 const BATCHED_PRIMITIVE_MACS = 1 << 24;
 
@@ -119,8 +126,17 @@ function matMul(
     // Many small products (attention heads): one oneDNN primitive threads over the batch, where a
     // loop of single-thread GEMMs leaves a core idle (ViT-Small q·kᵀ at batch 64: 384 products of
     // 65x64x65).
-    dnnl.batchedMatMul(nBatch, m, n, k, transposeA, transposeB, A, B, C);
-    return out;
+    try {
+      dnnl.batchedMatMul(nBatch, m, n, k, transposeA, transposeB, A, B, C);
+      return out;
+    } catch (e) {
+      // Unexpected (oneDNN refused the shapes): the per-product loop below computes the same.
+      warnOnce(
+        `native BatchMatMul: oneDNN's batched matmul failed (${
+          e instanceof Error ? e.message : e
+        }); looping instead`,
+      );
+    }
   }
   const ia = broadcastIndex(batchA, outBatch), ib = broadcastIndex(batchB, outBatch);
   const mk = m * k, kn = k * n, mn = m * n;
