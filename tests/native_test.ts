@@ -8,6 +8,7 @@ import { type Blas, blasCandidates, loadBlas, openBlasLibrary } from "../lib/bac
 import { blockedLayoutPays, type DnnlConv, openDnnlConv } from "../lib/backend/native/dnnl.ts";
 import { blasKernelConfigs } from "../lib/backend/native/kernels.ts";
 import {
+  attentionKernel,
   batchNormTrainKernel,
   GELU_KERNEL,
   geluLean,
@@ -779,5 +780,44 @@ nativeTest(
       true,
       warnings[0],
     );
+  },
+);
+
+nativeTest(
+  "native fused attention kernel (q, k, v read in place from qkv) matches the op-by-op attention on cpu",
+  async () => {
+    const opByOp = (qkv: tf.Tensor, heads: number) => {
+      const [b, t, d3] = qkv.shape, d = d3 / 3, dh = d / heads;
+      const [q, k, v] = tf.split(qkv, 3, 2).map((m) =>
+        tf.transpose(tf.reshape(m, [b, t, heads, dh]), [0, 2, 1, 3])
+      );
+      const probs = tf.softmax(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)));
+      return tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, t, d]);
+    };
+    if (!/^oneDNN/.test(nativeBackendStatus()?.convolution ?? "")) return; // no oneDNN: the op path runs
+    for (const [b, t, d, heads] of [[2, 5, 12, 3], [3, 65, 64, 4], [1, 1, 8, 2]]) {
+      const qkv = rand([b, t, 3 * d]);
+      qkv.values.forEach((v, i) => qkv.values[i] = 3 * v); // sharper softmax
+      const ref = await run("cpu", [qkv], (x) => opByOp(x, heads));
+      await tf.setBackend("native");
+      const before = tf.memory().numTensors;
+      const got = await run("native", [qkv], (x) => {
+        const fused = attentionKernel(x as tf.Tensor3D, heads);
+        if (!fused) throw new Error("attentionKernel() is undefined on native with oneDNN");
+        return fused;
+      });
+      assertEquals(tf.memory().numTensors, before, "attention kernel leaked");
+      assertClose(got[0], ref[0], TOL, `attention b=${b} t=${t} d=${d} heads=${heads}`);
+    }
+    // Under a gradient tape the kernel steps aside (it has no gradient).
+    await tf.setBackend("native");
+    const x = tf.tensor(rand([1, 3, 12]).values, [1, 3, 12]) as tf.Tensor3D;
+    let inside: tf.Tensor3D | undefined = x;
+    tf.grad((t: tf.Tensor) => {
+      inside = attentionKernel(t as tf.Tensor3D, 2);
+      return tf.sum(t);
+    })(x).dispose();
+    assertEquals(inside, undefined);
+    x.dispose();
   },
 );

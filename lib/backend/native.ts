@@ -229,4 +229,4 @@ export function nativeBackendStatus(): NativeBackendStatus | undefined {
   return status ? { ...status, blasKernels: [...status.blasKernels] } : undefined;
 }
 
-export { batchNormTrainKernel, geluLean, layerNormLean } from "./native/fused_ops.ts";
+export { attentionKernel, batchNormTrainKernel, geluLean, layerNormLean } from "./native/fused_ops.ts";

@@ -12,6 +12,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { ParamStore } from "./param_store.ts";
 import { conv2d, gelu, layerNorm, linear, recordingGradients } from "./layers.ts";
 import { gatherTokens } from "../pruning/select_top_k.ts";
+import { attentionKernel } from "../backend/mod.ts";
 import type {
   ForwardAux,
   ForwardOptions,
@@ -230,6 +231,12 @@ export class ViT implements Model {
     const h = this.c.numHeads;
     const dh = d / h;
     const qkv = linear(x, w("attn.qkv.weight"), w("attn.qkv.bias"));
+    if (!opts.tokenMask && !opts.returnAttention) {
+      // Inference on the native backend: one oneDNN kernel reads q, k, v in place (no head split,
+      // transposes or separate softmax); undefined elsewhere and under a gradient tape.
+      const fused = attentionKernel(qkv, h);
+      if (fused) return { out: linear(fused, w("attn.proj.weight"), w("attn.proj.bias")) as tf.Tensor3D };
+    }
     const [q, k, v] = tf.split(qkv, 3, 2).map((m) =>
       tf.transpose(tf.reshape(m, [b, t, h, dh]), [0, 2, 1, 3])
     );

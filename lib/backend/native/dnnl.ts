@@ -60,6 +60,8 @@ const SYMBOLS = {
     result: "i32",
   },
   dnnl_matmul_desc_init: { parameters: ["buffer", "buffer", "buffer", "buffer", "buffer"], result: "i32" },
+  dnnl_softmax_forward_desc_init: { parameters: ["buffer", "i32", "buffer", "i32"], result: "i32" },
+  dnnl_primitive_attr_set_output_scales: { parameters: ["pointer", "i64", "i32", "buffer"], result: "i32" },
   dnnl_memory_desc_equal: { parameters: ["buffer", "pointer"], result: "i32" },
   dnnl_memory_desc_get_size: { parameters: ["pointer"], result: "usize" },
   dnnl_dilated_convolution_forward_desc_init: {
@@ -222,6 +224,12 @@ export interface DnnlConv {
     b: Float32Array,
     c: Float32Array,
   ): void;
+  /**
+   * Multi-head self-attention without its projections, for inference: from `qkv` `[b, t, 3·d]` (timm's
+   * fused layout: q, k, v, each as `heads` groups of `d/heads`) to the merged-heads context `[b, t, d]`
+   * = softmax(q·kᵀ/√dh)·v per head. q, k and v are read in place (strided), no head split or transpose.
+   */
+  attention(b: number, t: number, d: number, heads: number, qkv: Float32Array, ctx: Float32Array): void;
   /** `y = x·Φ(x)` (exact GELU, `torch.nn.GELU()`), elementwise over equal-length arrays. */
   gelu(x: Float32Array, y: Float32Array): void;
   /** `dx = dy·(Φ(x) + x·φ(x))`, the GELU gradient. */
@@ -343,6 +351,7 @@ class DnnlConvImpl implements DnnlConv {
   private engine: Ptr;
   private stream: Ptr;
   private cache = new Map<string, Prim>();
+  private attnCache = new Map<string, { scores: Prim; softmax: Prim; context: Prim }>();
   private scratches = new Map<string, Float32Array<ArrayBuffer>>();
 
   constructor(private lib: Lib, readonly version: string) {
@@ -643,7 +652,10 @@ class DnnlConvImpl implements DnnlConv {
     return p;
   }
 
-  private scratchFor(bytes: number, slot: "weights" | "src" | "dst" = "weights"): Float32Array<ArrayBuffer> {
+  private scratchFor(
+    bytes: number,
+    slot: "weights" | "src" | "dst" | "attention" = "weights",
+  ): Float32Array<ArrayBuffer> {
     let s = this.scratches.get(slot);
     if (!s || s.byteLength < bytes) {
       s = new Float32Array(Math.ceil(bytes / 4));
@@ -817,6 +829,74 @@ class DnnlConvImpl implements DnnlConv {
       this.cache.set(key, p);
     }
     this.run(p, [a, b, c], "batched matmul");
+  }
+
+  attention(b: number, t: number, d: number, heads: number, qkv: Float32Array, ctx: Float32Array): void {
+    if (b === 0 || t === 0) return;
+    const h = heads, dh = d / h;
+    const key = `attn,${b},${t},${d},${h}`;
+    let prims = this.attnCache.get(key);
+    if (!prims) {
+      // Views of qkv [b, t, 3, h, dh]: q and k/v differ only by their offset into the buffer.
+      const row = 3 * d;
+      const q = this.mdStrided([b, h, t, dh], [t * row, dh, row, 1]);
+      const kT = this.mdStrided([b, h, dh, t], [t * row, dh, 1, row]);
+      const scores = this.mdStrided([b, h, t, t], [h * t * t, t * t, t, 1]);
+      const v = this.mdStrided([b, h, t, dh], [t * row, dh, row, 1]);
+      const out = this.mdStrided([b, h, t, dh], [t * d, dh, d, 1]); // = [b, t, h·dh]
+      const attr = outPtr();
+      check(this.lib.dnnl_primitive_attr_create(attr), "primitive_attr_create");
+      check(
+        this.lib.dnnl_primitive_attr_set_output_scales(
+          ptrOf(attr),
+          1n,
+          0,
+          new Float32Array([1 / Math.sqrt(dh)]),
+        ),
+        "primitive_attr_set_output_scales",
+      );
+      const mm = (src: Md, wei: Md, dst: Md, a: Ptr, what: string) => {
+        const desc = new Uint8Array(OP_DESC_BYTES);
+        check(
+          this.lib.dnnl_matmul_desc_init(desc, src, wei, new Uint8Array(MD_BYTES), dst),
+          `${what} desc_init`,
+        );
+        const pd = this.pd(desc, null, what, a);
+        return this.finish(
+          this.primitive(pd, what),
+          [
+            { arg: ARG_SRC, mem: this.memory(src, `${what} src`) },
+            { arg: ARG_WEIGHTS, mem: this.memory(wei, `${what} weights`) },
+            { arg: ARG_DST, mem: this.memory(dst, `${what} dst`) },
+          ],
+          this.implOf(pd),
+        );
+      };
+      const sm = this.md([b * h * t, t], TAG_AB);
+      const smDesc = new Uint8Array(OP_DESC_BYTES);
+      check(
+        this.lib.dnnl_softmax_forward_desc_init(smDesc, PROP_FORWARD_INFERENCE, sm, 1),
+        "softmax desc_init",
+      );
+      const smPd = this.pd(smDesc, null, "softmax");
+      prims = {
+        scores: mm(q, kT, scores, ptrOf(attr), "attention q·kᵀ"),
+        softmax: this.finish(
+          this.primitive(smPd, "softmax"),
+          [{ arg: ARG_SRC, mem: this.memory(sm, "softmax src") }, {
+            arg: ARG_DST,
+            mem: this.memory(sm, "softmax dst"),
+          }],
+          this.implOf(smPd),
+        ),
+        context: mm(scores, v, out, null, "attention probs·v"),
+      };
+      this.attnCache.set(key, prims);
+    }
+    const s = this.scratchFor(b * h * t * t * 4, "attention");
+    this.run(prims.scores, [qkv, qkv.subarray(d), s], "attention q·kᵀ");
+    this.run(prims.softmax, [s, s], "attention softmax");
+    this.run(prims.context, [s, qkv.subarray(2 * d), ctx], "attention probs·v");
   }
 
   gelu(x: Float32Array, y: Float32Array): void {

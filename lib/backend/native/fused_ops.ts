@@ -25,6 +25,12 @@ export const LAYER_NORM_KERNEL = "CnnvitLayerNorm";
 /** Inputs `{x, mean, variance, dy, weight}`, attrs `{eps}` → `[dx, dweight, dbias]`. */
 export const LAYER_NORM_GRAD_KERNEL = "CnnvitLayerNormGrad";
 
+/**
+ * Inputs `{qkv}` (`[b, t, 3·d]`, timm's fused projection), attrs `{heads}` → the merged-heads attention
+ * context `[b, t, d]` = softmax(q·kᵀ/√(d/heads))·v. Inference only (no gradient).
+ */
+export const ATTENTION_KERNEL = "CnnvitAttention";
+
 /** Inputs `{x, weight, bias}` (x NHWC), attrs `{eps}` → `[y, mean, variance]` (batch stats `[c]`, biased). */
 export const BATCH_NORM_KERNEL = "CnnvitBatchNorm";
 /** Inputs `{x, mean, variance, dy, weight}`, attrs `{eps}` → `[dx, dweight, dbias]`. */
@@ -211,4 +217,20 @@ export function batchNormTrainKernel(
   );
   const y = op(x, weight, bias) as tf.Tensor4D;
   return { y, mean: stats[0] as tf.Tensor1D, variance: stats[1] as tf.Tensor1D };
+}
+
+/**
+ * Self-attention context from the fused `qkv` projection as one kernel, where the backend has one
+ * (the native backend with oneDNN) and no gradient tape records; else `undefined` (callers then
+ * split heads and use tfjs ops).
+ *
+ * @example
+ * ```ts
+ * const ctx = attentionKernel(qkv, 6) ?? opByOpAttention(qkv);
+ * ```
+ */
+export function attentionKernel(qkv: tf.Tensor3D, heads: number): tf.Tensor3D | undefined {
+  const recording = (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
+  if (recording || qkv.dtype !== "float32" || !hasKernel(ATTENTION_KERNEL)) return undefined;
+  return run(ATTENTION_KERNEL, { qkv }, { heads }) as tf.Tensor3D;
 }

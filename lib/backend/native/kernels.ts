@@ -11,6 +11,7 @@ import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import type { Blas } from "./blas.ts";
 import type { DnnlConv } from "./dnnl.ts";
 import {
+  ATTENTION_KERNEL,
   BATCH_NORM_GRAD_KERNEL,
   BATCH_NORM_KERNEL,
   GELU_GRAD_KERNEL,
@@ -1020,7 +1021,23 @@ export function dnnlKernelConfigs(backendName: string, dnnl: DnnlConv): tf.Kerne
     (shape, eps, [x, mean, variance, dy, w, dx, dw, db]) =>
       dnnl.batchNormBackward(shape, eps, x, mean, variance, dy, w, dx, dw, db),
   );
+  const attention: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { qkv } = inputs as { qkv: Info };
+    const { heads } = attrs as unknown as { heads: number };
+    const b = backend as BackendWasm;
+    const [n, t, d3] = qkv.shape, d = d3 / 3;
+    if (qkv.shape.length !== 3 || d3 % 3 !== 0 || d % heads !== 0 || qkv.dtype !== "float32") {
+      throw new Error(
+        `${ATTENTION_KERNEL}: qkv must be float32 [b, t, 3·d] with d divisible by heads=${heads}, ` +
+          `got ${qkv.dtype} [${qkv.shape}]`,
+      );
+    }
+    const ctx = b.makeOutput([n, t, d], "float32");
+    dnnl.attention(n, t, d, heads, f32(b, qkv), f32(b, ctx));
+    return ctx;
+  };
   return [
+    { kernelName: ATTENTION_KERNEL, backendName, kernelFunc: attention },
     { kernelName: BATCH_NORM_KERNEL, backendName, kernelFunc: batchNorm },
     { kernelName: BATCH_NORM_GRAD_KERNEL, backendName, kernelFunc: batchNormGrad },
     { kernelName: GELU_KERNEL, backendName, kernelFunc: gelu },
