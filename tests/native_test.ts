@@ -809,15 +809,26 @@ nativeTest(
       assertEquals(tf.memory().numTensors, before, "attention kernel leaked");
       assertClose(got[0], ref[0], TOL, `attention b=${b} t=${t} d=${d} heads=${heads}`);
     }
-    // Under a gradient tape the kernel steps aside (it has no gradient).
-    await tf.setBackend("native");
-    const x = tf.tensor(rand([1, 3, 12]).values, [1, 3, 12]) as tf.Tensor3D;
-    let inside: tf.Tensor3D | undefined = x;
-    tf.grad((t: tf.Tensor) => {
-      inside = attentionKernel(t as tf.Tensor3D, 2);
-      return tf.sum(t);
-    })(x).dispose();
-    assertEquals(inside, undefined);
-    x.dispose();
+    // Gradients (the kernel's custom gradient: dV, dP, softmax backward, dQ, dK in oneDNN) vs cpu ops.
+    for (const [b, t, d, heads] of [[2, 5, 12, 3], [2, 27, 64, 4]]) {
+      const qkv = rand([b, t, 3 * d]), up = rand([b, t, d]);
+      const loss = (f: (x: tf.Tensor) => tf.Tensor) => (x: tf.Tensor, u: tf.Tensor) =>
+        tf.sum(tf.mul(f(x), u));
+      const ref = await run(
+        "cpu",
+        [qkv, up],
+        (x, u) => tf.grad((y: tf.Tensor) => loss((z) => opByOp(z, heads))(y, u))(x),
+      );
+      await tf.setBackend("native");
+      const before = tf.memory().numTensors;
+      const fusedLoss = loss((z) => {
+        const fused = attentionKernel(z as tf.Tensor3D, heads);
+        if (!fused) throw new Error("attentionKernel() is undefined under a tape on native with oneDNN");
+        return fused;
+      });
+      const got = await run("native", [qkv, up], (x, u) => tf.grad((y: tf.Tensor) => fusedLoss(y, u))(x));
+      assertEquals(tf.memory().numTensors, before, "attention gradient leaked");
+      assertClose(got[0], ref[0], TOL, `attention gradient b=${b} t=${t} d=${d} heads=${heads}`);
+    }
   },
 );

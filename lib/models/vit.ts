@@ -232,8 +232,8 @@ export class ViT implements Model {
     const dh = d / h;
     const qkv = linear(x, w("attn.qkv.weight"), w("attn.qkv.bias"));
     if (!opts.tokenMask && !opts.returnAttention) {
-      // Inference on the native backend: one oneDNN kernel reads q, k, v in place (no head split,
-      // transposes or separate softmax); undefined elsewhere and under a gradient tape.
+      // Native backend with oneDNN: one kernel reads q, k, v in place (no head split, transposes or
+      // separate softmax), and one computes the gradient straight into qkv's; undefined elsewhere.
       const fused = attentionKernel(qkv, h);
       if (fused) return { out: linear(fused, w("attn.proj.weight"), w("attn.proj.bias")) as tf.Tensor3D };
     }

@@ -61,6 +61,7 @@ const SYMBOLS = {
   },
   dnnl_matmul_desc_init: { parameters: ["buffer", "buffer", "buffer", "buffer", "buffer"], result: "i32" },
   dnnl_softmax_forward_desc_init: { parameters: ["buffer", "i32", "buffer", "i32"], result: "i32" },
+  dnnl_softmax_backward_desc_init: { parameters: ["buffer", "buffer", "buffer", "i32"], result: "i32" },
   dnnl_primitive_attr_set_output_scales: { parameters: ["pointer", "i64", "i32", "buffer"], result: "i32" },
   dnnl_memory_desc_equal: { parameters: ["buffer", "pointer"], result: "i32" },
   dnnl_memory_desc_get_size: { parameters: ["pointer"], result: "usize" },
@@ -228,8 +229,31 @@ export interface DnnlConv {
    * Multi-head self-attention without its projections, for inference: from `qkv` `[b, t, 3·d]` (timm's
    * fused layout: q, k, v, each as `heads` groups of `d/heads`) to the merged-heads context `[b, t, d]`
    * = softmax(q·kᵀ/√dh)·v per head. q, k and v are read in place (strided), no head split or transpose.
+   * With `probs` (`[b, heads, t, t]`) the attention probabilities are kept there for the gradient.
    */
-  attention(b: number, t: number, d: number, heads: number, qkv: Float32Array, ctx: Float32Array): void;
+  attention(
+    b: number,
+    t: number,
+    d: number,
+    heads: number,
+    qkv: Float32Array,
+    ctx: Float32Array,
+    probs?: Float32Array,
+  ): void;
+  /**
+   * Gradient of {@link DnnlConv.attention} with respect to `qkv`, from the forward's `probs`
+   * `[b, heads, t, t]` and the context gradient `dctx` `[b, t, d]`; writes all of `dqkv` `[b, t, 3·d]`.
+   */
+  attentionBackward(
+    b: number,
+    t: number,
+    d: number,
+    heads: number,
+    qkv: Float32Array,
+    probs: Float32Array,
+    dctx: Float32Array,
+    dqkv: Float32Array,
+  ): void;
   /** `y = x·Φ(x)` (exact GELU, `torch.nn.GELU()`), elementwise over equal-length arrays. */
   gelu(x: Float32Array, y: Float32Array): void;
   /** `dx = dy·(Φ(x) + x·φ(x))`, the GELU gradient. */
@@ -351,7 +375,10 @@ class DnnlConvImpl implements DnnlConv {
   private engine: Ptr;
   private stream: Ptr;
   private cache = new Map<string, Prim>();
-  private attnCache = new Map<string, { scores: Prim; softmax: Prim; context: Prim }>();
+  private attnCache = new Map<
+    string,
+    Record<"scores" | "softmax" | "context" | "dV" | "dP" | "dS" | "dQ" | "dK", Prim>
+  >();
   private scratches = new Map<string, Float32Array<ArrayBuffer>>();
 
   constructor(private lib: Lib, readonly version: string) {
@@ -654,7 +681,7 @@ class DnnlConvImpl implements DnnlConv {
 
   private scratchFor(
     bytes: number,
-    slot: "weights" | "src" | "dst" | "attention" = "weights",
+    slot: "weights" | "src" | "dst" | "attention" | "attentionGrad" = "weights",
   ): Float32Array<ArrayBuffer> {
     let s = this.scratches.get(slot);
     if (!s || s.byteLength < bytes) {
@@ -831,72 +858,124 @@ class DnnlConvImpl implements DnnlConv {
     this.run(p, [a, b, c], "batched matmul");
   }
 
-  attention(b: number, t: number, d: number, heads: number, qkv: Float32Array, ctx: Float32Array): void {
-    if (b === 0 || t === 0) return;
-    const h = heads, dh = d / h;
+  /**
+   * The attention primitives for one shape. Strided views of `qkv` `[b, t, 3, h, dh]` give q, k and
+   * v (the same descriptors at offsets 0, d and 2d); scores/probabilities are `[b, h, t, t]`; the
+   * context is written as `[b, t, h·dh]`. Gradients write straight into the thirds of `dqkv`.
+   */
+  private attentionPlan(b: number, t: number, d: number, h: number) {
     const key = `attn,${b},${t},${d},${h}`;
-    let prims = this.attnCache.get(key);
-    if (!prims) {
-      // Views of qkv [b, t, 3, h, dh]: q and k/v differ only by their offset into the buffer.
-      const row = 3 * d;
-      const q = this.mdStrided([b, h, t, dh], [t * row, dh, row, 1]);
-      const kT = this.mdStrided([b, h, dh, t], [t * row, dh, 1, row]);
-      const scores = this.mdStrided([b, h, t, t], [h * t * t, t * t, t, 1]);
-      const v = this.mdStrided([b, h, t, dh], [t * row, dh, row, 1]);
-      const out = this.mdStrided([b, h, t, dh], [t * d, dh, d, 1]); // = [b, t, h·dh]
-      const attr = outPtr();
-      check(this.lib.dnnl_primitive_attr_create(attr), "primitive_attr_create");
+    let plan = this.attnCache.get(key);
+    if (plan) return plan;
+    const dh = d / h, row = 3 * d;
+    const head = this.mdStrided.bind(this);
+    const qkvView = head([b, h, t, dh], [t * row, dh, row, 1]); // q, k or v (by offset)
+    const qkvViewT = head([b, h, dh, t], [t * row, dh, 1, row]); // its transpose
+    const tt = head([b, h, t, t], [h * t * t, t * t, t, 1]); // scores / probabilities
+    const ttT = head([b, h, t, t], [h * t * t, t * t, 1, t]); // their transpose
+    const ctxView = head([b, h, t, dh], [t * d, dh, d, 1]); // context / its gradient, [b, t, h·dh]
+    const scaled = outPtr();
+    check(this.lib.dnnl_primitive_attr_create(scaled), "primitive_attr_create");
+    check(
+      this.lib.dnnl_primitive_attr_set_output_scales(
+        ptrOf(scaled),
+        1n,
+        0,
+        new Float32Array([1 / Math.sqrt(dh)]),
+      ),
+      "primitive_attr_set_output_scales",
+    );
+    const mm = (src: Md, wei: Md, dst: Md, attr: Ptr, what: string) => {
+      const desc = new Uint8Array(OP_DESC_BYTES);
       check(
-        this.lib.dnnl_primitive_attr_set_output_scales(
-          ptrOf(attr),
-          1n,
-          0,
-          new Float32Array([1 / Math.sqrt(dh)]),
-        ),
-        "primitive_attr_set_output_scales",
+        this.lib.dnnl_matmul_desc_init(desc, src, wei, new Uint8Array(MD_BYTES), dst),
+        `${what} desc_init`,
       );
-      const mm = (src: Md, wei: Md, dst: Md, a: Ptr, what: string) => {
-        const desc = new Uint8Array(OP_DESC_BYTES);
-        check(
-          this.lib.dnnl_matmul_desc_init(desc, src, wei, new Uint8Array(MD_BYTES), dst),
-          `${what} desc_init`,
-        );
-        const pd = this.pd(desc, null, what, a);
-        return this.finish(
-          this.primitive(pd, what),
-          [
-            { arg: ARG_SRC, mem: this.memory(src, `${what} src`) },
-            { arg: ARG_WEIGHTS, mem: this.memory(wei, `${what} weights`) },
-            { arg: ARG_DST, mem: this.memory(dst, `${what} dst`) },
-          ],
-          this.implOf(pd),
-        );
-      };
-      const sm = this.md([b * h * t, t], TAG_AB);
-      const smDesc = new Uint8Array(OP_DESC_BYTES);
-      check(
-        this.lib.dnnl_softmax_forward_desc_init(smDesc, PROP_FORWARD_INFERENCE, sm, 1),
-        "softmax desc_init",
+      const pd = this.pd(desc, null, what, attr);
+      return this.finish(
+        this.primitive(pd, what),
+        [
+          { arg: ARG_SRC, mem: this.memory(src, `${what} src`) },
+          { arg: ARG_WEIGHTS, mem: this.memory(wei, `${what} weights`) },
+          { arg: ARG_DST, mem: this.memory(dst, `${what} dst`) },
+        ],
+        this.implOf(pd),
       );
-      const smPd = this.pd(smDesc, null, "softmax");
-      prims = {
-        scores: mm(q, kT, scores, ptrOf(attr), "attention q·kᵀ"),
-        softmax: this.finish(
-          this.primitive(smPd, "softmax"),
-          [{ arg: ARG_SRC, mem: this.memory(sm, "softmax src") }, {
-            arg: ARG_DST,
-            mem: this.memory(sm, "softmax dst"),
-          }],
-          this.implOf(smPd),
-        ),
-        context: mm(scores, v, out, null, "attention probs·v"),
-      };
-      this.attnCache.set(key, prims);
-    }
-    const s = this.scratchFor(b * h * t * t * 4, "attention");
-    this.run(prims.scores, [qkv, qkv.subarray(d), s], "attention q·kᵀ");
-    this.run(prims.softmax, [s, s], "attention softmax");
-    this.run(prims.context, [s, qkv.subarray(2 * d), ctx], "attention probs·v");
+    };
+    const rows = this.md([b * h * t, t], TAG_AB);
+    const smDesc = new Uint8Array(OP_DESC_BYTES);
+    check(
+      this.lib.dnnl_softmax_forward_desc_init(smDesc, PROP_FORWARD_TRAINING, rows, 1),
+      "softmax desc_init",
+    );
+    const smPd = this.pd(smDesc, null, "softmax");
+    const smbDesc = new Uint8Array(OP_DESC_BYTES);
+    check(this.lib.dnnl_softmax_backward_desc_init(smbDesc, rows, rows, 1), "softmax backward desc_init");
+    const smbPd = this.pd(smbDesc, smPd, "softmax backward");
+    const mem = (what: string) => this.memory(rows, what);
+    plan = {
+      scores: mm(qkvView, qkvViewT, tt, ptrOf(scaled), "attention q·kᵀ"),
+      softmax: this.finish(
+        this.primitive(smPd, "softmax"),
+        [{ arg: ARG_SRC, mem: mem("softmax src") }, { arg: ARG_DST, mem: mem("softmax dst") }],
+        this.implOf(smPd),
+      ),
+      context: mm(tt, qkvView, ctxView, null, "attention probs·v"),
+      // Backward: dV = Pᵀ·dC, dP = dC·Vᵀ, dS = softmax'(P, dP), dQ = s·dS·K, dK = s·dSᵀ·Q.
+      dV: mm(ttT, ctxView, qkvView, null, "attention dV"),
+      dP: mm(ctxView, qkvViewT, tt, null, "attention dP"),
+      dS: this.finish(
+        this.primitive(smbPd, "softmax backward"),
+        [
+          { arg: ARG_DST, mem: mem("softmax backward dst") },
+          { arg: ARG_DIFF_DST, mem: mem("softmax backward diff_dst") },
+          { arg: ARG_DIFF_SRC, mem: mem("softmax backward diff_src") },
+        ],
+        this.implOf(smbPd),
+      ),
+      dQ: mm(tt, qkvView, qkvView, ptrOf(scaled), "attention dQ"),
+      dK: mm(ttT, qkvView, qkvView, ptrOf(scaled), "attention dK"),
+    };
+    this.attnCache.set(key, plan);
+    return plan;
+  }
+
+  attention(
+    b: number,
+    t: number,
+    d: number,
+    heads: number,
+    qkv: Float32Array,
+    ctx: Float32Array,
+    probs?: Float32Array,
+  ): void {
+    if (b === 0 || t === 0) return;
+    const plan = this.attentionPlan(b, t, d, heads);
+    const s = probs ?? this.scratchFor(b * heads * t * t * 4, "attention");
+    this.run(plan.scores, [qkv, qkv.subarray(d), s], "attention q·kᵀ");
+    this.run(plan.softmax, [s, s], "attention softmax");
+    this.run(plan.context, [s, qkv.subarray(2 * d), ctx], "attention probs·v");
+  }
+
+  attentionBackward(
+    b: number,
+    t: number,
+    d: number,
+    heads: number,
+    qkv: Float32Array,
+    probs: Float32Array,
+    dctx: Float32Array,
+    dqkv: Float32Array,
+  ): void {
+    if (b === 0 || t === 0) return;
+    const plan = this.attentionPlan(b, t, d, heads);
+    const dS = this.scratchFor(b * heads * t * t * 4, "attention");
+    const dP = this.scratchFor(b * heads * t * t * 4, "attentionGrad");
+    this.run(plan.dV, [probs, dctx, dqkv.subarray(2 * d)], "attention dV");
+    this.run(plan.dP, [dctx, qkv.subarray(2 * d), dP], "attention dP");
+    this.run(plan.dS, [probs, dP, dS], "attention softmax backward");
+    this.run(plan.dQ, [dS, qkv.subarray(d), dqkv], "attention dQ");
+    this.run(plan.dK, [dS, qkv, dqkv.subarray(d)], "attention dK");
   }
 
   gelu(x: Float32Array, y: Float32Array): void {

@@ -26,10 +26,13 @@ export const LAYER_NORM_KERNEL = "CnnvitLayerNorm";
 export const LAYER_NORM_GRAD_KERNEL = "CnnvitLayerNormGrad";
 
 /**
- * Inputs `{qkv}` (`[b, t, 3·d]`, timm's fused projection), attrs `{heads}` → the merged-heads attention
- * context `[b, t, d]` = softmax(q·kᵀ/√(d/heads))·v. Inference only (no gradient).
+ * Inputs `{qkv}` (`[b, t, 3·d]`, timm's fused projection), attrs `{heads, keepProbs?}` → the
+ * merged-heads attention context `[b, t, d]` = softmax(q·kᵀ/√(d/heads))·v, and with `keepProbs` also
+ * the probabilities `[b, heads, t, t]` (`[ctx, probs]`, for the gradient).
  */
 export const ATTENTION_KERNEL = "CnnvitAttention";
+/** Inputs `{qkv, probs, dctx}`, attrs `{heads}` → `dqkv` `[b, t, 3·d]`. */
+export const ATTENTION_GRAD_KERNEL = "CnnvitAttentionGrad";
 
 /** Inputs `{x, weight, bias}` (x NHWC), attrs `{eps}` → `[y, mean, variance]` (batch stats `[c]`, biased). */
 export const BATCH_NORM_KERNEL = "CnnvitBatchNorm";
@@ -220,9 +223,9 @@ export function batchNormTrainKernel(
 }
 
 /**
- * Self-attention context from the fused `qkv` projection as one kernel, where the backend has one
- * (the native backend with oneDNN) and no gradient tape records; else `undefined` (callers then
- * split heads and use tfjs ops).
+ * Self-attention context from the fused `qkv` projection as one kernel where the backend has one
+ * (the native backend with oneDNN), else `undefined` (callers then split heads and use tfjs ops).
+ * Under a gradient tape it is one custom-gradient op that keeps `qkv` and the probabilities.
  *
  * @example
  * ```ts
@@ -230,7 +233,21 @@ export function batchNormTrainKernel(
  * ```
  */
 export function attentionKernel(qkv: tf.Tensor3D, heads: number): tf.Tensor3D | undefined {
+  if (qkv.dtype !== "float32" || !hasKernel(ATTENTION_KERNEL) || !hasKernel(ATTENTION_GRAD_KERNEL)) {
+    return undefined;
+  }
   const recording = (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
-  if (recording || qkv.dtype !== "float32" || !hasKernel(ATTENTION_KERNEL)) return undefined;
-  return run(ATTENTION_KERNEL, { qkv }, { heads }) as tf.Tensor3D;
+  if (!recording) return run(ATTENTION_KERNEL, { qkv }, { heads }) as tf.Tensor3D;
+  const op = tf.customGrad(
+    ((x: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [ctx, probs] = run(ATTENTION_KERNEL, { qkv: x }, { heads, keepProbs: 1 }) as tf.Tensor[];
+      save([x, probs]);
+      return {
+        value: ctx,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+          run(ATTENTION_GRAD_KERNEL, { qkv: saved[0], probs: saved[1], dctx: dy }, { heads }) as tf.Tensor,
+      };
+    }) as unknown as LooseCustomGrad,
+  );
+  return op(qkv) as tf.Tensor3D;
 }

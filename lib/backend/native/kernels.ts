@@ -11,6 +11,7 @@ import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import type { Blas } from "./blas.ts";
 import type { DnnlConv } from "./dnnl.ts";
 import {
+  ATTENTION_GRAD_KERNEL,
   ATTENTION_KERNEL,
   BATCH_NORM_GRAD_KERNEL,
   BATCH_NORM_KERNEL,
@@ -1033,11 +1034,26 @@ export function dnnlKernelConfigs(backendName: string, dnnl: DnnlConv): tf.Kerne
       );
     }
     const ctx = b.makeOutput([n, t, d], "float32");
-    dnnl.attention(n, t, d, heads, f32(b, qkv), f32(b, ctx));
-    return ctx;
+    if (!(attrs as unknown as { keepProbs?: boolean }).keepProbs) {
+      dnnl.attention(n, t, d, heads, f32(b, qkv), f32(b, ctx));
+      return ctx;
+    }
+    const probs = b.makeOutput([n, heads, t, t], "float32");
+    dnnl.attention(n, t, d, heads, f32(b, qkv), f32(b, ctx), f32(b, probs));
+    return [ctx, probs];
+  };
+  const attentionGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { qkv, probs, dctx } = inputs as { qkv: Info; probs: Info; dctx: Info };
+    const { heads } = attrs as unknown as { heads: number };
+    const b = backend as BackendWasm;
+    const [n, t, d3] = qkv.shape;
+    const dqkv = b.makeOutput([...qkv.shape], "float32");
+    dnnl.attentionBackward(n, t, d3 / 3, heads, f32(b, qkv), f32(b, probs), f32(b, dctx), f32(b, dqkv));
+    return dqkv;
   };
   return [
     { kernelName: ATTENTION_KERNEL, backendName, kernelFunc: attention },
+    { kernelName: ATTENTION_GRAD_KERNEL, backendName, kernelFunc: attentionGrad },
     { kernelName: BATCH_NORM_KERNEL, backendName, kernelFunc: batchNorm },
     { kernelName: BATCH_NORM_GRAD_KERNEL, backendName, kernelFunc: batchNormGrad },
     { kernelName: GELU_KERNEL, backendName, kernelFunc: gelu },
