@@ -110,6 +110,23 @@ export function recordingGradients(): boolean {
   return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
 }
 
+/** tfjs types custom-gradient functions loosely (inputs and the save function in one rest array). */
+type LooseCustomGrad = Parameters<typeof tf.customGrad>[0];
+
+/** `x·w + b` for `[n, in]`·`[in, out]` as one op whose gradient keeps only `x` and `w`. */
+const linearWithBias = tf.customGrad(
+  ((x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, save: tf.GradSaveFunc) => {
+    save([x, w]);
+    return {
+      value: tf.fused.matMul({ a: x, b: w, bias: b }),
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+        const [xs, ws] = saved as tf.Tensor2D[];
+        return [tf.matMul(dy, ws, false, true), tf.matMul(xs, dy, true, false), tf.sum(dy, 0)];
+      },
+    };
+  }) as unknown as LooseCustomGrad,
+) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor) => tf.Tensor2D;
+
 /**
  * `x @ w + b` over the last axis of `x` (any rank), with `w` as `[in, out]`.
  *
@@ -122,13 +139,16 @@ export function linear<T extends tf.Tensor>(x: T, w: tf.Tensor, b?: tf.Tensor): 
   const inDim = x.shape[x.rank - 1];
   const outDim = w.shape[1] as number;
   const flat = x.rank === 2 ? (x as unknown as tf.Tensor2D) : tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
-  // Inference: the bias goes into the matrix product (one pass less over the output). Under a
-  // gradient tape tfjs' fused op would keep its output for the backward pass, so it stays separate.
-  const fuse = b !== undefined && !recordingGradients() && flat.dtype === "float32";
-  let y: tf.Tensor = fuse
-    ? tf.fused.matMul({ a: flat, b: w as tf.Tensor2D, bias: b })
-    : tf.matMul(flat, w as tf.Tensor2D);
-  if (b && !fuse) y = tf.add(y, b);
+  // The bias goes into the matrix product (one pass less over the output). Under a gradient tape
+  // tfjs' own fused op would also keep its output for the backward pass; linearWithBias keeps only
+  // what a plain matmul keeps (x and w).
+  const fuse = b !== undefined && b.rank === 1 && flat.dtype === "float32";
+  let y: tf.Tensor;
+  if (!fuse) {
+    y = tf.matMul(flat, w as tf.Tensor2D);
+    if (b) y = tf.add(y, b);
+  } else if (recordingGradients()) y = linearWithBias(flat, w as tf.Tensor2D, b!);
+  else y = tf.fused.matMul({ a: flat, b: w as tf.Tensor2D, bias: b });
   return (x.rank === 2 ? y : tf.reshape(y, [...(x.shape as number[]).slice(0, -1), outDim])) as T;
 }
 
