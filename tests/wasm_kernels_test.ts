@@ -431,6 +431,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "Slice on wasm (block copies read in place) matches cpu for every rank and cut",
+  ...opts,
+  fn: async () => {
+    const cases: [number[], number[], number[]][] = [
+      [[10], [3], [4]],
+      [[6, 7], [1, 2], [3, 4]],
+      [[6, 7], [2, 0], [3, 7]], // whole rows: one run
+      [[4, 65, 12], [0, 1, 0], [4, 64, 12]], // the hybrid's patch tokens
+      [[4, 65, 12], [0, 0, 0], [4, 1, 12]], // CLS
+      [[3, 5, 6, 4], [1, 2, 3, 1], [2, 2, 2, 2]],
+      [[3, 5, 6, 4], [0, 0, 0, 0], [-1, -1, -1, -1]],
+    ];
+    for (const [shape, begin, size] of cases) {
+      await checkKernel(
+        "Slice",
+        { x: { shape } },
+        { begin, size },
+        `slice [${shape}] at [${begin}] size [${size}]`,
+      );
+    }
+    const n = 2 * 9 * 3;
+    await checkKernel(
+      "Slice",
+      { x: { shape: [2, 9, 3], dtype: "int32", values: Array.from({ length: n }, (_, i) => i - 7) } },
+      { begin: [1, 4, 1], size: [1, 5, 2] },
+      "int32 slice",
+    );
+  },
+});
+
+Deno.test({
   name: "BatchMatMul with transposed operands on wasm matches cpu (2-D, batched, broadcast)",
   ...opts,
   fn: async () => {

@@ -124,11 +124,18 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
     config: model.config,
   };
   const owned: tf.Tensor[] = [];
+  // Median of the timed iterations: one slow iteration (a GC, another process) does not move it.
   const timeIt = async (fn: () => Promise<void>, iters: number) => {
     for (let i = 0; i < spec.warmup; i++) await fn();
-    const t0 = performance.now();
-    for (let i = 0; i < iters; i++) await fn();
-    return (performance.now() - t0) / 1000 / iters;
+    const ts: number[] = [];
+    for (let i = 0; i < iters; i++) {
+      const t0 = performance.now();
+      await fn();
+      ts.push((performance.now() - t0) / 1000);
+    }
+    ts.sort((a, b) => a - b);
+    const mid = ts.length >> 1;
+    return ts.length % 2 ? ts[mid] : (ts[mid - 1] + ts[mid]) / 2;
   };
   try {
     // Micro-batches (when the full batch does not fit the 4 GiB wasm heap): training
@@ -406,8 +413,8 @@ async function main(): Promise<void> {
       },
       batch: { type: "string", default: "64" },
       threads: { type: "string", default: "2" },
-      "infer-iters": { type: "string", default: "3" },
-      "train-iters": { type: "string", default: "2" },
+      "infer-iters": { type: "string", default: "5" },
+      "train-iters": { type: "string", default: "3" },
       "latency-iters": { type: "string", default: "10" },
       warmup: { type: "string", default: "1" },
       "no-torch": { type: "boolean", default: false },
@@ -471,7 +478,8 @@ async function main(): Promise<void> {
   console.log(`# bench: ${machineState()}`);
   console.log(
     `# batch ${batch}, ${threads} threads, iters infer ${inferIters} / train ${trainIters} / latency ${latencyIters}` +
-      `, warmup ${warmup}. Other processes on this machine make numbers noisy; compare within one run.`,
+      `, warmup ${warmup}; img/s from the median iteration (both sides). Other processes on this machine make ` +
+      "numbers noisy; compare within one run.",
   );
   console.log(
     gradCheckpoint

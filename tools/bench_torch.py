@@ -11,6 +11,7 @@ import json
 import math
 import resource
 import sys
+import statistics
 import time
 
 import torch
@@ -186,12 +187,15 @@ def main():
     warm = spec.get("warmup", 1)
 
     def timed(fn, iters):
+        # Median of the timed iterations, as tools/bench.ts does on its side.
         for _ in range(warm):
             fn()
-        t0 = time.perf_counter()
+        ts = []
         for _ in range(iters):
+            t0 = time.perf_counter()
             fn()
-        return (time.perf_counter() - t0) / iters
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
 
     if spec.get("trainIters", 0) > 0:
         model.train()
