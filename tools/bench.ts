@@ -426,6 +426,7 @@ async function main(): Promise<void> {
     },
   });
   if (values.out && !values.worker) {
+    provenance = import("../lib/report/mod.ts").then((m) => m.collectRunInfo({ experiment: "bench" }));
     const log = console.log;
     console.log = (...a: unknown[]) => {
       printed.push(a.map(String).join(" "));
@@ -730,13 +731,21 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
 /** What main() printed, kept when `--out` is given so the tables land beside the JSON. */
 const printed: string[] = [];
 
+/**
+ * Provenance (commit and whether the tree had changes, machine, versions, command), taken when the
+ * run starts: by the end, rewriting the committed results themselves would mark the tree as changed.
+ */
+let provenance: Promise<unknown> | undefined;
+
 async function finish(report: { machine: string }, out: string | undefined): Promise<void> {
   if (!out) return;
+  const run = {
+    ...(await provenance) as object,
+    finishedAt: new Date().toISOString(),
+    machineState: report.machine,
+  };
   writeFileAtomicSync(out, JSON.stringify(report, null, 2) + "\n");
   writeFileAtomicSync(out.replace(/\.json$/, "") + ".txt", printed.join("\n") + "\n");
-  // Provenance beside it: commit (and whether the tree had changes), machine, versions, command.
-  const { collectRunInfo } = await import("../lib/report/mod.ts");
-  const run = await collectRunInfo({ experiment: "bench", config: { machineState: report.machine } });
   const runPath = join(dirname(out), "run.json");
   writeFileAtomicSync(runPath, JSON.stringify(run, null, 2) + "\n");
   console.log(`\nwrote ${out} (and .txt, the tables above) and ${runPath}`);
