@@ -229,4 +229,10 @@ export function nativeBackendStatus(): NativeBackendStatus | undefined {
   return status ? { ...status, blasKernels: [...status.blasKernels] } : undefined;
 }
 
-export { attentionKernel, batchNormTrainKernel, geluLean, layerNormLean } from "./native/fused_ops.ts";
+export {
+  attentionKernel,
+  batchNormTrainKernel,
+  geluLean,
+  layerNormLean,
+  recordingGradients,
+} from "./native/fused_ops.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { batchNormTrainKernel, geluLean, layerNormLean } from "../backend/mod.ts";
+import { batchNormTrainKernel, geluLean, layerNormLean, recordingGradients } from "../backend/mod.ts";
 
 /**
  * 2D convolution with PyTorch's symmetric zero padding (`padding=pad`), NHWC input, HWIO kernel.
@@ -103,11 +103,6 @@ function spatialMean(x: tf.Tensor4D): tf.Tensor1D {
  */
 export function layerNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor, bias: tf.Tensor, eps: number): T {
   return layerNormLean(x, weight, bias, eps);
-}
-
-/** True while a gradient tape records (inside `tf.grad`/`tf.variableGrads`; tfjs' engine state). */
-export function recordingGradients(): boolean {
-  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
 }
 
 /** tfjs types custom-gradient functions loosely (inputs and the save function in one rest array). */

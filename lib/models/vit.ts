@@ -10,9 +10,9 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { ParamStore } from "./param_store.ts";
-import { conv2d, gelu, layerNorm, linear, recordingGradients } from "./layers.ts";
+import { conv2d, gelu, layerNorm, linear } from "./layers.ts";
 import { gatherTokens } from "../pruning/select_top_k.ts";
-import { attentionKernel } from "../backend/mod.ts";
+import { attentionKernel, recordingGradients } from "../backend/mod.ts";
 import type {
   ForwardAux,
   ForwardOptions,

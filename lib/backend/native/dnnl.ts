@@ -604,77 +604,61 @@ class DnnlConvImpl implements DnnlConv {
     return p;
   }
 
-  private getBackwardData(ci: tf.backend_util.Conv2DInfo): Prim {
-    const key = this.key("bd", ci, false);
+  /**
+   * A convolution gradient primitive: `data` (dX from dY and the weights) or `weights` (dW from X and
+   * dY). Both pair with the forward-training primitive as a hint and let oneDNN pick the weights layout.
+   */
+  private getBackward(kind: "data" | "weights", ci: tf.backend_util.Conv2DInfo): Prim {
+    const key = this.key(kind === "data" ? "bd" : "bw", ci, false);
     let p = this.cache.get(key);
     if (p) return p;
+    const what = `convolution backward ${kind}`;
     const { pd: hint, g } = this.forwardPd(ci, false, PROP_FORWARD_TRAINING);
+    const src = this.md(g.src, TAG_NHWC), dst = this.md(g.dst, TAG_NHWC), wei = this.md(g.wei, TAG_ANY);
     const desc = new Uint8Array(OP_DESC_BYTES);
+    const geometry = [g.strides, g.dilates, g.padL, g.padR] as const;
     check(
-      this.lib.dnnl_dilated_convolution_backward_data_desc_init(
-        desc,
-        ALG_CONV_DIRECT,
-        this.md(g.src, TAG_NHWC),
-        this.md(g.wei, TAG_ANY),
-        this.md(g.dst, TAG_NHWC),
-        g.strides,
-        g.dilates,
-        g.padL,
-        g.padR,
-      ),
-      "convolution_backward_data_desc_init",
+      kind === "data"
+        ? this.lib.dnnl_dilated_convolution_backward_data_desc_init(
+          desc,
+          ALG_CONV_DIRECT,
+          src,
+          wei,
+          dst,
+          ...geometry,
+        )
+        : this.lib.dnnl_dilated_convolution_backward_weights_desc_init(
+          desc,
+          ALG_CONV_DIRECT,
+          src,
+          wei,
+          new Uint8Array(MD_BYTES),
+          dst,
+          ...geometry,
+        ),
+      `${what} desc_init`,
     );
-    const pd = this.pd(desc, hint, "convolution backward data");
-    const w = this.weightsPlan(pd, QUERY_WEIGHTS_MD, g, "in", "convolution backward-data weights");
-    const mems = [
-      { arg: ARG_DIFF_DST, mem: this.memory(this.md(g.dst, TAG_NHWC), "diff_dst") },
-      { arg: ARG_WEIGHTS, mem: w.mem },
-      { arg: ARG_DIFF_SRC, mem: this.memory(this.md(g.src, TAG_NHWC), "diff_src") },
-    ];
-    p = this.finish(this.primitive(pd, "convolution backward data"), mems, this.implOf(pd), {
-      weightsReorder: w.reorder,
-    });
-    this.cache.set(key, p);
-    return p;
-  }
-
-  private getBackwardWeights(ci: tf.backend_util.Conv2DInfo): Prim {
-    const key = this.key("bw", ci, false);
-    let p = this.cache.get(key);
-    if (p) return p;
-    const { pd: hint, g } = this.forwardPd(ci, false, PROP_FORWARD_TRAINING);
-    const desc = new Uint8Array(OP_DESC_BYTES);
-    check(
-      this.lib.dnnl_dilated_convolution_backward_weights_desc_init(
-        desc,
-        ALG_CONV_DIRECT,
-        this.md(g.src, TAG_NHWC),
-        this.md(g.wei, TAG_ANY),
-        new Uint8Array(MD_BYTES),
-        this.md(g.dst, TAG_NHWC),
-        g.strides,
-        g.dilates,
-        g.padL,
-        g.padR,
-      ),
-      "convolution_backward_weights_desc_init",
+    const pd = this.pd(desc, hint, what);
+    const w = kind === "data"
+      ? this.weightsPlan(pd, QUERY_WEIGHTS_MD, g, "in", `${what} weights`)
+      : this.weightsPlan(pd, QUERY_DIFF_WEIGHTS_MD, g, "out", `${what} diff_weights`);
+    const mems = kind === "data"
+      ? [
+        { arg: ARG_DIFF_DST, mem: this.memory(dst, "diff_dst") },
+        { arg: ARG_WEIGHTS, mem: w.mem },
+        { arg: ARG_DIFF_SRC, mem: this.memory(src, "diff_src") },
+      ]
+      : [
+        { arg: ARG_SRC, mem: this.memory(src, "src") },
+        { arg: ARG_DIFF_DST, mem: this.memory(dst, "diff_dst") },
+        { arg: ARG_DIFF_WEIGHTS, mem: w.mem },
+      ];
+    p = this.finish(
+      this.primitive(pd, what),
+      mems,
+      this.implOf(pd),
+      kind === "data" ? { weightsReorder: w.reorder } : { diffWeightsReorder: w.reorder },
     );
-    const pd = this.pd(desc, hint, "convolution backward weights");
-    const w = this.weightsPlan(
-      pd,
-      QUERY_DIFF_WEIGHTS_MD,
-      g,
-      "out",
-      "convolution backward-weights diff_weights",
-    );
-    const mems = [
-      { arg: ARG_SRC, mem: this.memory(this.md(g.src, TAG_NHWC), "src") },
-      { arg: ARG_DIFF_DST, mem: this.memory(this.md(g.dst, TAG_NHWC), "diff_dst") },
-      { arg: ARG_DIFF_WEIGHTS, mem: w.mem },
-    ];
-    p = this.finish(this.primitive(pd, "convolution backward weights"), mems, this.implOf(pd), {
-      diffWeightsReorder: w.reorder,
-    });
     this.cache.set(key, p);
     return p;
   }
@@ -749,13 +733,13 @@ class DnnlConvImpl implements DnnlConv {
   }
 
   backwardData(ci: tf.backend_util.Conv2DInfo, dy: Float32Array, w: Float32Array, dx: Float32Array) {
-    const p = this.getBackwardData(ci);
+    const p = this.getBackward("data", ci);
     const wIn = this.weightsIn(p, w, "convolution backward data");
     this.run(p, [dy, wIn, dx], "convolution backward data");
   }
 
   backwardWeights(ci: tf.backend_util.Conv2DInfo, x: Float32Array, dy: Float32Array, dw: Float32Array) {
-    const p = this.getBackwardWeights(ci);
+    const p = this.getBackward("weights", ci);
     if (!p.diffWeightsReorder) {
       this.run(p, [x, dy, dw], "convolution backward weights");
       return;
@@ -1142,7 +1126,7 @@ class DnnlConvImpl implements DnnlConv {
     ci: tf.backend_util.Conv2DInfo,
   ): string {
     if (kind === "forward") return this.getForward(ci, false, false).impl;
-    if (kind === "backwardData") return this.getBackwardData(ci).impl;
-    return this.getBackwardWeights(ci).impl;
+    if (kind === "backwardData") return this.getBackward("data", ci).impl;
+    return this.getBackward("weights", ci).impl;
   }
 }

@@ -39,6 +39,11 @@ export const BATCH_NORM_KERNEL = "CnnvitBatchNorm";
 /** Inputs `{x, mean, variance, dy, weight}`, attrs `{eps}` → `[dx, dweight, dbias]`. */
 export const BATCH_NORM_GRAD_KERNEL = "CnnvitBatchNormGrad";
 
+/** True while a gradient tape records (inside `tf.grad`/`tf.variableGrads`; tfjs' engine state). */
+export function recordingGradients(): boolean {
+  return (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
+}
+
 function hasKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
 }
@@ -236,8 +241,7 @@ export function attentionKernel(qkv: tf.Tensor3D, heads: number): tf.Tensor3D | 
   if (qkv.dtype !== "float32" || !hasKernel(ATTENTION_KERNEL) || !hasKernel(ATTENTION_GRAD_KERNEL)) {
     return undefined;
   }
-  const recording = (tf.engine() as unknown as { state: { gradientDepth: number } }).state.gradientDepth > 0;
-  if (!recording) return run(ATTENTION_KERNEL, { qkv }, { heads }) as tf.Tensor3D;
+  if (!recordingGradients()) return run(ATTENTION_KERNEL, { qkv }, { heads }) as tf.Tensor3D;
   const op = tf.customGrad(
     ((x: tf.Tensor, save: tf.GradSaveFunc) => {
       const [ctx, probs] = run(ATTENTION_KERNEL, { qkv: x }, { heads, keepProbs: 1 }) as tf.Tensor[];

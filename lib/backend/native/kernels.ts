@@ -520,17 +520,18 @@ export function blasKernelConfigs(
   const refused = new Set<string>();
   const viaDnnl = (kernel: string, ci: tf.backend_util.Conv2DInfo, run: () => void): boolean => {
     if (!conv) return false;
-    const key = `${kernel} ${ci.inShape} ${ci.filterHeight}x${ci.filterWidth}x${ci.outChannels} ` +
+    const key = () =>
+      `${kernel} ${ci.inShape} ${ci.filterHeight}x${ci.filterWidth}x${ci.outChannels} ` +
       `s${ci.strideHeight},${ci.strideWidth} d${ci.dilationHeight},${ci.dilationWidth} ` +
       `p${ci.padInfo.top},${ci.padInfo.bottom},${ci.padInfo.left},${ci.padInfo.right}`;
-    if (refused.has(key)) return false;
+    if (refused.size > 0 && refused.has(key())) return false;
     try {
       run();
       return true;
     } catch (e) {
-      refused.add(key);
+      refused.add(key());
       console.warn(
-        `native ${kernel}: oneDNN failed for ${key} (${e instanceof Error ? e.message : e}); ` +
+        `native ${kernel}: oneDNN failed for ${key()} (${e instanceof Error ? e.message : e}); ` +
           "using im2col + GEMM for this shape",
       );
       return false;
