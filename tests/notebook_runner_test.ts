@@ -95,6 +95,46 @@ Deno.test({
     assertEquals(code, 1);
     assert(stderr.includes("cell 1"), stderr);
     assert(stderr.includes("boom in the second cell"), stderr);
+    // The last line is a one-line summary for the runner's table.
+    assert(
+      stderr.trim().split("\n").at(-1)!.includes("cell 1 failed: Error: boom in the second cell"),
+      stderr,
+    );
+  },
+});
+
+Deno.test({
+  name: "nbrun.py drops a malformed output message, says which, and runs the rest of the notebook",
+  ignore: !py,
+  fn: async () => {
+    // A display bundle whose text/plain is a number (nbformat refuses it) and one without metadata: plain
+    // nbclient ends the whole run with a Python traceback on either.
+    const { code, stderr, executed } = await run([
+      'await Deno.jupyter.broadcast("display_data", { data: { "text/plain": 5 }, metadata: {} });\n"first";',
+      'await Deno.jupyter.broadcast("display_data", { data: { "text/plain": "x" } });\n"second";',
+      '"third";',
+    ]);
+    assertEquals(code, 0, stderr);
+    assert(stderr.includes("cell 0: dropped a malformed 'display_data' message"), stderr);
+    assert(stderr.includes("content {data: {text/plain: int}"), stderr);
+    assert(
+      stderr.includes("cell 1: dropped a malformed 'display_data' message from the kernel (KeyError"),
+      stderr,
+    );
+    assert(stderr.includes("2 kernel message(s) dropped"), stderr);
+    const str = (v: unknown) => (Array.isArray(v) ? v.join("") : String(v ?? ""));
+    type Out = { output_type: string; name?: string; text?: string[]; data?: Record<string, string[]> };
+    const outs = executed.cells.map((c: { outputs: Out[] }) => c.outputs);
+    // The drop is recorded in the executed copy, and every cell still has its result.
+    assert(outs[0].some((o: Out) => o.name === "stderr" && str(o.text).includes("dropped")));
+    ["first", "second", "third"].forEach((w, i) =>
+      assert(
+        outs[i].some((o: Out) =>
+          o.output_type === "execute_result" && str(o.data?.["text/plain"]).includes(w)
+        ),
+        `cell ${i}: result lost`,
+      )
+    );
   },
 });
 

@@ -6,19 +6,26 @@ Used by `deno task notebooks` (tools/run_notebooks.ts); usable alone:
     python3 tools/nbrun.py notebooks/00_environment.ipynb results/notebooks/00_environment.ipynb \
         --timeout 900 --kernel deno
 
-Why a subclass: the Deno kernel sometimes publishes a cell's `stream` / `execute_result` / `display_data`
-messages *after* its `status: idle` message. Plain nbclient stops reading a cell's output at idle and
-drops them (about one run in four lost some output). DrainingClient keeps reading the IOPub channel
-for a short grace period after idle, so late messages land in the right cell.
+Why a subclass:
+- The Deno kernel sometimes publishes a cell's `stream` / `execute_result` / `display_data` messages
+  *after* its `status: idle` message. Plain nbclient stops reading a cell's output at idle and drops them
+  (about one run in four lost some output). DrainingClient keeps reading the IOPub channel for a short
+  grace period after idle, so late messages land in the right cell.
+- Plain nbclient lets one malformed output message (say a display bundle whose value is not a string, which
+  nbformat refuses) escape as a Python traceback that ends the whole run, with no word of which cell or
+  message. DrainingClient drops such a message, says so on stderr and in the cell's outputs (message type,
+  reason, the bundle's keys and value types), and carries on, as JupyterLab would.
 
 Exit codes: 0 ok, 1 a cell raised (the cell index and error are printed), 2 a cell timed out or the kernel
-died, 3 bad arguments.
+died, 3 bad arguments, 4 the runner itself failed or the kernel's output stream broke (not a cell error; said
+on stderr).
 """
 import argparse
 import asyncio
 import os
 import sys
 import time
+import traceback
 from queue import Empty
 
 import nbformat
@@ -26,26 +33,89 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellExecutionError, CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async
 
+# Consecutive failures to read the IOPub channel before giving up (a closed socket fails every time).
+MAX_READ_FAILURES = 20
+
+
+def _parent_id(msg):
+    return (msg.get("parent_header") or {}).get("msg_id")
+
+
+def _shape(value, depth=0):
+    """A short description of a message's content: keys and value types, never the (possibly huge) values."""
+    if isinstance(value, dict) and depth < 2:
+        return "{" + ", ".join(f"{k}: {_shape(v, depth + 1)}" for k, v in list(value.items())[:12]) + "}"
+    if isinstance(value, str):
+        return f"str({len(value)})"
+    return type(value).__name__
+
 
 class DrainingClient(NotebookClient):
-    """NotebookClient that keeps reading a cell's IOPub messages for `drain_seconds` after `idle`."""
+    """NotebookClient that reads a cell's IOPub messages for `drain_seconds` after `idle` and survives
+    malformed messages."""
 
     drain_seconds = 0.5
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.problems = []
+        self.stream_broken = None  # (cell index, reason) of the first unreadable IOPub message
+
+    def _report(self, cell, cell_index, what):
+        text = f"nbrun: cell {cell_index}: {what}"
+        self.problems.append(text)
+        print(text, file=sys.stderr, flush=True)
+        if cell is not None:
+            cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text=text + "\n"))
+
+    def process_message(self, msg, cell, cell_index):
+        try:
+            return super().process_message(msg, cell, cell_index)
+        except CellExecutionComplete:
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad message must not end the run
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self._report(cell, cell_index, f"dropped a malformed '{msg.get('msg_type')}' message from the kernel "
+                         f"({type(e).__name__}: {reason}); content {_shape(msg.get('content'))}")
+            return None
+
+    async def _read(self, timeout, cell, cell_index, failures):
+        """One IOPub message, or None when a message could not be decoded (reported; the caller goes on)."""
+        try:
+            msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=timeout))
+        except Empty:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. a message jupyter_client cannot deserialize
+            failures[0] += 1
+            if failures[0] > MAX_READ_FAILURES:
+                raise
+            self._report(cell, cell_index, f"could not read a message from the kernel ({type(e).__name__}: {e})")
+            if self.stream_broken is None:
+                self.stream_broken = (cell_index, f"{type(e).__name__}: {e}")
+            return None
+        failures[0] = 0
+        return msg
+
     async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
-        await super()._async_poll_output_msg(parent_msg_id, cell, cell_index)
+        failures = [0]
+        while True:  # until this cell's `idle`
+            msg = await self._read(None, cell, cell_index, failures)
+            if msg is None or _parent_id(msg) != parent_msg_id:
+                continue
+            try:
+                self.process_message(msg, cell, cell_index)
+            except CellExecutionComplete:
+                break
         deadline = time.monotonic() + self.drain_seconds
-        while True:
+        while True:  # late messages of this cell
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             try:
-                msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=left))
+                msg = await self._read(left, cell, cell_index, failures)
             except Empty:
                 return
-            if msg["parent_header"].get("msg_id") != parent_msg_id:
-                continue
-            if msg["msg_type"] == "status":
+            if msg is None or _parent_id(msg) != parent_msg_id or msg["msg_type"] == "status":
                 continue
             try:
                 self.process_message(msg, cell, cell_index)
@@ -84,7 +154,24 @@ def main() -> int:
             o.get("output_type") == "error" for o in c.get("outputs", []))), None)
         where = f"cell {idx}" if idx is not None else "a cell"
         print(f"nbrun: {a.notebook}: {where} failed:\n{e}", file=sys.stderr)
+        last = [ln for ln in str(e).splitlines() if ln.strip()]
+        # One line at the end for summaries (the runner's table): where, and the error's last line.
+        print(f"nbrun: {where} failed: {last[-1].strip() if last else type(e).__name__}", file=sys.stderr)
         code = 1
+    except Exception as e:  # noqa: BLE001 - the runner's own failure, told apart from a cell's
+        traceback.print_exc()
+        print(f"nbrun: {a.notebook}: the runner itself failed, not a cell ({type(e).__name__}: {e})", file=sys.stderr)
+        code = 4
+    if client.problems:
+        print(f"nbrun: {a.notebook}: {len(client.problems)} kernel message(s) dropped or unreadable (listed above)",
+              file=sys.stderr)
+    if code == 0 and client.stream_broken is not None:
+        # Seen with the Deno kernel and very large outputs: once one message arrives corrupted, the IOPub stream
+        # carries nothing more, so the executed copy misses every later output. Not a cell error.
+        where, why = client.stream_broken
+        print(f"nbrun: the kernel's output stream broke in cell {where} ({why[:120]}); outputs after it are "
+              "missing (the Deno kernel corrupts very large outputs: keep each under 1 MiB)", file=sys.stderr)
+        code = 4
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     tmp = a.output + ".tmp"
     nbformat.write(nb, tmp)

@@ -15,6 +15,8 @@
 import { parseArgs } from "node:util";
 import { basename, join, resolve } from "node:path";
 import { parseProfile, type ProfileName } from "../lib/profile.ts";
+import { inlinePlotlyIntoHtml } from "../lib/viz/figure.ts";
+import { writeFileAtomic } from "../lib/util/mod.ts";
 
 const root = resolve(new URL("..", import.meta.url).pathname);
 
@@ -92,27 +94,32 @@ async function runOne(
   const started = Date.now();
   const t0 = performance.now();
   console.log(`\n=== ${name} (profile ${profile}) ===`);
-  const proc = await new Deno.Command(py, {
-    args: [
-      join(root, "tools/nbrun.py"),
-      nbPath,
-      out,
-      "--timeout",
-      String(timeout),
-      "--cwd",
-      join(root, "notebooks"),
-    ],
-    env: { CNNVIT_PROFILE: profile, NO_COLOR: "1" },
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
+  let run = await runNbrun(
+    py,
+    [nbPath, out, "--timeout", String(timeout), "--cwd", join(root, "notebooks")],
+    profile,
+  );
+  if (run.code === 4) {
+    // The runner failed, or the kernel's output stream broke (not a cell error; said above). Once more.
+    console.log(
+      `  ${name}: the run broke outside the notebook's cells (said above); running ${name} once more`,
+    );
+    run = await runNbrun(
+      py,
+      [nbPath, out, "--timeout", String(timeout), "--cwd", join(root, "notebooks")],
+      profile,
+    );
+  }
   const seconds = (performance.now() - t0) / 1000;
-  if (!proc.success) {
+  // nbrun's own lines ("nbrun: ...") say why a run failed or what it dropped; the summary repeats them.
+  const said = run.stderrLines.filter((l) => l.startsWith("nbrun: ")).map((l) => l.slice(7));
+  if (run.code !== 0) {
+    const why = said.length ? `: ${said[said.length - 1]}` : "";
     return {
       name,
       ok: false,
       seconds,
-      message: `execution failed (exit ${proc.code}); executed copy: ${out}`,
+      message: `execution failed (exit ${run.code})${why}; executed copy: ${out}`,
     };
   }
   // Files the notebook promised to write.
@@ -137,8 +144,38 @@ async function runOne(
       stdout: "null",
     }).output();
     if (!r.success) console.warn(`  (HTML export of ${name} failed; the executed .ipynb is at ${out})`);
+    else {
+      // Figures in the notebook load plotly.js by URL (outputs must stay small); the HTML copy inlines it.
+      const htmlPath = join(outDir, `${name}.html`);
+      await writeFileAtomic(htmlPath, inlinePlotlyIntoHtml(await Deno.readTextFile(htmlPath)));
+    }
   }
-  return { name, ok: true, seconds };
+  const dropped = said.filter((l) => l.includes("dropped"));
+  return { name, ok: true, seconds, message: dropped.length ? dropped[dropped.length - 1] : undefined };
+}
+
+/**
+ * Runs tools/nbrun.py, passing its output through as it comes, and keeps its stderr lines for the summary.
+ */
+async function runNbrun(
+  py: string,
+  args: string[],
+  profile: ProfileName,
+): Promise<{ code: number; stderrLines: string[] }> {
+  const child = new Deno.Command(py, {
+    args: [join(root, "tools/nbrun.py"), ...args],
+    env: { CNNVIT_PROFILE: profile, NO_COLOR: "1" },
+    stdout: "inherit",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stderr) {
+    await Deno.stderr.write(chunk);
+    text += decoder.decode(chunk, { stream: true });
+  }
+  const { code } = await child.status;
+  return { code, stderrLines: text.split("\n") };
 }
 
 async function main(): Promise<number> {
@@ -182,7 +219,7 @@ async function main(): Promise<number> {
     console.log(
       `${r.name.padEnd(30)}${(r.ok ? "ok" : "FAILED").padEnd(9)}${r.seconds.toFixed(1).padStart(7)}`,
     );
-    if (!r.ok) console.log(`  ${r.message}`);
+    if (r.message) console.log(`  ${r.message}`);
   }
   const failed = results.filter((r) => !r.ok).length;
   console.log(`notebooks: ${results.length - failed} passed, ${failed} failed`);

@@ -26,19 +26,61 @@ export const JUPYTER_DISPLAY: unique symbol = Symbol.for("Jupyter.display");
 /** The plotly MIME type rendered by the `jupyterlab-plotly` extension. */
 export const PLOTLY_MIME = "application/vnd.plotly.v1+json";
 
-let plotlyInjected = false;
+/**
+ * A small script that loads plotly.js into a live notebook page once (the first figure that runs it wins):
+ * from the Jupyter server's own files (`<base>/files/node_modules/plotly.js-dist-min/plotly.min.js`, there
+ * when Jupyter was started in the project folder, offline), else from the plotly CDN.
+ *
+ * Why not inline plotly.js (3.6 MB) in the first figure's output, as we used to: the Deno kernel (2.9.6,
+ * whose ZMQ transport is written in JavaScript) can corrupt an IOPub message much larger than its socket's
+ * send buffer. The Jupyter client then rejects it ("Invalid Signature") and loses every later output of the
+ * session. Measured with the send buffer capped at 64 KiB (`sysctl net.ipv4.tcp_wmem`): 128 KiB messages
+ * arrived intact, 512 KiB and 3.6 MB ones did not. So outputs stay small; standalone HTML files and the HTML
+ * copies of executed notebooks inline plotly.js instead (`toStandaloneHtml`, {@link inlinePlotlyIntoHtml}).
+ */
+function plotlyLoaderScript(): string {
+  return `<script type="text/javascript">(function () {
+  if (window.Plotly || window.__cnnvitPlotlyLoading) return;
+  window.__cnnvitPlotlyLoading = true;
+  var base = "/";
+  try {
+    var cfg = document.getElementById("jupyter-config-data");
+    if (cfg) base = JSON.parse(cfg.textContent).baseUrl || "/";
+    else if (document.body && document.body.getAttribute("data-base-url")) base = document.body.getAttribute("data-base-url");
+  } catch (e) { /* default base */ }
+  if (base.slice(-1) !== "/") base += "/";
+  var srcs = [base + "files/node_modules/plotly.js-dist-min/plotly.min.js",
+    "https://cdn.plot.ly/plotly-${PLOTLY_VERSION}.min.js"];
+  function load(i) {
+    if (i >= srcs.length || window.Plotly) return;
+    var s = document.createElement("script");
+    s.src = srcs[i];
+    s.onerror = function () { s.remove(); load(i + 1); };
+    document.head.appendChild(s);
+  }
+  load(0);
+})();</script>
+`;
+}
+
+/** The plotly.js version the loader asks the CDN for (the npm package's, see deno.json). */
+export const PLOTLY_VERSION = "4.1.2";
 
 /**
- * Forgets that plotly.js was already sent to the notebook, so the next figure's HTML carries it again
- * (tests; a new kernel starts fresh anyway).
+ * Makes an HTML page that shows notebook figures self-contained: plotly.js is inlined once in `<head>`
+ * (so the figures' loader finds `window.Plotly` and fetches nothing). Pages without figures come back as
+ * they are. Used on the HTML copies of executed notebooks.
  *
  * @example
  * ```ts
- * resetPlotlyInjection();
+ * await Deno.writeTextFile(path, inlinePlotlyIntoHtml(await Deno.readTextFile(path)));
  * ```
  */
-export function resetPlotlyInjection(): void {
-  plotlyInjected = false;
+export function inlinePlotlyIntoHtml(html: string): string {
+  if (!html.includes('class="plotly-figure"') || html.includes("data-cnnvit-plotly")) return html;
+  const tag = `<script type="text/javascript" data-cnnvit-plotly>${plotlyJsSource()}</script>\n`;
+  const at = html.search(/<\/head>/i);
+  return at >= 0 ? html.slice(0, at) + tag + html.slice(at) : tag + html;
 }
 
 function jsonForScript(x: unknown): string {
@@ -99,20 +141,25 @@ export class Figure implements FigureSpec {
   }
 
   /**
-   * HTML that draws the figure with `window.Plotly`. With `includePlotly`, plotly.js is inlined first;
-   * otherwise the snippet waits for an earlier output to have loaded it.
+   * HTML that draws the figure with `window.Plotly`. `includePlotly`: `true` inlines plotly.js first
+   * (standalone pages), `"loader"` adds the small script that loads it in a live notebook
+   * (see {@link plotlyLoaderScript}), `false` (default) waits for something else to have loaded it.
    */
-  toHtmlSnippet(options: { includePlotly?: boolean; height?: number } = {}): string {
+  toHtmlSnippet(options: { includePlotly?: boolean | "loader"; height?: number } = {}): string {
     const id = `plotly-${crypto.randomUUID()}`;
     const height = options.height ?? (typeof this.layout.height === "number" ? this.layout.height : 450);
-    const lib = options.includePlotly ? `<script type="text/javascript">${plotlyJsSource()}</script>\n` : "";
+    const lib = options.includePlotly === "loader"
+      ? plotlyLoaderScript()
+      : options.includePlotly
+      ? `<script type="text/javascript">${plotlyJsSource()}</script>\n`
+      : "";
     const draw = `<script type="text/javascript">(function () {
   var spec = ${jsonForScript(this.toJSON())};
   var tries = 0;
   function draw() {
     var el = document.getElementById(${JSON.stringify(id)});
     if (window.Plotly && el) { window.Plotly.newPlot(el, spec.data, spec.layout, spec.config); return; }
-    if (++tries > 400) { if (el) el.textContent = "plotly.js did not load (run the first figure cell again)"; return; }
+    if (++tries > 400) { if (el) el.textContent = "plotly.js did not load: start Jupyter in the project folder (it serves node_modules/plotly.js-dist-min) or allow cdn.plot.ly"; return; }
     setTimeout(draw, 50);
   }
   draw();
@@ -129,15 +176,14 @@ export class Figure implements FigureSpec {
   }
 
   /**
-   * The Jupyter MIME bundle: plotly JSON for JupyterLab, an HTML fallback for the classic notebook and
-   * exported HTML (plotly.js is inlined only in the first figure of the session), and a text summary.
+   * The Jupyter MIME bundle: plotly JSON for JupyterLab's plotly renderer, an HTML fallback (a few KB: it
+   * loads plotly.js by URL, see {@link plotlyLoaderScript}) for the classic notebook, JupyterLab without the
+   * plotly extension and exported HTML, and a text summary.
    */
   [JUPYTER_DISPLAY](): MimeBundle {
-    const includePlotly = !plotlyInjected;
-    plotlyInjected = true;
     return {
       [PLOTLY_MIME]: this.toJSON(),
-      "text/html": this.toHtmlSnippet({ includePlotly }),
+      "text/html": this.toHtmlSnippet({ includePlotly: "loader" }),
       "text/plain": `Figure(${JSON.stringify(this.title ?? "")}, ${this.data.length} trace${
         this.data.length === 1 ? "" : "s"
       })`,
