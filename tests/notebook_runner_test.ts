@@ -139,6 +139,55 @@ Deno.test({
 });
 
 Deno.test({
+  name: "nbrun.py marks the output stream broken when a kernel message cannot be read, and keeps reading",
+  ignore: !py,
+  fn: async () => {
+    // jupyter_client raises "Invalid Signature" on a message the Deno kernel corrupted (very large outputs).
+    // A fake IOPub channel stands in for the kernel: the unreadable message, then a stream, then idle.
+    const script = `
+import asyncio, json, sys
+from queue import Empty
+sys.path.insert(0, sys.argv[1])
+import nbformat, nbrun
+msgs = [ValueError("Invalid Signature: b'00'"),
+        {"msg_type": "stream", "parent_header": {"msg_id": "p"}, "header": {"msg_type": "stream"},
+         "content": {"name": "stdout", "text": "hello"}},
+        {"msg_type": "status", "parent_header": {"msg_id": "p"}, "header": {"msg_type": "status"},
+         "content": {"execution_state": "idle"}}]
+class Channel:
+    async def get_msg(self, timeout=None):
+        if not msgs: raise Empty
+        m = msgs.pop(0)
+        if isinstance(m, Exception): raise m
+        return m
+class KC: iopub_channel = Channel()
+nb = nbformat.v4.new_notebook(); nb.cells = [nbformat.v4.new_code_cell("1")]
+c = nbrun.DrainingClient(nb, record_timing=False); c.reset_execution_trackers()
+c.clear_before_next_output = False; c.kc = KC(); c.drain_seconds = 0.05
+asyncio.run(c._async_poll_output_msg("p", nb.cells[0], 0))
+print(json.dumps({"broken": c.stream_broken, "outputs": [o.get("text") for o in nb.cells[0].outputs]}))
+`;
+    const r = await new Deno.Command(py!, {
+      args: ["-c", script, join(root, "tools")],
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    const err = new TextDecoder().decode(r.stderr);
+    assert(r.success, err);
+    const out = JSON.parse(new TextDecoder().decode(r.stdout));
+    assertEquals(out.broken, [0, "ValueError: Invalid Signature: b'00'"]);
+    assert(
+      err.includes("cell 0: could not read a message from the kernel (ValueError: Invalid Signature"),
+      err,
+    );
+    assertEquals(out.outputs.length, 2, "the note, then the stream that came after the bad message");
+    assert(out.outputs[0].includes("could not read"));
+    assertEquals(out.outputs[1], "hello");
+  },
+});
+
+Deno.test({
   name: "nbrun.py treats a cell timeout as a failure",
   ignore: !py,
   fn: async () => {
