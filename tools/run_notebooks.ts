@@ -94,21 +94,14 @@ async function runOne(
   const started = Date.now();
   const t0 = performance.now();
   console.log(`\n=== ${name} (profile ${profile}) ===`);
-  let run = await runNbrun(
-    py,
-    [nbPath, out, "--timeout", String(timeout), "--cwd", join(root, "notebooks")],
-    profile,
-  );
+  const args = [nbPath, out, "--timeout", String(timeout), "--cwd", join(root, "notebooks")];
+  let run = await runNbrun(py, args, profile);
   if (run.code === 4) {
     // The runner failed, or the kernel's output stream broke (not a cell error; said above). Once more.
     console.log(
       `  ${name}: the run broke outside the notebook's cells (said above); running ${name} once more`,
     );
-    run = await runNbrun(
-      py,
-      [nbPath, out, "--timeout", String(timeout), "--cwd", join(root, "notebooks")],
-      profile,
-    );
+    run = await runNbrun(py, args, profile);
   }
   const seconds = (performance.now() - t0) / 1000;
   // nbrun's own lines ("nbrun: ...") say why a run failed or what it dropped; the summary repeats them.
