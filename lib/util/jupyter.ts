@@ -12,7 +12,7 @@ let cached: boolean | undefined;
 
 /**
  * Outputs above this size get a warning: the Deno kernel (2.9.6) corrupted IOPub messages of 512 KiB with a
- * 64 KiB socket send buffer, and 3.6 MB ones on a CI machine (see `plotlyLoaderScript` in lib/viz/figure.ts).
+ * 64 KiB socket send buffer, and the 5 MB first-figure output on a CI machine (see `plotlyLoaderScript` in lib/viz/figure.ts).
  */
 export const LARGE_OUTPUT_BYTES = 1 << 20;
 

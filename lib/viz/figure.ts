@@ -31,7 +31,7 @@ export const PLOTLY_MIME = "application/vnd.plotly.v1+json";
  * from the Jupyter server's own files (`<base>/files/node_modules/plotly.js-dist-min/plotly.min.js`, there
  * when Jupyter was started in the project folder, offline), else from the plotly CDN.
  *
- * Why not inline plotly.js (3.6 MB) in the first figure's output, as we used to: the Deno kernel (2.9.6,
+ * Why not inline plotly.js (4.8 MB) in the first figure's output, as we used to: the Deno kernel (2.9.6,
  * whose ZMQ transport is written in JavaScript) can corrupt an IOPub message much larger than its socket's
  * send buffer. The Jupyter client then rejects it ("Invalid Signature") and loses every later output of the
  * session. Measured with the send buffer capped at 64 KiB (`sysctl net.ipv4.tcp_wmem`): 128 KiB messages
