@@ -193,133 +193,23 @@ interface Prim {
 }
 
 /** Convolutions through oneDNN; all arrays are float32 NHWC views (e.g. into the wasm heap). */
-export interface DnnlConv {
-  /** oneDNN version, e.g. "2.6.3". */
-  version: string;
-  /** `y = conv(x, w) (+ bias)`, then `max(y, 0)` when `relu` (fused into the convolution). */
-  forward(
-    ci: tf.backend_util.Conv2DInfo,
-    x: Float32Array,
-    w: Float32Array,
-    y: Float32Array,
-    bias?: Float32Array,
-    relu?: boolean,
-  ): void;
-  /** `dx = conv_transpose(dy, w)`, the data gradient. */
-  backwardData(ci: tf.backend_util.Conv2DInfo, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
-  /** `dw = x ⋆ dy`, the filter gradient (overwrites `dw`). */
-  backwardWeights(ci: tf.backend_util.Conv2DInfo, x: Float32Array, dy: Float32Array, dw: Float32Array): void;
-  /**
-   * `nBatch` independent row-major products `C[i] = op(A[i])·op(B[i])` (`m×k`·`k×n`, operands
-   * stored transposed when `transA`/`transB`), contiguous one after the other, as one primitive
-   * that spreads the batch over the threads (attention's many small per-head products).
-   */
-  batchedMatMul(
-    nBatch: number,
-    m: number,
-    n: number,
-    k: number,
-    transA: boolean,
-    transB: boolean,
-    a: Float32Array,
-    b: Float32Array,
-    c: Float32Array,
-  ): void;
-  /**
-   * Multi-head self-attention without its projections, for inference: from `qkv` `[b, t, 3·d]` (timm's
-   * fused layout: q, k, v, each as `heads` groups of `d/heads`) to the merged-heads context `[b, t, d]`
-   * = softmax(q·kᵀ/√dh)·v per head. q, k and v are read in place (strided), no head split or transpose.
-   * With `probs` (`[b, heads, t, t]`) the attention probabilities are kept there for the gradient.
-   */
-  attention(
-    b: number,
-    t: number,
-    d: number,
-    heads: number,
-    qkv: Float32Array,
-    ctx: Float32Array,
-    probs?: Float32Array,
-  ): void;
-  /**
-   * Gradient of {@link DnnlConv.attention} with respect to `qkv`, from the forward's `probs`
-   * `[b, heads, t, t]` and the context gradient `dctx` `[b, t, d]`; writes all of `dqkv` `[b, t, 3·d]`.
-   */
-  attentionBackward(
-    b: number,
-    t: number,
-    d: number,
-    heads: number,
-    qkv: Float32Array,
-    probs: Float32Array,
-    dctx: Float32Array,
-    dqkv: Float32Array,
-  ): void;
-  /** `y = x·Φ(x)` (exact GELU, `torch.nn.GELU()`), elementwise over equal-length arrays. */
-  gelu(x: Float32Array, y: Float32Array): void;
-  /** `dx = dy·(Φ(x) + x·φ(x))`, the GELU gradient. */
-  geluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array): void;
-  /**
-   * Layer norm of `rows` rows of length `d` (biased variance, as `torch.nn.LayerNorm`):
-   * `y = (x − mean)/√(var + eps)·w + b`; writes the per-row `mean` and `variance` (for the gradient).
-   */
-  layerNorm(
-    rows: number,
-    d: number,
-    eps: number,
-    x: Float32Array,
-    w: Float32Array,
-    b: Float32Array,
-    y: Float32Array,
-    mean: Float32Array,
-    variance: Float32Array,
-  ): void;
-  /**
-   * Training-mode batch norm of an NHWC tensor `[n, h, w, c]` over all but the channel axis:
-   * `y = (x − mean)/√(var + eps)·w + b` with the batch's `mean` and biased `variance` (written, `[c]`).
-   */
-  batchNorm(
-    shape: number[],
-    eps: number,
-    x: Float32Array,
-    w: Float32Array,
-    b: Float32Array,
-    y: Float32Array,
-    mean: Float32Array,
-    variance: Float32Array,
-  ): void;
-  /** Gradients of {@link DnnlConv.batchNorm}: `dx`, and `dw`/`db` (overwritten). */
-  batchNormBackward(
-    shape: number[],
-    eps: number,
-    x: Float32Array,
-    mean: Float32Array,
-    variance: Float32Array,
-    dy: Float32Array,
-    w: Float32Array,
-    dx: Float32Array,
-    dw: Float32Array,
-    db: Float32Array,
-  ): void;
-  /** Gradients of {@link DnnlConv.layerNorm}: `dx`, and `dw`/`db` (overwritten). */
-  layerNormBackward(
-    rows: number,
-    d: number,
-    eps: number,
-    x: Float32Array,
-    mean: Float32Array,
-    variance: Float32Array,
-    dy: Float32Array,
-    w: Float32Array,
-    dx: Float32Array,
-    dw: Float32Array,
-    db: Float32Array,
-  ): void;
-  /** The oneDNN implementation chosen for a case, e.g. "brg:avx512_core" (for logs and tests). */
-  implementation(
-    kind: "forward" | "backwardData" | "backwardWeights",
-    ci: tf.backend_util.Conv2DInfo,
-  ): string;
-}
+export type DnnlConv = Pick<
+  DnnlConvImpl,
+  | "version"
+  | "forward"
+  | "backwardData"
+  | "backwardWeights"
+  | "batchedMatMul"
+  | "attention"
+  | "attentionBackward"
+  | "gelu"
+  | "geluBackward"
+  | "layerNorm"
+  | "batchNorm"
+  | "batchNormBackward"
+  | "layerNormBackward"
+  | "implementation"
+>;
 
 /** Outcome of {@link openDnnlConv}. */
 export type OpenDnnlConvResult = { ok: true; conv: DnnlConv } | { ok: false; reason: string };
@@ -371,7 +261,7 @@ export function openDnnlConv(path: string): OpenDnnlConvResult {
   }
 }
 
-class DnnlConvImpl implements DnnlConv {
+class DnnlConvImpl {
   private engine: Ptr;
   private stream: Ptr;
   private cache = new Map<string, Prim>();
@@ -381,6 +271,7 @@ class DnnlConvImpl implements DnnlConv {
   >();
   private scratches = new Map<string, Float32Array<ArrayBuffer>>();
 
+  /** @param version oneDNN version, e.g. "2.6.3". */
   constructor(private lib: Lib, readonly version: string) {
     const e = outPtr();
     check(lib.dnnl_engine_create(e, DNNL_CPU, 0n), "engine_create");
@@ -712,6 +603,7 @@ class DnnlConvImpl implements DnnlConv {
     return s;
   }
 
+  /** `y = conv(x, w) (+ bias)`, then `max(y, 0)` when `relu` (fused into the convolution). */
   forward(
     ci: tf.backend_util.Conv2DInfo,
     x: Float32Array,
@@ -732,12 +624,14 @@ class DnnlConvImpl implements DnnlConv {
     if (p.dstReorder) this.runReorder(p.dstReorder, yOut, y, "convolution forward dst");
   }
 
+  /** `dx = conv_transpose(dy, w)`, the data gradient. */
   backwardData(ci: tf.backend_util.Conv2DInfo, dy: Float32Array, w: Float32Array, dx: Float32Array) {
     const p = this.getBackward("data", ci);
     const wIn = this.weightsIn(p, w, "convolution backward data");
     this.run(p, [dy, wIn, dx], "convolution backward data");
   }
 
+  /** `dw = x ⋆ dy`, the filter gradient (overwrites `dw`). */
   backwardWeights(ci: tf.backend_util.Conv2DInfo, x: Float32Array, dy: Float32Array, dw: Float32Array) {
     const p = this.getBackward("weights", ci);
     if (!p.diffWeightsReorder) {
@@ -804,6 +698,11 @@ class DnnlConvImpl implements DnnlConv {
     return md;
   }
 
+  /**
+   * `nBatch` independent row-major products `C[i] = op(A[i])·op(B[i])` (`m×k`·`k×n`, operands
+   * stored transposed when `transA`/`transB`), contiguous one after the other, as one primitive
+   * that spreads the batch over the threads (attention's many small per-head products).
+   */
   batchedMatMul(
     nBatch: number,
     m: number,
@@ -924,6 +823,12 @@ class DnnlConvImpl implements DnnlConv {
     return plan;
   }
 
+  /**
+   * Multi-head self-attention without its projections, for inference: from `qkv` `[b, t, 3·d]` (timm's
+   * fused layout: q, k, v, each as `heads` groups of `d/heads`) to the merged-heads context `[b, t, d]`
+   * = softmax(q·kᵀ/√dh)·v per head. q, k and v are read in place (strided), no head split or transpose.
+   * With `probs` (`[b, heads, t, t]`) the attention probabilities are kept there for the gradient.
+   */
   attention(
     b: number,
     t: number,
@@ -941,6 +846,10 @@ class DnnlConvImpl implements DnnlConv {
     this.run(plan.context, [s, qkv.subarray(2 * d), ctx], "attention probs·v");
   }
 
+  /**
+   * Gradient of {@link DnnlConvImpl.attention} with respect to `qkv`, from the forward's `probs`
+   * `[b, heads, t, t]` and the context gradient `dctx` `[b, t, d]`; writes all of `dqkv` `[b, t, 3·d]`.
+   */
   attentionBackward(
     b: number,
     t: number,
@@ -962,11 +871,13 @@ class DnnlConvImpl implements DnnlConv {
     this.run(plan.dK, [dS, qkv, dqkv.subarray(d)], "attention dK");
   }
 
+  /** `y = x·Φ(x)` (exact GELU, `torch.nn.GELU()`), elementwise over equal-length arrays. */
   gelu(x: Float32Array, y: Float32Array): void {
     if (x.length === 0) return;
     this.run(this.eltwise(x.length, false), [x, y], "GELU forward");
   }
 
+  /** `dx = dy·(Φ(x) + x·φ(x))`, the GELU gradient. */
   geluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array): void {
     if (x.length === 0) return;
     this.run(this.eltwise(x.length, true), [x, dy, dx], "GELU backward");
@@ -1057,6 +968,10 @@ class DnnlConvImpl implements DnnlConv {
     return this.normalization("batch", { dims: [n, c, h, w], tag: TAG_NHWC }, c, [c], eps, backward);
   }
 
+  /**
+   * Layer norm of `rows` rows of length `d` (biased variance, as `torch.nn.LayerNorm`):
+   * `y = (x − mean)/√(var + eps)·w + b`; writes the per-row `mean` and `variance` (for the gradient).
+   */
   layerNorm(
     rows: number,
     d: number,
@@ -1072,6 +987,7 @@ class DnnlConvImpl implements DnnlConv {
     this.run(this.layerNormPrim(rows, d, eps, false), [x, w, b, y, mean, variance], "layer norm forward");
   }
 
+  /** Gradients of {@link DnnlConvImpl.layerNorm}: `dx`, and `dw`/`db` (overwritten). */
   layerNormBackward(
     rows: number,
     d: number,
@@ -1090,6 +1006,10 @@ class DnnlConvImpl implements DnnlConv {
     this.run(this.layerNormPrim(rows, d, eps, true), args, "layer norm backward");
   }
 
+  /**
+   * Training-mode batch norm of an NHWC tensor `[n, h, w, c]` over all but the channel axis:
+   * `y = (x − mean)/√(var + eps)·w + b` with the batch's `mean` and biased `variance` (written, `[c]`).
+   */
   batchNorm(
     shape: number[],
     eps: number,
@@ -1104,6 +1024,7 @@ class DnnlConvImpl implements DnnlConv {
     this.run(this.batchNormPrim(shape, eps, false), [x, w, b, y, mean, variance], "batch norm forward");
   }
 
+  /** Gradients of {@link DnnlConvImpl.batchNorm}: `dx`, and `dw`/`db` (overwritten). */
   batchNormBackward(
     shape: number[],
     eps: number,
@@ -1121,6 +1042,7 @@ class DnnlConvImpl implements DnnlConv {
     this.run(this.batchNormPrim(shape, eps, true), args, "batch norm backward");
   }
 
+  /** The oneDNN implementation chosen for a case, e.g. "brg:avx512_core" (for logs and tests). */
   implementation(
     kind: "forward" | "backwardData" | "backwardWeights",
     ci: tf.backend_util.Conv2DInfo,
