@@ -129,24 +129,16 @@ export function layerNormLean<T extends tf.Tensor>(x: T, weight: tf.Tensor, bias
     x.dtype === "float32" && weight.dtype === "float32" && bias.dtype === "float32" && weight.rank === 1 &&
     bias.rank === 1 && hasKernel(LAYER_NORM_KERNEL) && hasKernel(LAYER_NORM_GRAD_KERNEL)
   ) {
-    const kernelOp = tf.customGrad(
-      ((xi: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-        const [y, mean, variance] = run(LAYER_NORM_KERNEL, { x: xi, weight: w, bias: b }, {
-          eps,
-        }) as tf.Tensor[];
-        save([xi, mean, variance, w]);
-        return {
-          value: y,
-          gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-            const [xs, m, v, ws] = saved;
-            return run(LAYER_NORM_GRAD_KERNEL, { x: xs, mean: m, variance: v, dy, weight: ws }, {
-              eps,
-            }) as tf.Tensor[];
-          },
-        };
-      }) as unknown as LooseCustomGrad,
+    const { y, mean, variance } = normKernelOp(
+      LAYER_NORM_KERNEL,
+      LAYER_NORM_GRAD_KERNEL,
+      x,
+      weight,
+      bias,
+      eps,
     );
-    return kernelOp(x, weight, bias) as T;
+    tf.dispose([mean, variance]);
+    return y as T;
   }
   const op = tf.customGrad(
     ((xi: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
@@ -204,27 +196,40 @@ export function batchNormTrainKernel(
   ) {
     return undefined;
   }
+  const r = normKernelOp(BATCH_NORM_KERNEL, BATCH_NORM_GRAD_KERNEL, x, weight, bias, eps);
+  return { y: r.y as tf.Tensor4D, mean: r.mean as tf.Tensor1D, variance: r.variance as tf.Tensor1D };
+}
+
+/**
+ * A whole-op normalization kernel (`{x, weight, bias}` → `[y, mean, variance]`) with its gradient kernel
+ * (`{x, mean, variance, dy, weight}` → `[dx, dweight, dbias]`) as one differentiable op. Returns the output
+ * and the statistics, kept out of any enclosing tidy (the caller disposes them).
+ */
+function normKernelOp(
+  kernel: string,
+  gradKernel: string,
+  x: tf.Tensor,
+  weight: tf.Tensor,
+  bias: tf.Tensor,
+  eps: number,
+): { y: tf.Tensor; mean: tf.Tensor; variance: tf.Tensor } {
   let stats: tf.Tensor[] = [];
   const op = tf.customGrad(
     ((xi: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-      const [y, mean, variance] = run(BATCH_NORM_KERNEL, { x: xi, weight: w, bias: b }, {
-        eps,
-      }) as tf.Tensor[];
+      const [y, mean, variance] = run(kernel, { x: xi, weight: w, bias: b }, { eps }) as tf.Tensor[];
       save([xi, mean, variance, w]);
       stats = [tf.keep(mean), tf.keep(variance)];
       return {
         value: y,
         gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
           const [xs, m, v, ws] = saved;
-          return run(BATCH_NORM_GRAD_KERNEL, { x: xs, mean: m, variance: v, dy, weight: ws }, {
-            eps,
-          }) as tf.Tensor[];
+          return run(gradKernel, { x: xs, mean: m, variance: v, dy, weight: ws }, { eps }) as tf.Tensor[];
         },
       };
     }) as unknown as LooseCustomGrad,
   );
-  const y = op(x, weight, bias) as tf.Tensor4D;
-  return { y, mean: stats[0] as tf.Tensor1D, variance: stats[1] as tf.Tensor1D };
+  const y = op(x, weight, bias);
+  return { y, mean: stats[0], variance: stats[1] };
 }
 
 /**
