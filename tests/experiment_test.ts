@@ -1,8 +1,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { join } from "node:path";
 import { initBackend } from "../lib/backend/mod.ts";
+import { FASHION_MNIST_SYSTEM_DIR } from "../lib/data/mod.ts";
 import {
   evaluateStrategy,
+  IDENTITY_FILE,
+  type IdentityRecord,
   initFromRun,
   loadRunResult,
   runTraining,
@@ -300,6 +303,91 @@ Deno.test({
     const resumed = await runTraining({ ...tiny, model: "vit", out, resume: true });
     assert(resumed.completed);
     assertEquals((await loadRunResult(out)).accuracy, resumed.result.accuracy);
+  },
+});
+
+Deno.test({
+  name: "runTraining() refuses to resume a run with another dataset and lists the differences",
+  ...opts,
+  fn: async () => {
+    const src = await baseRun("vit");
+    const out = join(root!, "vit_other_dataset");
+    await Deno.mkdir(out);
+    for (const f of await Array.fromAsync(Deno.readDir(src.outDir))) {
+      if (f.isFile) await Deno.copyFile(join(src.outDir, f.name), join(out, f.name));
+    }
+    const before = await Deno.readTextFile(join(out, "result.json"));
+    // Fashion-MNIST where the Debian package is installed (CI), else the synthetic set with other images.
+    const fm = await Deno.stat(FASHION_MNIST_SYSTEM_DIR).then(() => true, () => false);
+    const other: Partial<TrainingRunOptions> = fm ? { dataset: "fashion-mnist" } : { trainSubset: 130 };
+    const err = await assertRejects(
+      () => runTraining({ ...tiny, ...other, model: "vit", out, resume: true }),
+      Error,
+      "cannot resume",
+    );
+    assert(err.message.includes("dataset.train.fingerprint"), err.message);
+    if (fm) assert(err.message.includes('"synthetic" → "fashion-mnist"'), err.message);
+    // Nothing in the folder was touched.
+    assertEquals(await Deno.readTextFile(join(out, "result.json")), before);
+    // Deliberately: forceResume goes ahead and records what differed.
+    const forced = await runTraining({
+      ...tiny,
+      model: "vit",
+      out,
+      resume: true,
+      forceResume: true,
+      trainSubset: 130, // still 4 batches of 32 per epoch, so the checkpoint fits
+    });
+    assert(forced.completed);
+    const rec: IdentityRecord = JSON.parse(await Deno.readTextFile(join(out, IDENTITY_FILE)));
+    assertEquals(rec.forcedResumes?.length, 1);
+    assert(rec.forcedResumes![0].differences.some((d) => d.startsWith("dataset.train.size: 128 → 130")));
+    const runJson = JSON.parse(await Deno.readTextFile(join(out, "run.json")));
+    assert(Array.isArray(runJson.extra.forcedResume), "run.json records the forced resume");
+  },
+});
+
+Deno.test({
+  name: "runTraining() refuses a new run into an occupied folder; overwrite moves the old run aside first",
+  ...opts,
+  fn: async () => {
+    await baseRun("vit");
+    const out = join(root!, "vit_occupied");
+    await runTraining({ ...tiny, model: "vit", out });
+    const oldResult = await Deno.readTextFile(join(out, "result.json"));
+    await assertRejects(
+      () => runTraining({ ...tiny, model: "vit", out, lr: 5e-4 }),
+      Error,
+      "already holds a run",
+    );
+    assertEquals(await Deno.readTextFile(join(out, "result.json")), oldResult);
+    // An interrupted new run with overwrite: the folder holds the new config and no old result.
+    const ac = new AbortController();
+    ac.abort();
+    const stopped = await runTraining({
+      ...tiny,
+      model: "vit",
+      out,
+      lr: 5e-4,
+      overwrite: true,
+      signal: ac.signal,
+    });
+    assertEquals(stopped.completed, false);
+    await assertRejects(() => loadRunResult(out), Error, "result.json");
+    assertEquals(JSON.parse(await Deno.readTextFile(join(out, "config.json"))).lr, 5e-4);
+    const aside = (await Array.fromAsync(Deno.readDir(root!))).filter((e) =>
+      e.name.startsWith("vit_occupied.replaced-")
+    );
+    assertEquals(aside.length, 1);
+    assertEquals(await Deno.readTextFile(join(root!, aside[0].name, "result.json")), oldResult);
+    // The interrupted run resumes with its own identity (same options) and completes.
+    const resumed = await runTraining({ ...tiny, model: "vit", out, lr: 5e-4, resume: true });
+    assert(resumed.completed);
+    await assertRejects(
+      () => runTraining({ ...tiny, model: "vit", out, resume: true }),
+      Error,
+      "lr: 0.0005 → 0.001",
+    );
   },
 });
 

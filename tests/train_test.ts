@@ -350,6 +350,22 @@ Deno.test({
         Error,
         "stepsPerEpoch 3",
       );
+      // A changed learning rate is another run: refused (it was a warning), unless forced.
+      await assertRejects(
+        () => train({ ...common, lr: 0.01, model: b2, train: toyData(3), outDir: dirB, resume: true }),
+        Error,
+        "lr: 0.05 → 0.01",
+      );
+      const forced = await train({
+        ...common,
+        lr: 0.01,
+        model: b2,
+        train: toyData(3),
+        outDir: dirB,
+        resume: true,
+        forceResume: true,
+      });
+      assert(forced.completed);
       a.dispose();
       b2.dispose();
     } finally {

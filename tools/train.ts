@@ -54,7 +54,9 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --cnn-from DIR        hybrid: take the CNN scorer (and heads) from an earlier hybrid run; skips stage 1
   --backend NAME        auto | node | native | wasm | cpu (default: $TFJS_BACKEND or auto)
   --out DIR             output folder (default results/runs/<model>_<strategy>_k<keep>_<dataset>_<profile>_s<seed>)
-  --resume              continue from the checkpoint in --out
+  --resume              continue from the checkpoint in --out (its model, dataset and config must match)
+  --force-resume        with --resume: continue although they differ (the differences are recorded)
+  --overwrite           start anew in an --out folder that holds a run (the old run is moved aside)
   --quiet               no progress bar
   --help                this text
 `;
@@ -133,6 +135,8 @@ try {
       backend: { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean" },
+      "force-resume": { type: "boolean" },
+      overwrite: { type: "boolean" },
       quiet: { type: "boolean" },
       help: { type: "boolean" },
     },
@@ -192,6 +196,8 @@ const options: TrainingRunOptions = {
   backend: a.backend === undefined ? undefined : tryParse(() => parseBackendChoice(a.backend!, "--backend")),
   out: a.out,
   resume: a.resume,
+  forceResume: a["force-resume"],
+  overwrite: a.overwrite,
   progress: !a.quiet,
 };
 

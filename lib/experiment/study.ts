@@ -13,7 +13,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { join } from "node:path";
-import type { Dataset, DatasetName } from "../data/mod.ts";
+import { CIFAR10_ARCHIVE, type Dataset, type DatasetName, findCifar10 } from "../data/mod.ts";
 import { createModelFromConfig, type Model } from "../models/mod.ts";
 import { assignState, loadCheckpoint } from "../train/mod.ts";
 import { forwardRunner, measureLatency, measureMemory, measureThroughput } from "../metrics/mod.ts";
@@ -26,8 +26,12 @@ import { evaluateStrategy, initFromRun, type StrategyEval } from "./mod.ts";
 /** What the study runs for one profile and dataset. */
 export interface StudyPlan {
   profile: ProfileName;
-  /** Dataset of the main comparison (`auto`: CIFAR-10 when present, else Fashion-MNIST). */
-  dataset: DatasetName;
+  /**
+   * Dataset of the main comparison, never `auto`: an `auto` request resolves when the plan is made
+   * (CIFAR-10 when its files or archive are in `data/cifar-10`, else Fashion-MNIST), so the run folders,
+   * named after it, never mix two datasets.
+   */
+  dataset: Exclude<DatasetName, "auto">;
   seed: number;
   /** Keep ratios of the sweep (fractions of patch tokens). */
   keepRatios: number[];
@@ -87,20 +91,55 @@ const PLANS: Record<ProfileName, Omit<StudyPlan, "profile" | "dataset" | "runsDi
  */
 export function studyPlan(
   profile: ProfileName = profileFromEnv("cpu"),
-  overrides: Partial<StudyPlan> = {},
+  overrides: Partial<Omit<StudyPlan, "dataset">> & { dataset?: DatasetName } = {},
 ): StudyPlan {
-  const dataset = overrides.dataset ?? (Deno.env.get("CNNVIT_DATASET") as DatasetName | undefined) ?? "auto";
+  const asked = overrides.dataset ?? (Deno.env.get("CNNVIT_DATASET") as DatasetName | undefined) ?? "auto";
+  const dataset = asked === "auto" ? resolveAutoDataset() : asked;
   const base = structuredClone(PLANS[profile]);
-  const tag = dataset === "auto" ? profile : `${profile}_${dataset}`;
+  // Reports of the default (auto) study keep their short folder; runs are always keyed by dataset.
+  const tag = asked === "auto" ? profile : `${profile}_${dataset}`;
   return {
     profile,
-    dataset,
     seed: 0,
-    runsDir: join("results", "runs", `study_${tag}`),
+    runsDir: join("results", "runs", `study_${profile}_${dataset}`),
     reportDir: join("results", "study", tag),
     ...base,
     ...overrides,
+    dataset,
   };
+}
+
+/**
+ * What the study's `auto` dataset is on this machine: `cifar10` when CIFAR-10's files (or its archive) are
+ * in `<dataDir>/cifar-10`, else `fashion-mnist`. Decided from files alone, so it never downloads.
+ *
+ * @example
+ * ```ts
+ * resolveAutoDataset(); // "fashion-mnist" on a machine without CIFAR-10
+ * ```
+ */
+export function resolveAutoDataset(dataDir = "data"): "cifar10" | "fashion-mnist" {
+  const dir = join(dataDir, "cifar-10");
+  return findCifar10(dir) || pathExistsSync(join(dir, CIFAR10_ARCHIVE)) ? "cifar10" : "fashion-mnist";
+}
+
+/**
+ * The run folders of every variant the plan evaluates (what notebooks 01-03 write `metrics.json` into):
+ * ResNet18, ViT, each control without fine-tuning and fine-tuned, and the hybrid, at every keep ratio.
+ *
+ * @example
+ * ```ts
+ * studyRunDirs(studyPlan("quick")).length; // 2 + 2 + 1 + 2 = 7
+ * ```
+ */
+export function studyRunDirs(plan: StudyPlan): string[] {
+  return [
+    runDir(plan, "resnet18"),
+    runDir(plan, "vit"),
+    ...plan.controls.flatMap((c) => plan.keepRatios.map((k) => runDir(plan, `${c}_offshelf`, k))),
+    ...plan.keepRatios.map((k) => runDir(plan, "hybrid", k)),
+    ...plan.controls.flatMap((c) => plan.keepRatios.map((k) => runDir(plan, c, k))),
+  ];
 }
 
 /**
@@ -247,8 +286,9 @@ async function measureSpeed(
 }
 
 /**
- * Reads every `metrics.json` below the plan's runs folder (one per evaluated variant), sorted by model,
- * strategy and keep ratio.
+ * Reads the `metrics.json` of every variant of the plan ({@link studyRunDirs}), sorted by model, strategy
+ * and keep ratio. Other folders under the runs folder (variants of an earlier plan) are not read; a missing
+ * variant is an error naming it.
  *
  * @example
  * ```ts
@@ -257,29 +297,80 @@ async function measureSpeed(
  */
 export async function loadStudyRows(plan: StudyPlan): Promise<RunMetrics[]> {
   const rows: RunMetrics[] = [];
-  const walk = async (dir: string) => {
-    let entries: Deno.DirEntry[];
+  const missing: string[] = [];
+  for (const dir of studyRunDirs(plan)) {
+    const file = join(dir, "metrics.json");
+    let text: string;
     try {
-      entries = [...Deno.readDirSync(dir)];
+      text = await Deno.readTextFile(file);
     } catch {
-      return;
+      missing.push(dir);
+      continue;
     }
-    for (const e of entries) {
-      const p = join(dir, e.name);
-      if (e.isDirectory) await walk(p);
-      else if (e.name === "metrics.json") rows.push(JSON.parse(await Deno.readTextFile(p)));
+    try {
+      rows.push(JSON.parse(text));
+    } catch (e) {
+      throw new Error(`loadStudyRows: "${file}" is not JSON (${(e as Error).message}); re-run its notebook`);
     }
-  };
-  await walk(plan.runsDir);
-  if (rows.length === 0) {
+  }
+  if (missing.length) {
     throw new Error(
-      `loadStudyRows: no metrics.json under "${plan.runsDir}"; run notebooks 01-03 with profile "${plan.profile}" ` +
-        `first (deno task compare --profile ${plan.profile})`,
+      `loadStudyRows: ${missing.length} variant(s) of the ${plan.profile} plan have no metrics.json: ` +
+        `${missing.join(", ")}; run notebooks 01-03 with profile "${plan.profile}" first ` +
+        `(deno task compare --profile ${plan.profile})`,
     );
   }
   const order = (r: RunMetrics) =>
     `${r.model}|${r.training}|${r.strategy}|${(1 - (r.keepRatio ?? 1)).toFixed(2)}`;
   return rows.sort((a, b) => order(a).localeCompare(order(b)));
+}
+
+/** Where a study result's weights came from: each training run's commit and when it finished. */
+export interface TrainingProvenance {
+  /** `training_runs/<run>.run.json` copies, for `writeReport({ files })`. */
+  files: Record<string, string>;
+  /** Per training run folder: the commit that trained it and whether its tree was dirty. */
+  runs: Record<string, { commit: string | null; dirty: boolean | null; createdAt: string }>;
+  /** The distinct commits that trained the weights. */
+  commits: string[];
+}
+
+/**
+ * Collects the `run.json` of every training run a result used, so the result carries the provenance of
+ * its weights (commit, dirty flag, backend, config), not only of the notebook that evaluated them. Folders
+ * without a `run.json` (evaluations without training) are skipped.
+ *
+ * @example
+ * ```ts
+ * const prov = await trainingProvenance([runDir(plan, "vit")]);
+ * await writeReport(dir, { table, run: { ...info, extra: { trainedAt: prov.runs } }, files: prov.files });
+ * ```
+ */
+export async function trainingProvenance(runDirs: readonly string[]): Promise<TrainingProvenance> {
+  const files: Record<string, string> = {};
+  const runs: TrainingProvenance["runs"] = {};
+  for (const dir of new Set(runDirs)) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(join(dir, "run.json"));
+    } catch {
+      continue;
+    }
+    const info = JSON.parse(text) as {
+      git?: { commit: string | null; dirty: boolean | null };
+      createdAt: string;
+    };
+    // `<runs folder>/<run>`: the study's and the synthetic set's runs folders both have a "vit".
+    const name = dir.split(/[\\/]/).filter(Boolean).slice(-2).join("/");
+    files[`training_runs/${name}.run.json`] = text;
+    runs[dir] = {
+      commit: info.git?.commit ?? null,
+      dirty: info.git?.dirty ?? null,
+      createdAt: info.createdAt,
+    };
+  }
+  const commits = [...new Set(Object.values(runs).map((r) => r.commit).filter((c): c is string => !!c))];
+  return { files, runs, commits };
 }
 
 /** The per-epoch numbers of a run as plot-ready records (`trainingCurvesPlot`). */

@@ -12,6 +12,7 @@ export interface RunInfo {
   experiment?: string;
   /** ISO time the record was made. */
   createdAt: string;
+  /** The commit, and whether tracked files outside `results/` had uncommitted changes. */
   git: { commit: string | null; dirty: boolean | null };
   /** tfjs backend used. */
   backend: string | null;
@@ -58,6 +59,14 @@ async function git(args: string[]): Promise<string | null> {
   }
 }
 
+/** The path of one `git status --porcelain` line (the new path of a rename), relative to the repo root. */
+function changedPath(line: string): string {
+  // `XY path`; the output is trimmed as a whole, so the first line may have lost X's leading space.
+  const path = line.replace(/^\s*\S{1,2}\s+/, "");
+  const arrow = path.indexOf(" -> ");
+  return (arrow >= 0 ? path.slice(arrow + 4) : path).replace(/^"|"$/g, "");
+}
+
 function cpuModel(): string {
   try {
     const m = Deno.readTextFileSync("/proc/cpuinfo").match(/^model name\s*:\s*(.+)$/m);
@@ -87,6 +96,11 @@ function currentBackend(): string | null {
 export async function collectRunInfo(input: RunInfoInput = {}): Promise<RunInfo> {
   const commit = await git(["rev-parse", "HEAD"]);
   const status = commit ? await git(["status", "--porcelain", "--untracked-files=no"]) : null;
+  // results/ is what experiments write (a notebook rewrites its own results while it runs): changes
+  // there say nothing about the code that produced them.
+  const codeChanges = status === null
+    ? null
+    : status.split("\n").filter((l) => l.trim() && !changedPath(l).startsWith("results/"));
   let memoryBytes: number | null = null;
   try {
     memoryBytes = Deno.systemMemoryInfo().total;
@@ -95,7 +109,7 @@ export async function collectRunInfo(input: RunInfoInput = {}): Promise<RunInfo>
   return {
     ...(rest.experiment !== undefined ? { experiment: rest.experiment } : {}),
     createdAt: new Date().toISOString(),
-    git: { commit, dirty: status === null ? null : status.length > 0 },
+    git: { commit, dirty: codeChanges === null ? null : codeChanges.length > 0 },
     backend: backend ?? currentBackend(),
     ...rest,
     machine: {

@@ -118,6 +118,8 @@ export interface TrainOptions {
   outDir?: string;
   /** Continue from `outDir/checkpoint.safetensors` when it exists (default false: start fresh). */
   resume?: boolean;
+  /** Resume even though the checkpoint's config differs (otherwise an error lists the differences). */
+  forceResume?: boolean;
   /** Run configuration stored in checkpoints (JSON). */
   config?: Record<string, unknown>;
   /** Aborting stops after the current step with a checkpoint (e.g. on SIGINT). */
@@ -264,9 +266,23 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const differs = Object.keys(config).filter((k) =>
       JSON.stringify((config as Record<string, unknown>)[k]) !== JSON.stringify(ckpt.config[k])
     );
+    if (differs.length && !options.forceResume) {
+      tf.dispose([...ckpt.model.values(), ...ckpt.optimizer.m.values(), ...ckpt.optimizer.v.values()]);
+      throw new Error(
+        `train: cannot resume from "${ckptPath}": the config changed (${
+          differs.map((k) =>
+            `${k}: ${JSON.stringify(ckpt.config[k])} → ${
+              JSON.stringify((config as Record<string, unknown>)[k])
+            }`
+          ).join("; ")
+        }); use a new outDir, or forceResume to continue deliberately`,
+      );
+    }
     if (differs.length) {
       console.warn(
-        `[train] resuming "${ckptPath}" with a changed config: ${differs.join(", ")} (the new values apply)`,
+        `[train] resuming "${ckptPath}" with a changed config: ${
+          differs.join(", ")
+        } (forceResume: the new values apply)`,
       );
     }
     try {

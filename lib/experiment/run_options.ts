@@ -1,0 +1,377 @@
+/**
+ * The options of {@link runTraining} and their validation: every option is checked and defaulted from the
+ * profile before anything is loaded, and an invalid one throws an Error quoting the value.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { BackendChoice } from "../backend/mod.ts";
+import { parseBackendChoice } from "../backend/mod.ts";
+import type { DatasetName } from "../data/mod.ts";
+import { parseDatasetName } from "../data/mod.ts";
+import { listModels, type ModelFamily } from "../models/mod.ts";
+import { parseProfile, profileFromEnv, type ProfileName } from "../profile.ts";
+import type { StrategyName } from "../pruning/mod.ts";
+import { type TrainCallbacks, type TrainProfile, trainProfile } from "../train/mod.ts";
+import { pathExists } from "../util/mod.ts";
+import { checkStrategyFor } from "./evaluate_strategy.ts";
+
+/** Options of {@link runTraining} (the flags of `deno task train`, camel-cased). */
+export interface TrainingRunOptions {
+  /** `"resnet18" | "vit" | "hybrid"` (sized by the profile) or a registry preset (`listModels()`). */
+  model: string;
+  /** Default: `cnn` for the hybrid, `none` otherwise. */
+  strategy?: StrategyName;
+  /** Fraction of patch tokens kept, in (0, 1] (default 0.5 with a pruning strategy, 1 without). */
+  keep?: number;
+  /** Block before which tokens are pruned (default 0; 1 for attention). */
+  location?: number;
+  /** Default `"auto"`. */
+  dataset?: DatasetName;
+  /** Default `profileFromEnv("cpu")`. */
+  profile?: ProfileName;
+  /** Epochs (stage 2 for the hybrid); default from the profile. */
+  epochs?: number;
+  /** Hybrid stage-1 (CNN) epochs; default from the profile. */
+  stage1Epochs?: number;
+  /** Batch size (default from the profile; the upper bound with `memoryBudgetMiB`). */
+  batchSize?: number;
+  /** Pick the largest batch whose training step fits this many MiB of tensors. */
+  memoryBudgetMiB?: number;
+  /**
+   * Gradient checkpointing of the ViT blocks (ViT and hybrid): recompute each block's activations in
+   * backward instead of keeping them (same gradients; about a third more compute, far less memory).
+   * `"auto"` (needs `memoryBudgetMiB`) turns it on only when it lets a larger batch fit the budget.
+   * Default: the profile's (off for quick and cpu, on for full). Recorded in config.json / run.json.
+   */
+  gradCheckpoint?: boolean | "auto";
+  lr?: number;
+  weightDecay?: number;
+  warmupEpochs?: number;
+  /** In [0, 1) (default 0.1). */
+  labelSmoothing?: number;
+  /** Global gradient-norm clip, 0 = off (default 1). */
+  clip?: number;
+  /** Hybrid stage 2 (default `"frozen"`). */
+  cnnMode?: "frozen" | "lower-lr";
+  /** Learning-rate factor of the CNN with `lower-lr` (default 0.1). */
+  cnnLrScale?: number;
+  /** Hybrid stage 2: weight of KL distillation from the unpruned ViT (default 0). */
+  distill?: number;
+  /** Hybrid stage 2 selection (default `"topk"`; `"gather"` needs `cnnMode: "lower-lr"`). */
+  selection?: "topk" | "threshold" | "gather";
+  /** Class-balanced training subset (default from the profile). */
+  trainSubset?: number;
+  /** Evaluation subset (default from the profile). */
+  evalSubset?: number;
+  /** Default `"test"`. */
+  evalSplit?: "val" | "test";
+  /** Random crop / flip (default true). */
+  augment?: boolean;
+  /** Model config overrides, e.g. `{ embedDim: 96 }`. */
+  override?: Record<string, unknown>;
+  /** Seed of init, data order and pruning noise (default 0). */
+  seed?: number;
+  /** Default `results/runs/<runName>`. */
+  out?: string;
+  /** Continue from the checkpoint in `out` (the run's identity must match what `out` recorded). */
+  resume?: boolean;
+  /**
+   * Resume even though the configuration or dataset differs from the run in `out`; the differences are
+   * recorded in `identity.json` and `run.json`. For deliberate changes only.
+   */
+  forceResume?: boolean;
+  /**
+   * Start anew in an `out` folder that already holds a run: the old run is moved aside
+   * (`<out>.replaced-<time>`) first. Without it, an occupied folder is refused.
+   */
+  overwrite?: boolean;
+  /** Progress bars (default true). */
+  progress?: boolean;
+  /** `[train]` log lines on the console (default true). */
+  log?: boolean;
+  /**
+   * Backend when none is initialised yet (default `$TFJS_BACKEND` or auto). An already initialised
+   * backend is kept unless a different one is named here.
+   */
+  backend?: BackendChoice;
+  /**
+   * Initialise weights from an earlier run folder (its `model.safetensors`): a ViT run → this ViT or this
+   * hybrid's ViT (`vit.*`); a hybrid run → this hybrid (all of it) or this ViT; a ResNet18 run → this
+   * ResNet18. Shapes must match; a clear error lists mismatches.
+   */
+  initFrom?: string;
+  /**
+   * Hybrid only: initialise the CNN scorer (and its heads, `cnn.*`) from an earlier hybrid run folder and
+   * skip stage 1 (so one stage-1 CNN can serve several keep ratios).
+   */
+  cnnFrom?: string;
+  /** Aborting stops after the current step with a checkpoint (`resume` continues). */
+  signal?: AbortSignal;
+  /** Forwarded to `train()` / both hybrid stages (live curves in notebooks). */
+  callbacks?: TrainCallbacks;
+  /** Return the trained model (the caller disposes it) instead of disposing it. */
+  keepModel?: boolean;
+}
+
+/** Model families `runTraining` accepts by name (sized by the profile). */
+export const TRAIN_FAMILIES = ["resnet18", "vit", "hybrid"] as const;
+
+/** {@link TrainingRunOptions} validated, with every default filled in. */
+export interface ResolvedRunOptions {
+  raw: TrainingRunOptions;
+  profileName: ProfileName;
+  prof: TrainProfile;
+  datasetName: DatasetName;
+  backendChoice?: BackendChoice;
+  /** The family name the model was asked by, if it was one (`resnet18`, `vit`, `hybrid`). */
+  asFamily?: typeof TRAIN_FAMILIES[number];
+  preset: string;
+  family: ModelFamily;
+  strategyName: StrategyName;
+  keep: number;
+  location: number;
+  epochs: number;
+  stage1Epochs: number;
+  batchSizeMax: number;
+  budgetMiB?: number;
+  gradCheckpoint?: boolean | "auto";
+  lr: number;
+  weightDecay: number;
+  warmupEpochs: number;
+  labelSmoothing: number;
+  clipNorm: number;
+  cnnMode: "frozen" | "lower-lr";
+  cnnLrScale: number;
+  distill: number;
+  selection: "topk" | "threshold" | "gather";
+  trainSubset?: number;
+  evalSubset?: number;
+  evalSplit: "val" | "test";
+  seed: number;
+  override: Record<string, unknown>;
+  augment: boolean;
+  log: boolean;
+}
+
+function check(ok: boolean, name: string, value: unknown, expected: string): void {
+  if (!ok) throw new Error(`runTraining: ${name} ${JSON.stringify(value)} is not ${expected}`);
+}
+const isInt = (min: number) => (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= min;
+const isNum = (ok: (v: number) => boolean) => (v: unknown) =>
+  typeof v === "number" && Number.isFinite(v) && ok(v);
+
+function optional<T>(
+  value: T | undefined,
+  name: string,
+  ok: (v: unknown) => boolean,
+  expected: string,
+): T | undefined {
+  if (value !== undefined) check(ok(value), name, value, expected);
+  return value;
+}
+
+/** The model: a family name sized by the profile, or a registry preset. */
+function resolveModel(o: TrainingRunOptions, prof: TrainProfile) {
+  const presets = listModels();
+  if (typeof o.model !== "string") {
+    throw new Error(
+      `runTraining: model ${JSON.stringify(o.model)} is not a string (resnet18, vit, hybrid or a preset)`,
+    );
+  }
+  const asFamily = (TRAIN_FAMILIES as readonly string[]).includes(o.model)
+    ? o.model as typeof TRAIN_FAMILIES[number]
+    : undefined;
+  const preset = asFamily ? prof.models[asFamily].preset : o.model;
+  const presetInfo = presets.find((p) => p.name === preset);
+  if (!presetInfo) {
+    throw new Error(
+      `runTraining: model "${o.model}" is not resnet18, vit, hybrid or a registered preset (${
+        presets.map((p) => p.name).join(", ")
+      })`,
+    );
+  }
+  return { asFamily, preset, family: presetInfo.family as ModelFamily };
+}
+
+/** Strategy, keep ratio and location, checked against the family. */
+function resolveStrategy(o: TrainingRunOptions, family: ModelFamily) {
+  if (family === "hybrid" && o.strategy !== undefined && o.strategy !== "cnn") {
+    throw new Error(
+      `runTraining: the hybrid trains with strategy "cnn"; for ${JSON.stringify(o.strategy)} pruning train ` +
+        `model "vit" with strategy ${JSON.stringify(o.strategy)}`,
+    );
+  }
+  const requested = o.strategy ?? (family === "hybrid" ? "cnn" : "none");
+  const keepIn = optional(o.keep, "keep", isNum((v) => v > 0 && v <= 1), "a ratio in (0, 1]") ??
+    (requested === "none" ? 1 : 0.5);
+  const r = checkStrategyFor(
+    family,
+    undefined,
+    requested,
+    keepIn,
+    optional(o.location, "location", isInt(0), "an integer ≥ 0"),
+    "runTraining",
+  );
+  return { strategyName: r.strategy, keep: r.keep, location: r.location };
+}
+
+/** Hybrid stage-2 options. */
+function resolveHybrid(o: TrainingRunOptions) {
+  const cnnMode = o.cnnMode ?? "frozen";
+  check(cnnMode === "frozen" || cnnMode === "lower-lr", "cnnMode", cnnMode, '"frozen" or "lower-lr"');
+  const cnnLrScale = optional(o.cnnLrScale, "cnnLrScale", isNum((v) => v > 0), "a positive number") ?? 0.1;
+  const distill = optional(o.distill, "distill", isNum((v) => v >= 0), "a number ≥ 0") ?? 0;
+  const selection = o.selection ?? "topk";
+  check(
+    selection === "topk" || selection === "threshold" || selection === "gather",
+    "selection",
+    selection,
+    '"topk", "threshold" or "gather"',
+  );
+  if (selection === "gather" && cnnMode === "frozen") {
+    throw new Error(
+      'runTraining: selection "gather" needs cnnMode "lower-lr" (it trains the CNN\'s batch norm)',
+    );
+  }
+  return { cnnMode, cnnLrScale, distill, selection };
+}
+
+/** Batch size, memory budget and gradient checkpointing. */
+function resolveMemory(o: TrainingRunOptions, prof: TrainProfile, family: ModelFamily) {
+  const batchSizeMax = optional(o.batchSize, "batchSize", isInt(1), "an integer ≥ 1") ?? prof.batchSize;
+  const budgetMiB = optional(
+    o.memoryBudgetMiB,
+    "memoryBudgetMiB",
+    isNum((v) => v > 0),
+    "a positive number of MiB",
+  );
+  const gradCheckpoint = optional<boolean | "auto">(
+    o.gradCheckpoint,
+    "gradCheckpoint",
+    (v) => typeof v === "boolean" || v === "auto",
+    'true, false or "auto"',
+  );
+  if (gradCheckpoint === "auto" && budgetMiB === undefined) {
+    throw new Error(
+      'runTraining: gradCheckpoint "auto" needs memoryBudgetMiB (it decides by what fits the budget)',
+    );
+  }
+  if (gradCheckpoint === true && family === "resnet18") {
+    throw new Error(
+      `runTraining: gradCheckpoint true needs a ViT or the hybrid (transformer blocks); model "${o.model}" is a resnet18`,
+    );
+  }
+  return { batchSizeMax, budgetMiB, gradCheckpoint };
+}
+
+/** Optimiser and schedule. */
+function resolveOptimizer(o: TrainingRunOptions, prof: TrainProfile) {
+  return {
+    epochs: optional(o.epochs, "epochs", isInt(1), "an integer ≥ 1") ?? prof.epochs,
+    stage1Epochs: optional(o.stage1Epochs, "stage1Epochs", isInt(1), "an integer ≥ 1") ??
+      prof.stage1Epochs,
+    lr: optional(o.lr, "lr", isNum((v) => v > 0), "a positive number") ?? prof.lr,
+    weightDecay: optional(o.weightDecay, "weightDecay", isNum((v) => v >= 0), "a number ≥ 0") ??
+      prof.weightDecay,
+    warmupEpochs: optional(o.warmupEpochs, "warmupEpochs", isInt(0), "an integer ≥ 0") ??
+      prof.warmupEpochs,
+    labelSmoothing:
+      optional(o.labelSmoothing, "labelSmoothing", isNum((v) => v >= 0 && v < 1), "in [0, 1)") ?? 0.1,
+    clipNorm: optional(o.clip, "clip", isNum((v) => v >= 0), "a number ≥ 0") ?? 1,
+  };
+}
+
+/** Data subsets, split, seed, overrides, augmentation. */
+function resolveData(o: TrainingRunOptions, prof: TrainProfile) {
+  const evalSplit = o.evalSplit ?? "test";
+  check(evalSplit === "val" || evalSplit === "test", "evalSplit", evalSplit, '"val" or "test"');
+  const override = o.override ?? {};
+  check(
+    typeof override === "object" && override !== null && !Array.isArray(override),
+    "override",
+    override,
+    "an object of model config overrides",
+  );
+  const augment = o.augment ?? true;
+  check(typeof augment === "boolean", "augment", augment, "a boolean");
+  return {
+    trainSubset: optional(o.trainSubset, "trainSubset", isInt(1), "an integer ≥ 1") ?? prof.trainSubset,
+    evalSubset: optional(o.evalSubset, "evalSubset", isInt(1), "an integer ≥ 1") ?? prof.evalSubset,
+    evalSplit,
+    seed: optional(o.seed, "seed", isInt(0), "an integer ≥ 0") ?? 0,
+    override,
+    augment,
+  };
+}
+
+/** initFrom / cnnFrom must name finished runs; resume / overwrite / forceResume must be booleans. */
+async function checkRunFolders(o: TrainingRunOptions, family: ModelFamily): Promise<void> {
+  if (o.cnnFrom !== undefined && family !== "hybrid") {
+    throw new Error(
+      `runTraining: cnnFrom ${JSON.stringify(o.cnnFrom)} needs the hybrid; model "${o.model}" is a ${family}`,
+    );
+  }
+  for (const [name, dir] of [["initFrom", o.initFrom], ["cnnFrom", o.cnnFrom]] as const) {
+    if (dir === undefined) continue;
+    check(typeof dir === "string" && dir.length > 0, name, dir, "a run folder");
+    if (
+      !(await pathExists(join(dir, "model.safetensors"))) &&
+      !(dir.endsWith(".safetensors") && await pathExists(dir))
+    ) {
+      throw new Error(
+        `runTraining: ${name} ${
+          JSON.stringify(dir)
+        } has no model.safetensors; expected a finished run folder`,
+      );
+    }
+  }
+  for (const name of ["resume", "forceResume", "overwrite"] as const) {
+    optional(o[name], name, (v) => typeof v === "boolean", "a boolean");
+  }
+  if (o.overwrite && o.resume) {
+    throw new Error("runTraining: resume and overwrite contradict each other; pass one of them");
+  }
+  if (o.forceResume && !o.resume) throw new Error("runTraining: forceResume needs resume");
+  if (o.resume && typeof o.out === "string" && !(await pathExists(o.out))) {
+    throw new Error(
+      `runTraining: resume: "${o.out}" does not exist; nothing to resume (start a run without resume)`,
+    );
+  }
+}
+
+/**
+ * Validates {@link TrainingRunOptions} and fills in the profile's defaults, before anything is loaded.
+ *
+ * @example
+ * ```ts
+ * const r = await resolveRunOptions({ model: "vit", strategy: "random", profile: "quick" });
+ * r.keep; // 0.5
+ * ```
+ */
+export async function resolveRunOptions(o: TrainingRunOptions): Promise<ResolvedRunOptions> {
+  if (typeof o !== "object" || o === null) {
+    throw new Error(`runTraining: options ${String(o)} is not an object`);
+  }
+  const profileName = parseProfile(String(o.profile ?? profileFromEnv("cpu")), "runTraining: profile");
+  const prof = trainProfile(profileName);
+  const model = resolveModel(o, prof);
+  const resolved: ResolvedRunOptions = {
+    raw: o,
+    profileName,
+    prof,
+    datasetName: parseDatasetName(String(o.dataset ?? "auto"), "runTraining: dataset"),
+    backendChoice: o.backend === undefined
+      ? undefined
+      : parseBackendChoice(String(o.backend), "runTraining: backend"),
+    ...model,
+    ...resolveStrategy(o, model.family),
+    ...resolveOptimizer(o, prof),
+    ...resolveMemory(o, prof, model.family),
+    ...resolveHybrid(o),
+    ...resolveData(o, prof),
+    log: o.log ?? true,
+  };
+  await checkRunFolders(o, model.family);
+  return resolved;
+}
