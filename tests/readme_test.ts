@@ -1,0 +1,30 @@
+/** README's numbers come from results/: its generated blocks must equal what `deno task readme` makes. */
+import { join } from "node:path";
+import { changedBlocks, renderReadme } from "../tools/readme.ts";
+import { assert, assertEquals } from "./_assert.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+
+Deno.test("README's generated tables and claims agree with the committed results", async () => {
+  const current = await Deno.readTextFile(join(root, "README.md"));
+  const { text, blocks } = await renderReadme(root);
+  assert(blocks.includes("study-table") && blocks.includes("study-claims"), `blocks: ${blocks}`);
+  assertEquals(changedBlocks(current, text), [], "README drifted from results/: run deno task readme");
+});
+
+Deno.test("renderReadme() notices a number changed in results (the README check can fail)", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    const rel = "results/study/cpu/04_compare_models";
+    await Deno.mkdir(join(tmp, rel), { recursive: true });
+    await Deno.copyFile(join(root, "README.md"), join(tmp, "README.md"));
+    await Deno.copyFile(join(root, rel, "claims.md"), join(tmp, rel, "claims.md"));
+    const results = JSON.parse(await Deno.readTextFile(join(root, rel, "results.json")));
+    results.rows[0].accuracy += 0.01;
+    await Deno.writeTextFile(join(tmp, rel, "results.json"), JSON.stringify(results));
+    const { text } = await renderReadme(tmp);
+    assertEquals(changedBlocks(await Deno.readTextFile(join(root, "README.md")), text), ["study-table"]);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});

@@ -1,0 +1,174 @@
+/**
+ * `deno task readme`: rewrites README's generated blocks from the committed results files, so that no
+ * number in README is typed by hand. A block is delimited by
+ * `<!-- generated:NAME ... -->` and `<!-- /generated:NAME -->`; each NAME has a generator below that reads
+ * `results/` only. `--check` exits 1 (and names the blocks) when README differs from what the results say;
+ * `tests/readme_test.ts` runs the same check.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+
+/** A README block generator: Markdown from the results folder, or an Error naming the missing file. */
+type Generator = (root: string) => Promise<string>;
+
+interface StudyRow {
+  model: string;
+  keepRatio?: number;
+  accuracy: number;
+  accuracyCI?: [number, number];
+  macroF1?: number;
+  gmacs?: number;
+  throughputImgPerS?: number;
+  peakMemoryMiB?: number;
+  tokenReduction?: number;
+  batchSize?: number;
+  backend?: string;
+}
+
+async function readJson<T>(root: string, rel: string): Promise<T> {
+  const file = join(root, rel);
+  try {
+    return JSON.parse(await Deno.readTextFile(file)) as T;
+  } catch (e) {
+    throw new Error(`readme: cannot read ${rel} (${(e as Error).message}); regenerate the results first`);
+  }
+}
+
+const pct = (v: number | undefined, d = 2) => (v === undefined ? "-" : (100 * v).toFixed(d));
+
+/** The study's table of every variant (cpu profile), from 04_compare_models/results.json. */
+async function studyTable(root: string): Promise<string> {
+  const { rows } = await readJson<{ rows: StudyRow[] }>(
+    root,
+    "results/study/cpu/04_compare_models/results.json",
+  );
+  const first = rows[0] ?? {};
+  const head = [
+    "Model · strategy",
+    "Keep ratio",
+    "Accuracy % [95% CI]",
+    "Macro-F1 %",
+    "GMACs",
+    `Inference img/s (batch ${first.batchSize ?? "?"}, ${first.backend ?? "?"})`,
+    "Peak tensor MiB",
+    "Token reduction %",
+  ];
+  const lines = rows.map((r) => [
+    r.model,
+    (r.keepRatio ?? 1).toFixed(2),
+    `${pct(r.accuracy)}${r.accuracyCI ? ` [${pct(r.accuracyCI[0], 1)}, ${pct(r.accuracyCI[1], 1)}]` : ""}`,
+    pct(r.macroF1),
+    r.gmacs?.toFixed(4) ?? "-",
+    r.throughputImgPerS?.toFixed(0) ?? "-",
+    r.peakMemoryMiB?.toFixed(0) ?? "-",
+    pct(r.tokenReduction ?? 0, 0),
+  ]);
+  return markdownTable(head, lines, ["l", "r", "r", "r", "r", "r", "r", "r"]);
+}
+
+/** The study's verdict: the lines of claims.md. */
+async function studyClaims(root: string): Promise<string> {
+  const rel = "results/study/cpu/04_compare_models/claims.md";
+  let text: string;
+  try {
+    text = await Deno.readTextFile(join(root, rel));
+  } catch (e) {
+    throw new Error(`readme: cannot read ${rel} (${(e as Error).message}); regenerate the results first`);
+  }
+  return text.split("\n").filter((l) => l.startsWith("- ")).join("\n");
+}
+
+/** The generators, by block name. */
+export const GENERATORS: Record<string, Generator> = {
+  "study-table": studyTable,
+  "study-claims": studyClaims,
+};
+
+/** A Markdown table (`deno fmt` aligns it afterwards). */
+export function markdownTable(head: string[], rows: string[][], align: ("l" | "r")[]): string {
+  const row = (cells: string[]) => `| ${cells.map((c) => c.replaceAll("|", "\\|")).join(" | ")} |`;
+  return [row(head), `| ${align.map((a) => (a === "r" ? "---:" : "---")).join(" | ")} |`, ...rows.map(row)]
+    .join("\n");
+}
+
+const BLOCK = /(<!-- generated:([a-z0-9-]+)[^>]*-->\n)([\s\S]*?)(<!-- \/generated:\2 -->)/g;
+
+/** Formats Markdown as `deno fmt` does (README is formatted by it). */
+async function denoFmtMarkdown(text: string): Promise<string> {
+  const p = new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--ext", "md", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = p.stdin.getWriter();
+  await w.write(new TextEncoder().encode(text));
+  await w.close();
+  const out = await p.output();
+  if (!out.success) throw new Error(`readme: deno fmt failed: ${new TextDecoder().decode(out.stderr)}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+/**
+ * README as the results say it should be: every generated block replaced by its generator's output, then
+ * formatted. Throws on a block with no generator.
+ *
+ * @example
+ * ```ts
+ * const { text, blocks } = await renderReadme(".");
+ * ```
+ */
+export async function renderReadme(root: string): Promise<{ text: string; blocks: string[] }> {
+  const readme = await Deno.readTextFile(join(root, "README.md"));
+  const found = [...readme.matchAll(BLOCK)].map((m) => m[2]);
+  const made = new Map<string, string>();
+  for (const name of found) {
+    const gen = GENERATORS[name];
+    if (!gen) {
+      throw new Error(`readme: README has a block "${name}" with no generator (${Object.keys(GENERATORS)})`);
+    }
+    made.set(name, await gen(root));
+  }
+  const text = readme.replace(BLOCK, (_all, open, name, _old, close) => `${open}${made.get(name)}\n${close}`);
+  return { text: await denoFmtMarkdown(text), blocks: found };
+}
+
+/** The names of the blocks whose text differs between `a` and `b` (two README texts). */
+export function changedBlocks(a: string, b: string): string[] {
+  const blocks = (t: string) => new Map([...t.matchAll(BLOCK)].map((m) => [m[2], m[3]]));
+  const ba = blocks(a), bb = blocks(b);
+  return [...new Set([...ba.keys(), ...bb.keys()])].filter((k) => ba.get(k) !== bb.get(k));
+}
+
+if (import.meta.main) {
+  let args;
+  try {
+    args = parseArgs({ args: Deno.args, options: { check: { type: "boolean" }, help: { type: "boolean" } } });
+  } catch (e) {
+    console.error(`readme: ${(e as Error).message}\nusage: deno task readme [--check]`);
+    Deno.exit(2);
+  }
+  if (args.values.help) {
+    console.log(
+      "usage: deno task readme [--check]\nRewrites README's generated blocks from results/ " +
+        "(--check: only report blocks that differ, exit 1 if any).",
+    );
+    Deno.exit(0);
+  }
+  const root = new URL("..", import.meta.url).pathname;
+  const current = await Deno.readTextFile(join(root, "README.md"));
+  const { text, blocks } = await renderReadme(root);
+  const changed = changedBlocks(current, text);
+  if (args.values.check) {
+    if (changed.length) {
+      console.error(`README differs from results/ in: ${changed.join(", ")} (run deno task readme)`);
+      Deno.exit(1);
+    }
+    console.log(`README agrees with results/ (${blocks.join(", ")})`);
+  } else {
+    if (text !== current) await Deno.writeTextFile(join(root, "README.md"), text);
+    console.log(`README: ${changed.length ? `rewrote ${changed.join(", ")}` : "already up to date"}`);
+  }
+}
