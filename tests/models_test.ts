@@ -331,6 +331,27 @@ cpuTest(
   },
 );
 
+cpuTest("Hybrid.gmacs() charges what inference runs: the scorer up to scoreStage, not the CNN head", () => {
+  // hybrid_test: ResNet18 width 8 with the CIFAR stem (3x3, stride 1, no max-pool), scored after layer1,
+  // importance head pooled onto the 8x8 grid, 32x32 input. By hand:
+  const stem = 32 * 32 * 8 * 3 * 9; // 3 -> 8 channels at 32x32
+  const layer1 = 4 * (32 * 32 * 8 * 8 * 9); // two basic blocks of two 3x3 convs, 8 -> 8 at 32x32
+  const head = 8 * 8 * 8; // one linear unit per patch over 8 channels
+  const scorer = (stem + layer1 + head) / 1e9;
+  const m = createModel("hybrid_test", { cnnHead: true, keepRatio: 0.5 }) as Hybrid;
+  try {
+    const g = m.gmacs();
+    assert(Math.abs(g.cnn! - scorer) < 1e-12, `scorer ${g.cnn} GMACs, expected ${scorer}`);
+    assert(Math.abs(g.total - (scorer + g.vit!)) < 1e-12);
+    // The CNN's classification path counts only when asked for (it runs for the auxiliary loss).
+    const withHead = m.gmacs({ withCnnHead: true });
+    assert(withHead.cnn! > 2 * scorer, `with the head ${withHead.cnn} should far exceed ${scorer}`);
+    assertEquals(withHead.vit, g.vit);
+  } finally {
+    m.dispose();
+  }
+});
+
 cpuTest("Hybrid with a reduced scorer input and an incompatible grid", () => {
   const m = createModel("hybrid_test", { scorerImgSize: 16, scoreStage: 1 }) as Hybrid;
   const x = images(1, 32, 7);

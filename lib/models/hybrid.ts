@@ -170,14 +170,15 @@ export class Hybrid implements Model {
   }
 
   /**
-   * GMACs: the scorer CNN (stem .. scoreStage + importance head, at `scorerImgSize`; the whole CNN with
-   * `cnnHead`) plus the ViT at the keep ratio.
+   * GMACs of what inference runs: the scorer CNN (stem .. scoreStage + importance head, at
+   * `scorerImgSize`) plus the ViT at the keep ratio. The CNN's classification path (stages after
+   * `scoreStage`, `fc`) only with `withCnnHead` and a model that has it (`cnnHead`): inference never runs it.
    */
   gmacs(options: GmacsOptions = {}): GmacsReport {
     const img = options.imgSize ?? this.config.vit.imgSize;
     const scorerImg = this.config.scorerImgSize ?? img;
-    const cnn =
-      this.cnn.gmacs({ imgSize: scorerImg, upTo: this.config.cnnHead ? 4 : this.config.scoreStage }).total;
+    const upTo = options.withCnnHead && this.config.cnnHead ? 4 : this.config.scoreStage;
+    const cnn = this.cnn.gmacs({ imgSize: scorerImg, upTo }).total;
     const vit = this.vit.gmacs({
       imgSize: img,
       keepRatio: options.keepRatio ?? this.config.keepRatio,

@@ -168,6 +168,12 @@ export interface GmacsOptions {
   imgSize?: number;
   /** ViT / hybrid: tokens (incl. CLS) entering each block, e.g. from an EViT-style schedule; overrides keepRatio. */
   tokensPerBlock?: number[];
+  /**
+   * Hybrid: also count the CNN's own classification path (stages after `scoreStage` and `fc`), which runs
+   * only when its logits are asked for (training's auxiliary loss, `returnAux`), never in plain inference.
+   * Default false.
+   */
+  withCnnHead?: boolean;
 }
 
 /** Analytic multiply-accumulates, in GMACs (conv + linear + the two attention matmuls). */
