@@ -49,8 +49,10 @@ export interface TwoStageOptions {
   stage1: StageOptions & {
     /** Weight of the importance-head loss (default 1). */
     importanceWeight?: number;
-    /** Temperature of the target map (default 0.5). */
+    /** Temperature of the target map (default 0.5 for a CAM or mask, 1 for the ViT's attention). */
     importanceTemperature?: number;
+    /** What the importance head learns to rank by (default `"auto"`); see {@link SelectorTarget}. */
+    importanceTarget?: SelectorTarget;
   };
   stage2: StageOptions & {
     /** `"frozen"` (default) or `"lower-lr"`. */
@@ -113,8 +115,44 @@ function camOnGrid(hybrid: Hybrid, final: tf.Tensor4D, labels: tf.Tensor1D, grid
 }
 
 /**
+ * What stage 1 teaches the importance head to rank by:
+ * - `"cam"`: the CNN's own class activation map of the true class (a blob on the object);
+ * - `"mask"`: the batch's ground-truth patch mask (synthetic set);
+ * - `"vit_attention"`: the ViT's own ranking, the CLS token's attention in its last block averaged over
+ *   heads (EViT's criterion) of the hybrid's ViT, which should be the trained full-token ViT (`initFrom`):
+ *   the teacher says which tokens it reads;
+ * - `"auto"`: `mask` when the batch has one, else `cam` (the original design).
+ */
+export type SelectorTarget = "auto" | "cam" | "mask" | "vit_attention";
+
+/** The selector targets, for option parsing. */
+export const SELECTOR_TARGETS: readonly SelectorTarget[] = ["auto", "cam", "mask", "vit_attention"];
+
+/**
+ * The ViT's CLS attention over the patches in its last block, averaged over heads, as log-probabilities
+ * `[B, N]` (so `softmax(target)` is the attention distribution). Computed without a gradient tape.
+ *
+ * @example
+ * ```ts
+ * const target = tf.tidy(() => vitAttentionTarget(hybrid, x)); // [B, 64]
+ * ```
+ */
+export function vitAttentionTarget(hybrid: Hybrid, x: tf.Tensor4D): tf.Tensor2D {
+  return tf.tidy(() => {
+    const out = hybrid.vit.forward(x, { returnAttention: true });
+    const att = out.aux!.attention!;
+    const last = att[att.length - 1]; // [B, H, T, T]
+    const [b, h, t] = last.shape;
+    const cls = tf.slice(last, [0, 0, 0, 1], [b, h, 1, t - 1]); // CLS row, patch columns
+    const mean = tf.reshape(tf.mean(cls, 1), [b, t - 1]);
+    return tf.log(tf.add(mean, 1e-8)) as tf.Tensor2D;
+  });
+}
+
+/**
  * Stage-1 loss: CE of the CNN's logits + `importanceWeight` · KL(target ‖ softmax(scores)), the target
- * being `batch.mask` when present, else the class activation map of the true class.
+ * chosen by `target` ({@link SelectorTarget}). `vit_attention` reads `prepared.attention`, which
+ * {@link stage1Prepare} computes once per batch outside the gradient tape.
  *
  * @example
  * ```ts
@@ -123,12 +161,23 @@ function camOnGrid(hybrid: Hybrid, final: tf.Tensor4D, labels: tf.Tensor1D, grid
  */
 export function stage1Loss(
   hybrid: Hybrid,
-  options: { importanceWeight?: number; temperature?: number; labelSmoothing?: number } = {},
+  options: {
+    importanceWeight?: number;
+    temperature?: number;
+    labelSmoothing?: number;
+    target?: SelectorTarget;
+  } = {},
 ): LossFn {
   const wImp = options.importanceWeight ?? 1;
-  const temp = options.temperature ?? 0.5;
+  const kind = options.target ?? "auto";
+  if (!SELECTOR_TARGETS.includes(kind)) {
+    throw new Error(
+      `stage1Loss: target ${JSON.stringify(kind)} is not one of ${SELECTOR_TARGETS.join(", ")}`,
+    );
+  }
+  const temp = options.temperature ?? (kind === "vit_attention" ? 1 : 0.5);
   const grid = hybrid.vit.gridSize;
-  return ({ batch }) => {
+  return ({ batch, prepared }) => {
     const { scores, final, logits } = cnnForward(hybrid, batch.x, true);
     const ce = crossEntropy(logits, batch.y, { labelSmoothing: options.labelSmoothing });
     const parts: Record<string, tf.Scalar> = { ce };
@@ -139,14 +188,40 @@ export function stage1Loss(
         `stage1Loss: batch.mask must be [B, ${grid * grid}] (the patch grid), got [${mask.shape}]`,
       );
     }
-    // A mask of 0/1 becomes a log-odds target (0 → −4/T apart), a CAM is standardised per image.
-    const target = mask
-      ? tf.mul(tf.cast(mask, "float32"), 4)
-      : standardise(camOnGrid(hybrid, final, batch.y, grid));
+    if (kind === "mask" && !mask) {
+      throw new Error('stage1Loss: target "mask" needs batches with a patch mask (the synthetic set)');
+    }
+    let target: tf.Tensor2D;
+    if (kind === "vit_attention") {
+      const att = prepared.attention;
+      if (!att) {
+        throw new Error('stage1Loss: target "vit_attention" needs stage1Prepare (prepared.attention)');
+      }
+      target = att as tf.Tensor2D;
+    } else if (mask && kind !== "cam") {
+      // A mask of 0/1 becomes a log-odds target (0 → −4/T apart).
+      target = tf.mul(tf.cast(mask, "float32"), 4) as tf.Tensor2D;
+    } else {
+      // A CAM is standardised per image.
+      target = standardise(camOnGrid(hybrid, final, batch.y, grid));
+    }
     const imp = importanceKL(scores, target, { temperature: temp });
     parts.importance = imp;
     return { loss: tf.add(ce, tf.mul(imp, wImp)) as tf.Scalar, logits, parts };
   };
+}
+
+/**
+ * Stage-1 `prepare`: the ViT's attention target once per batch (only for `vit_attention`).
+ *
+ * @example
+ * ```ts
+ * const prepare = stage1Prepare(hybrid, "vit_attention");
+ * ```
+ */
+export function stage1Prepare(hybrid: Hybrid, target: SelectorTarget = "auto"): TrainOptions["prepare"] {
+  if (target !== "vit_attention") return undefined;
+  return ({ batch }) => ({ attention: vitAttentionTarget(hybrid, batch.x) });
 }
 
 function standardise(x: tf.Tensor2D): tf.Tensor2D {
@@ -283,9 +358,11 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
       eval: options.eval,
       stepsPerEpoch: options.stepsPerEpoch,
       variables: cnnVars,
+      prepare: stage1Prepare(h, s1.importanceTarget),
       loss: stage1Loss(h, {
         importanceWeight: s1.importanceWeight,
         temperature: s1.importanceTemperature,
+        target: s1.importanceTarget,
         labelSmoothing: s1.labelSmoothing,
       }),
       evalLogits: (_m, b: TrainBatch) => tf.tidy(() => cnnForward(h, b.x, false).logits),

@@ -1,0 +1,109 @@
+/**
+ * The selector learns from the transformer: stage 1 with the `vit_attention` target fits the importance
+ * head to the ViT's own CLS attention (EViT's ranking), computed once per batch outside the gradient tape.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { initBackend } from "../lib/backend/mod.ts";
+import { createModel, type Hybrid } from "../lib/models/mod.ts";
+import { importanceKL, stage1Loss, train, type TrainBatch } from "../lib/train/mod.ts";
+import { stage1Prepare, vitAttentionTarget } from "../lib/train/two_stage.ts";
+import { assert, assertThrows } from "./_assert.ts";
+import { assertClose, assertNoLeak, seededRandom } from "./_backends.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const images = (n: number, seed: number) =>
+  tf.tensor4d(seededRandom(n * 32 * 32 * 3, seed), [n, 32, 32, 3]) as tf.Tensor4D;
+
+Deno.test({
+  name: "vitAttentionTarget() is the last block's CLS attention over patches, averaged over heads",
+  ...opts,
+  fn: async () => {
+    await initBackend("wasm", { log: false });
+    const h = createModel("hybrid_test", { cnnHead: true }, { seed: 1 }) as Hybrid;
+    const x = images(2, 9);
+    try {
+      const target = await assertNoLeak("vitAttentionTarget", () => {
+        const t = vitAttentionTarget(h, x);
+        const v = t.arraySync() as number[][];
+        t.dispose();
+        return v;
+      });
+      // By hand from the attention maps.
+      const out = h.vit.forward(x, { returnAttention: true });
+      const att = out.aux!.attention!;
+      const last = (await att[att.length - 1].array()) as number[][][][]; // [B, H, T, T]
+      for (let b = 0; b < 2; b++) {
+        const heads = last[b].length;
+        const want = last[b][0][0].slice(1).map((_, j) =>
+          last[b].reduce((s, head) => s + head[0][j + 1], 0) / heads
+        );
+        const got = target[b].map(Math.exp);
+        assertClose(got, want, 1e-4, `image ${b}`);
+        const total = got.reduce((s, v) => s + v, 0);
+        // The CLS row sums to 1 over CLS + patches; over the patches alone it is a little less.
+        assert(total > 0.5 && total <= 1 + 1e-5, `attention mass on patches ${total}`);
+      }
+      tf.dispose([out.logits, ...att]);
+    } finally {
+      x.dispose();
+      h.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "stage 1 with the vit_attention target moves the selector's ranking toward the ViT's attention",
+  ...opts,
+  fn: async () => {
+    await initBackend("wasm", { log: false });
+    const x = images(8, 21);
+    const y = tf.tensor1d([0, 1, 2, 3, 4, 5, 6, 7], "int32");
+    /** Stage 1 with `target` from the same initial weights; KL(ViT attention ‖ selector) before and after. */
+    const fit = async (target: "cam" | "vit_attention") => {
+      const h = createModel("hybrid_test", { cnnHead: true, keepRatio: 0.5 }, { seed: 2 }) as Hybrid;
+      // An untrained ViT attends almost uniformly; sharpen its last block so the target has a ranking.
+      const qkv = h.vit.stateDict().get("blocks.1.attn.qkv.weight")!;
+      qkv.assign(tf.tidy(() => tf.mul(qkv, 6)));
+      const kl = () =>
+        tf.tidy(() => importanceKL(h.scores(x), vitAttentionTarget(h, x), { temperature: 1 }).dataSync()[0]);
+      try {
+        const before = kl();
+        const vitBefore = (await h.vit.stateDict().get("head.weight")!.data()).slice();
+        const r = await train({
+          model: h,
+          variables: new Map([...h.trainableVariables()].filter(([k]) => k.startsWith("cnn."))),
+          train: (): Iterable<TrainBatch> => [{ x: tf.clone(x), y: tf.clone(y) }],
+          stepsPerEpoch: 1,
+          epochs: 20,
+          lr: 3e-3,
+          progress: false,
+          loss: stage1Loss(h, { target, importanceWeight: 5 }),
+          prepare: stage1Prepare(h, target),
+        });
+        assert(r.completed);
+        const vitAfter = await h.vit.stateDict().get("head.weight")!.data();
+        assert(vitAfter.every((v, i) => v === vitBefore[i]), "stage 1 changed the ViT");
+        return { before, after: kl() };
+      } finally {
+        h.dispose();
+      }
+    };
+    try {
+      assertThrows(
+        () => stage1Loss({ vit: { gridSize: 8 } } as Hybrid, { target: "nope" as "cam" }),
+        Error,
+        '"nope"',
+      );
+      assert(stage1Prepare({} as Hybrid, "cam") === undefined, "cam needs no prepared target");
+      const att = await fit("vit_attention");
+      const cam = await fit("cam");
+      assert(
+        att.after < att.before && att.after < cam.after,
+        `KL(ViT attention ‖ selector): vit_attention ${att.before.toFixed(4)} → ${att.after.toFixed(4)}, ` +
+          `cam ${cam.before.toFixed(4)} → ${cam.after.toFixed(4)}`,
+      );
+    } finally {
+      tf.dispose([x, y]);
+    }
+  },
+});
