@@ -107,3 +107,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "the mlp selector head sees global context: a change far away moves every patch's score",
+  ...opts,
+  fn: async () => {
+    await initBackend("wasm", { log: false });
+    const base = images(1, 33);
+    // Brighten the top-left 8x8 pixels only (two patches of the 8x8 grid).
+    const changed = tf.tidy(() => {
+      const pad = tf.pad(tf.fill([1, 8, 8, 3], 2), [[0, 0], [0, 24], [0, 24], [0, 0]]);
+      return tf.add(base, pad) as tf.Tensor4D;
+    });
+    try {
+      for (const head of ["linear", "mlp"] as const) {
+        const h = createModel("hybrid_test", { selectorHead: head }, { seed: 4 }) as Hybrid;
+        try {
+          const names = [...h.stateDict().keys()].filter((k) => k.startsWith("cnn.importance_head."));
+          if (head === "mlp") {
+            assert(names.includes("cnn.importance_head.out_conv.4.weight"), names.join(", "));
+          } else assert(names.join() === "cnn.importance_head.weight,cnn.importance_head.bias", names.join());
+          const [a, b] = await assertNoLeak(
+            `${head} scores`,
+            () => tf.tidy(() => [h.scores(base).arraySync(), h.scores(changed).arraySync()]) as number[][][],
+          );
+          assert(a[0].length === 64);
+          // Bottom-right patch: outside the receptive field of the change at layer 1.
+          const far = Math.abs(a[0][63] - b[0][63]);
+          if (head === "mlp") assert(far > 1e-6, `mlp: the far patch's score did not move (${far})`);
+          else assert(far === 0, `linear: the far patch's score moved by ${far}`);
+        } finally {
+          h.dispose();
+        }
+      }
+      const lin = createModel("hybrid_test", {}) as Hybrid,
+        mlp = createModel("hybrid_test", { selectorHead: "mlp" }) as Hybrid;
+      // The mlp head costs per patch C·H + H·H/2 + H/2·H/4 + H/4 MACs (C = 8 channels, H = 32) instead of C.
+      const extra = (mlp.gmacs().cnn! - lin.gmacs().cnn!) * 1e9;
+      assert(Math.abs(extra - 64 * (8 * 32 + 32 * 16 + 16 * 8 + 8 - 8)) < 1e-3, `extra MACs ${extra}`);
+      lin.dispose();
+      mlp.dispose();
+    } finally {
+      tf.dispose([base, changed]);
+    }
+  },
+});

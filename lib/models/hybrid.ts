@@ -67,7 +67,12 @@ export class Hybrid implements Model {
       ...config.resnet,
       imgSize: config.scorerImgSize ?? vitConfig.imgSize,
       stages: config.cnnHead ? 4 : config.scoreStage,
-      importance: { stage: config.scoreStage, grid: this.vit.gridSize },
+      importance: {
+        stage: config.scoreStage,
+        grid: this.vit.gridSize,
+        ...(config.selectorHead ? { head: config.selectorHead } : {}),
+        ...(config.selectorHidden ? { hidden: config.selectorHidden } : {}),
+      },
     };
     this.cnn = new ResNet18(cnnConfig, { seed: seed + 1 });
     const side = this.cnn.stageSize(config.scoreStage);

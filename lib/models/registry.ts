@@ -152,6 +152,8 @@ const OPTIONAL_KEYS = new Set([
   "cnnHead",
   "scorerImgSize",
   "scoreGradient",
+  "selectorHead",
+  "selectorHidden",
 ]);
 
 /** Options of {@link createModel}. */

@@ -7,7 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { ParamStore } from "./param_store.ts";
-import { batchNorm, type BatchNormParams, conv2d, linear } from "./layers.ts";
+import { batchNorm, type BatchNormParams, conv2d, gelu, layerNorm, linear } from "./layers.ts";
 import type {
   ForwardOptions,
   ForwardOutput,
@@ -71,6 +71,13 @@ export function resolveResNetConfig(
     if (!(Number.isInteger(grid) && grid >= 1)) {
       throw new Error(`${where}: importance.grid ${grid} is not a positive integer`);
     }
+    const { head, hidden } = c.importance;
+    if (head !== undefined && head !== "linear" && head !== "mlp") {
+      throw new Error(`${where}: importance.head ${JSON.stringify(head)} is not "linear" or "mlp"`);
+    }
+    if (hidden !== undefined && !(Number.isInteger(hidden) && hidden >= 4 && hidden % 4 === 0)) {
+      throw new Error(`${where}: importance.hidden ${hidden} is not a multiple of 4, at least 4`);
+    }
   }
   return { ...c, stages, bnEps: c.bnEps ?? 1e-5, bnMomentum: c.bnMomentum ?? 0.1 };
 }
@@ -110,8 +117,24 @@ export class ResNet18 implements Model {
     }
     if (this.c.importance) {
       const ch = this.stageChannels(this.c.importance.stage);
-      s.linear("importance_head.weight", ch, 1, "torch");
-      s.add("importance_head.bias", [1], new Float32Array(1), "plain");
+      if (this.c.importance.head === "mlp") {
+        const h = this.selectorHidden();
+        s.fill("importance_head.in_conv.0.weight", ch, 1);
+        s.fill("importance_head.in_conv.0.bias", ch, 0);
+        for (
+          const [name, fin, fout] of [["in_conv.1", ch, h], ["out_conv.0", h, h / 2], [
+            "out_conv.2",
+            h / 2,
+            h / 4,
+          ], ["out_conv.4", h / 4, 1]] as const
+        ) {
+          s.linear(`importance_head.${name}.weight`, fin, fout, "torch");
+          s.add(`importance_head.${name}.bias`, [fout], s.uniform(fout, 1 / Math.sqrt(fin)), "plain");
+        }
+      } else {
+        s.linear("importance_head.weight", ch, 1, "torch");
+        s.add("importance_head.bias", [1], new Float32Array(1), "plain");
+      }
     }
     if (this.c.stages === 4) {
       const feat = this.c.width * 8;
@@ -269,12 +292,35 @@ export class ResNet18 implements Model {
           "choose another importance stage or scorer input size",
       );
     }
+    const b = feature.shape[0];
+    if (this.c.importance.head === "mlp") return this.mlpScores(tf.reshape(pooled, [b, g * g, -1]));
     const s = linear(
       pooled,
       this.store.get("importance_head.weight"),
       this.store.get("importance_head.bias"),
     );
-    return tf.reshape(s, [feature.shape[0], g * g]);
+    return tf.reshape(s, [b, g * g]);
+  }
+
+  /** Hidden width of the MLP selector head. */
+  private selectorHidden(): number {
+    const ch = this.stageChannels(this.c.importance!.stage);
+    return this.c.importance!.hidden ?? Math.max(32, Math.ceil(ch / 4) * 4);
+  }
+
+  /** DynamicViT's predictor on per-patch features `[B, N, C]`: local half + image-mean half → MLP → `[B, N]`. */
+  private mlpScores(x: tf.Tensor3D): tf.Tensor2D {
+    const p = (n: string) => this.store.get(`importance_head.${n}`);
+    const [b, n] = x.shape;
+    const h = this.selectorHidden();
+    let y = layerNorm(x, p("in_conv.0.weight"), p("in_conv.0.bias"), 1e-5);
+    y = gelu(linear(y, p("in_conv.1.weight"), p("in_conv.1.bias")));
+    const local = tf.slice(y, [0, 0, 0], [b, n, h / 2]);
+    const global = tf.mean(tf.slice(y, [0, 0, h / 2], [b, n, h / 2]), 1, true);
+    y = tf.concat([local, tf.tile(global, [1, n, 1])], 2) as tf.Tensor3D;
+    y = gelu(linear(y, p("out_conv.0.weight"), p("out_conv.0.bias")));
+    y = gelu(linear(y, p("out_conv.2.weight"), p("out_conv.2.bias")));
+    return tf.reshape(linear(y, p("out_conv.4.weight"), p("out_conv.4.bias")), [b, n]);
   }
 
   /** Global average pool + `fc`. Call inside `tf.tidy`. */
@@ -336,7 +382,12 @@ export class ResNet18 implements Model {
     }
     const impStage = options.importanceStage ?? this.c.importance?.stage;
     if (this.c.importance && impStage !== undefined && impStage <= upTo) {
-      macs += this.c.importance.grid ** 2 * this.stageChannels(impStage);
+      const ch = this.stageChannels(impStage);
+      const h = this.selectorHidden();
+      const perPatch = this.c.importance.head === "mlp"
+        ? ch * h + h * (h / 2) + (h / 2) * (h / 4) + h / 4
+        : ch;
+      macs += this.c.importance.grid ** 2 * perPatch;
     }
     if (upTo === 4 && this.c.stages === 4) macs += this.c.width * 8 * this.c.numClasses;
     const total = macs / 1e9;

@@ -32,6 +32,15 @@ export interface ResNetConfig {
     stage: number;
     /** Side of the ViT patch grid the scores are pooled onto (e.g. 8 for 32px / patch 4). */
     grid: number;
+    /**
+     * `"linear"` (default): one linear unit per patch over its local feature. `"mlp"`: DynamicViT's
+     * predictor, with global context: LayerNorm → Linear(C, H) → GELU, half of the H features kept per
+     * patch and half averaged over the image, then Linear(H, H/2) → GELU → Linear(H/2, H/4) → GELU →
+     * Linear(H/4, 1) (`importance_head.in_conv.{0,1}`, `importance_head.out_conv.{0,2,4}`).
+     */
+    head?: "linear" | "mlp";
+    /** Hidden width H of the `"mlp"` head (default max(32, C)); even, at least 4. */
+    hidden?: number;
   };
   /**
    * Build only the stem and layers 1..`stages` (default 4). Below 4 there is no classification head
@@ -78,6 +87,10 @@ export interface HybridConfig {
   keepRatio: number;
   /** Also run the rest of the CNN and its classification head (fills `aux.cnnLogits`). Default false. */
   cnnHead?: boolean;
+  /** The selector head on the scorer's features (default `"linear"`; `"mlp"` adds global context). */
+  selectorHead?: "linear" | "mlp";
+  /** Hidden width of the `"mlp"` selector head (default max(32, channels)). */
+  selectorHidden?: number;
   /** Resize the input to this side before the scorer CNN (cheaper scorer); default: no resize. */
   scorerImgSize?: number;
   /**
