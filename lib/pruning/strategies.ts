@@ -57,6 +57,34 @@ export interface PruningStrategy {
 export interface StrategyOptions {
   /** Seed of `random` (default 0). */
   seed?: number;
+  /**
+   * EViT's inattentive-token fusion: the dropped tokens are not thrown away but averaged into one extra
+   * token appended after the kept ones (weights: CLS attention for `attention`, softmax of the scores for
+   * `cnn`, uniform for `random`), so the blocks see k + 2 tokens. Single-location schedules only; no
+   * effect when nothing is dropped. Default false.
+   */
+  fuse?: boolean;
+}
+
+/**
+ * EViT's fused token: the weighted mean of the dropped patch tokens, `[B, 1, D]`. `weights` `[B, T]` are
+ * non-negative importances of the current patch tokens; kept positions (`keep` `[B, T]`, 1 = kept) get
+ * none, the rest are normalised to sum to 1 per image.
+ *
+ * @example
+ * ```ts
+ * const fused = fuseDropped(tokens, tf.onesLike(keep), keep); // plain mean of the dropped tokens
+ * ```
+ */
+export function fuseDropped(tokens: tf.Tensor3D, weights: tf.Tensor2D, keep: tf.Tensor2D): tf.Tensor3D {
+  return tf.tidy(() => {
+    const [b, t, d] = tokens.shape;
+    const n = weights.shape[1];
+    const patches = tf.slice(tokens, [0, t - n, 0], [b, n, d]);
+    const w = tf.mul(weights, tf.sub(1, keep));
+    const norm = tf.div(w, tf.maximum(tf.sum(w, 1, true), 1e-12));
+    return tf.matMul(tf.reshape(norm, [b, 1, n]), patches) as tf.Tensor3D;
+  });
 }
 
 /**
@@ -86,15 +114,34 @@ type ReduceFn = (
   ctx: { block: number; attention?: tf.Tensor4D; keptIndices: tf.Tensor2D; keep: number },
 ) => { tokens: tf.Tensor3D; keptIndices: tf.Tensor2D };
 
-/** A reduction by scores over the current patch tokens: hard top-k with a real gather. */
-function byScores(score: (ctx: Parameters<ReduceFn>[1], tokens: tf.Tensor3D) => tf.Tensor2D): ReduceFn {
+/**
+ * A reduction by scores over the current patch tokens: hard top-k with a real gather; with `fuseWeights`,
+ * the dropped tokens are fused into one extra token ({@link fuseDropped}) weighted by `fuseWeights(scores)`.
+ */
+function byScores(
+  score: (ctx: Parameters<ReduceFn>[1], tokens: tf.Tensor3D) => tf.Tensor2D,
+  fuseWeights?: (scores: tf.Tensor2D) => tf.Tensor2D,
+): ReduceFn {
   return (tokens, ctx) => {
     // Hard selection needs no gradient: select on detached scores (see detach.ts).
     const s = detach(score(ctx, tokens));
     const sel = selectTopK(tokens, s, { keep: ctx.keep, prefixTokens: 1 });
     const kept = tf.squeeze(batchGather(tf.expandDims(ctx.keptIndices, 2), sel.indices), [2]) as tf.Tensor2D;
-    return { tokens: sel.tokens, keptIndices: kept };
+    const [b, t] = s.shape;
+    if (!fuseWeights || ctx.keep >= t) return { tokens: sel.tokens, keptIndices: kept };
+    const keepMask = tf.sum(tf.oneHot(sel.indices, t), 1) as tf.Tensor2D; // [B, T], 1 = kept
+    const fused = fuseDropped(tokens, fuseWeights(s), tf.reshape(keepMask, [b, t]) as tf.Tensor2D);
+    return { tokens: tf.concat([sel.tokens, fused], 1) as tf.Tensor3D, keptIndices: kept };
   };
+}
+
+/** With fusion, a schedule must prune at one location (the fused token is not a patch to prune again). */
+function checkFusable(name: string, fuse: boolean | undefined, schedule: KeepSchedule): void {
+  if (fuse && schedule.locations.length > 1) {
+    throw new Error(
+      `pruning: strategy "${name}" with fuse prunes at one location only; got ${JSON.stringify(schedule)}`,
+    );
+  }
 }
 
 /**
@@ -150,9 +197,12 @@ function runWithReduction(
   }) as unknown as ForwardOutput;
 }
 
-function vitGmacs(model: Model, schedule: KeepSchedule): number {
+/** The ViT's GMACs at the schedule's token counts (one more token after the location with fusion). */
+function vitGmacs(model: Model, schedule: KeepSchedule, fuse = false): number {
   const vit = vitOf(model);
-  return vit.gmacs({ tokensPerBlock: tokensPerBlock(schedule, vit.numPatches, vit.config.depth) }).total;
+  const n = vit.numPatches;
+  const counts = tokensPerBlock(schedule, n, vit.config.depth).map((c) => (fuse && c < n + 1 ? c + 1 : c));
+  return vit.gmacs({ tokensPerBlock: counts }).total;
 }
 
 /**
@@ -165,6 +215,10 @@ function vitGmacs(model: Model, schedule: KeepSchedule): number {
  * ```
  */
 export function createStrategy(name: StrategyName, options: StrategyOptions = {}): PruningStrategy {
+  const fuse = options.fuse ?? false;
+  if (fuse && (name === "none" || name === "merge")) {
+    throw new Error(`pruning: fuse applies to random, cnn and attention; strategy "${name}" drops no tokens`);
+  }
   switch (name) {
     case "none":
       return {
@@ -179,15 +233,16 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
         name,
         forward: (model, x, o) => {
           const rng = o.rng ?? own;
+          checkFusable(name, fuse, o.schedule);
           const reduce = byScores((ctx) => {
             const [b, t] = ctx.keptIndices.shape;
             const v = new Float32Array(b * t);
             for (let i = 0; i < v.length; i++) v[i] = rng.next();
             return tf.tensor2d(v, [b, t]);
-          });
+          }, fuse ? (s) => tf.onesLike(s) : undefined);
           return runWithReduction(vitOf(model), x, o.schedule, reduce, false, o);
         },
-        gmacs: vitGmacs,
+        gmacs: (model, schedule) => vitGmacs(model, schedule, fuse),
       };
     }
     case "cnn":
@@ -195,12 +250,13 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
         name,
         forward: (model, x, o) => {
           const hybrid = hybridOf(model, name);
+          checkFusable(name, fuse, o.schedule);
           return tf.tidy(() => {
             const scores = hybrid.scores(x, o.training ?? false);
             const reduce = byScores((ctx) => {
               if (ctx.block === -1) return scores;
               return tf.squeeze(batchGather(tf.expandDims(scores, 2), ctx.keptIndices), [2]) as tf.Tensor2D;
-            });
+            }, fuse ? (s) => tf.softmax(s) : undefined);
             const out = runWithReduction(
               hybrid.vit,
               x,
@@ -215,7 +271,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
         },
         gmacs: (model, schedule) => {
           const hybrid = hybridOf(model, name);
-          return (hybrid.gmacs({ keepRatio: 1 }).cnn ?? 0) + vitGmacs(model, schedule);
+          return (hybrid.gmacs({ keepRatio: 1 }).cnn ?? 0) + vitGmacs(model, schedule, fuse);
         },
       };
     case "attention":
@@ -228,15 +284,17 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
                 `must be ≥ 1; got ${JSON.stringify(o.schedule)}`,
             );
           }
+          checkFusable(name, fuse, o.schedule);
+          // EViT: rank by the CLS token's attention, and fuse the dropped tokens weighted by it.
           const reduce = byScores((ctx) => {
             const att = ctx.attention!; // [B, H, T, T]
             const [b, h, t] = att.shape;
             const cls = tf.slice(att, [0, 0, 0, 1], [b, h, 1, t - 1]);
             return tf.reshape(tf.mean(cls, 1), [b, t - 1]) as tf.Tensor2D;
-          });
+          }, fuse ? (s) => s : undefined);
           return runWithReduction(vitOf(model), x, o.schedule, reduce, true, o);
         },
-        gmacs: vitGmacs,
+        gmacs: (model, schedule) => vitGmacs(model, schedule, fuse),
       };
     case "merge":
       return {

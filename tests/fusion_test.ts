@@ -1,0 +1,79 @@
+/** EViT's dropped-token fusion: one extra token, the weighted mean of the dropped ones, for every strategy. */
+import * as tf from "@tensorflow/tfjs-core";
+import { createModel, type Model, type ViT } from "../lib/models/mod.ts";
+import { createStrategy, fuseDropped, singleStage } from "../lib/pruning/mod.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { assertClose, assertNoLeak, forEachBackend, seededRandom } from "./_backends.ts";
+
+forEachBackend("fuseDropped() is the weighted mean of the dropped tokens only", async () => {
+  // 1 CLS + 4 patches, D = 2; patches 0 and 2 kept.
+  const tokens = tf.tensor3d([[[9, 9], [1, 2], [3, 4], [5, 6], [7, 8]]]);
+  const weights = tf.tensor2d([[0.5, 1, 100, 3]]);
+  const keep = tf.tensor2d([[1, 0, 1, 0]]);
+  const fused = await assertNoLeak("fuseDropped", () => {
+    const f = fuseDropped(tokens, weights, keep);
+    const v = f.arraySync();
+    f.dispose();
+    return v;
+  });
+  // Dropped: patch 1 ([3, 4], weight 1) and patch 3 ([7, 8], weight 3): (1·[3,4] + 3·[7,8]) / 4.
+  assertClose(fused[0][0], [6, 7], 1e-6, "fused token");
+  tf.dispose([tokens, weights, keep]);
+});
+
+const images = (n: number, seed: number) =>
+  tf.tensor4d(seededRandom(n * 32 * 32 * 3, seed), [n, 32, 32, 3]) as tf.Tensor4D;
+
+forEachBackend("strategies with fuse run the blocks on k + 2 tokens and count them in GMACs", async () => {
+  const vit = createModel("vit_test", {}, { seed: 1 }) as unknown as ViT & Model;
+  const hybrid = createModel("hybrid_test", {}, { seed: 1 });
+  const x = images(2, 5);
+  try {
+    for (
+      const [name, model, schedule] of [
+        ["random", vit, singleStage(0.5, 0)],
+        ["attention", vit, singleStage(0.5, 1)],
+        ["cnn", hybrid, singleStage(0.5, 0)],
+      ] as const
+    ) {
+      const plain = createStrategy(name, { seed: 2 }), fused = createStrategy(name, { seed: 2, fuse: true });
+      const tpb = await assertNoLeak(`${name} with fuse`, () => {
+        const out = fused.forward(model, x, { schedule, returnAux: true });
+        const t = out.aux!.tokensPerBlock!;
+        assertEquals(out.logits.shape, [2, 10]);
+        tf.dispose(out as unknown as tf.TensorContainer);
+        return t;
+      });
+      const want = name === "attention" ? [65, 34] : [34, 34]; // CLS + 32 kept + 1 fused after the location
+      assertEquals(tpb, want, `${name}: tokens per block`);
+      const v = name === "cnn" ? (model as unknown as { vit: ViT }).vit : vit;
+      const extra = fused.gmacs(model, schedule) - plain.gmacs(model, schedule);
+      const without = name === "attention" ? [65, 33] : [33, 33];
+      const byHand = v.gmacs({ tokensPerBlock: want }).total - v.gmacs({ tokensPerBlock: without }).total;
+      assert(
+        extra > 0 && Math.abs(extra - byHand) < 1e-12,
+        `${name}: fused token costs ${extra} GMACs, by hand ${byHand}`,
+      );
+      // Keeping every token: nothing to fuse, identical to the plain strategy.
+      const all = singleStage(1, schedule.locations[0]);
+      const [a, b] = tf.tidy(() => [
+        plain.forward(model, x, { schedule: all }).logits.arraySync(),
+        fused.forward(model, x, { schedule: all }).logits.arraySync(),
+      ]) as number[][][];
+      assertEquals(a, b, `${name} at keep 1`);
+    }
+    assertThrows(
+      () =>
+        createStrategy("random", { fuse: true }).forward(vit, x, {
+          schedule: { locations: [0, 1], ratios: [0.8, 0.5] },
+        }),
+      Error,
+      "one location",
+    );
+    assertThrows(() => createStrategy("none", { fuse: true }), Error, "drops no tokens");
+  } finally {
+    x.dispose();
+    vit.dispose();
+    hybrid.dispose();
+  }
+});
