@@ -5,7 +5,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../lib/backend/mod.ts";
 import { createModel, type Hybrid } from "../lib/models/mod.ts";
-import { importanceKL, stage1Loss, train, type TrainBatch } from "../lib/train/mod.ts";
+import { importanceKL, stage1Loss, stage2Loss, train, type TrainBatch } from "../lib/train/mod.ts";
+import { Rng } from "../lib/util/mod.ts";
 import { stage1Prepare, vitAttentionTarget } from "../lib/train/two_stage.ts";
 import { assert, assertThrows } from "./_assert.ts";
 import { assertClose, assertNoLeak, seededRandom } from "./_backends.ts";
@@ -149,6 +150,43 @@ Deno.test({
       mlp.dispose();
     } finally {
       tf.dispose([base, changed]);
+    }
+  },
+});
+
+Deno.test({
+  name: "stage 2 with keepRatioRange draws the keep ratio per batch, so one model trains for every ratio",
+  ...opts,
+  fn: async () => {
+    await initBackend("wasm", { log: false });
+    const h = createModel("hybrid_test", { cnnHead: true, keepRatio: 0.5 }, { seed: 6 }) as Hybrid;
+    const x = images(2, 41);
+    const y = tf.tensor1d([1, 2], "int32");
+    try {
+      assertThrows(() => stage2Loss(h, { keepRatioRange: [0.9, 0.4] }), Error, "keepRatioRange");
+      const loss = stage2Loss(h, { keepRatioRange: [0.3, 0.9], selection: "gather", loss: { aux: 0 } });
+      const rng = new Rng(5);
+      const drawn: number[] = [];
+      for (let step = 0; step < 6; step++) {
+        const r = await assertNoLeak(`step ${step}`, () =>
+          tf.tidy(() => {
+            const out = loss({ model: h, batch: { x, y }, step, epoch: 0, rng: rng.fork(), prepared: {} });
+            return out.parts!.keepRatio!.dataSync()[0];
+          }));
+        assert(r >= 0.3 && r <= 0.9, `ratio ${r}`);
+        drawn.push(r);
+      }
+      assert(new Set(drawn.map((r) => r.toFixed(3))).size > 3, `ratios drawn: ${drawn}`);
+      // A fixed ratio consumes nothing from the generator (the default behaviour is unchanged).
+      const fixed = stage2Loss(h, { selection: "gather", loss: { aux: 0 } });
+      const g = new Rng(9);
+      tf.tidy(() => {
+        fixed({ model: h, batch: { x, y }, step: 0, epoch: 0, rng: g, prepared: {} });
+      });
+      assert(g.next() === new Rng(9).next(), "a fixed keep ratio drew from the step's generator");
+    } finally {
+      tf.dispose([x, y]);
+      h.dispose();
     }
   },
 });

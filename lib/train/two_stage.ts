@@ -20,6 +20,7 @@ import { maskedHybridForward } from "../pruning/masked_forward.ts";
 import { crossEntropy, hybridLoss, type HybridLossWeights, importanceKL } from "./losses.ts";
 import type { BatchSource, TrainBatch } from "./batch_source.ts";
 import { type LossFn, train, type TrainOptions, type TrainResult } from "./trainer.ts";
+import type { Rng } from "../util/rng.ts";
 
 /** How the CNN is treated in stage 2. */
 export type CnnMode = "frozen" | "lower-lr";
@@ -61,6 +62,12 @@ export interface TwoStageOptions {
     cnnLrScale?: number;
     /** Keep ratio trained for (default the model's). */
     keepRatio?: number;
+    /**
+     * Draw the keep ratio per batch, uniformly in `[lo, hi]` (from the step's generator), so that one
+     * model serves every keep ratio in the range; overrides `keepRatio` during training (evaluation uses
+     * `keepRatio`). Default: off.
+     */
+    keepRatioRange?: [number, number];
     /** Straight-through temperature (default 1). */
     tau?: number;
     /** Scale of the Gumbel noise on the scores during training (default 0.5; 0 = none). */
@@ -243,6 +250,7 @@ export function stage2Loss(
   hybrid: Hybrid,
   options: {
     keepRatio?: number;
+    keepRatioRange?: [number, number];
     tau?: number;
     noiseScale?: number;
     selection?: "topk" | "threshold" | "gather";
@@ -250,14 +258,23 @@ export function stage2Loss(
     cnnTraining?: boolean;
   } = {},
 ): LossFn {
-  const ratio = options.keepRatio ?? hybrid.config.keepRatio;
+  const fixed = options.keepRatio ?? hybrid.config.keepRatio;
+  const range = options.keepRatioRange;
+  if (range && !(range.length === 2 && range[0] > 0 && range[0] <= range[1] && range[1] <= 1)) {
+    throw new Error(
+      `stage2Loss: keepRatioRange ${JSON.stringify(range)} is not [lo, hi] with 0 < lo <= hi <= 1`,
+    );
+  }
+  /** This step's keep ratio: fixed, or drawn from the range with the step's generator. */
+  const ratioOf = (rng: Rng) => (range ? range[0] + (range[1] - range[0]) * rng.next() : fixed);
   const w = options.loss ?? {};
   const wantCnn = (w.aux ?? 0.3) > 0 && (hybrid.config.cnnHead ?? false);
   const noiseScale = options.noiseScale ?? 0.5;
   if (options.selection === "gather") {
     // Real gathering during training (the hybrid's own straight-through score gate): cheaper steps,
     // no mask, so no ratio term and no Gumbel exploration.
-    return ({ batch, prepared }) => {
+    return ({ batch, prepared, rng }) => {
+      const ratio = ratioOf(rng);
       const out = hybrid.forward(batch.x, { training: true, keepRatio: ratio, returnAux: wantCnn });
       const { total, parts } = hybridLoss({
         logits: out.logits,
@@ -265,10 +282,12 @@ export function stage2Loss(
         teacherLogits: prepared.teacher,
         cnnLogits: out.aux?.cnnLogits,
       }, { ...w, aux: wantCnn ? w.aux : 0 });
+      if (range) parts.keepRatio = tf.scalar(ratio);
       return { loss: total, logits: out.logits, parts };
     };
   }
   return ({ batch, rng, prepared }) => {
+    const ratio = ratioOf(rng);
     const b = batch.x.shape[0];
     const n = hybrid.vit.numPatches;
     const noise = noiseScale > 0 ? gumbelNoise([b, n], rng, noiseScale) : undefined;
@@ -289,6 +308,7 @@ export function stage2Loss(
       teacherLogits: prepared.teacher,
       cnnLogits: out.cnnLogits,
     }, { ...w, aux: wantCnn ? w.aux : 0 });
+    if (range) parts.keepRatio = tf.scalar(ratio);
     return { loss: total, logits: out.logits, parts };
   };
 }
@@ -393,6 +413,7 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
     },
     loss: stage2Loss(h, {
       keepRatio: s2.keepRatio,
+      keepRatioRange: s2.keepRatioRange,
       tau: s2.tau,
       noiseScale: s2.noiseScale,
       selection: s2.selection,
