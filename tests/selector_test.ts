@@ -7,7 +7,7 @@ import { initBackend } from "../lib/backend/mod.ts";
 import { createModel, type Hybrid } from "../lib/models/mod.ts";
 import { importanceKL, stage1Loss, stage2Loss, train, type TrainBatch } from "../lib/train/mod.ts";
 import { Rng } from "../lib/util/mod.ts";
-import { stage1Prepare, vitAttentionTarget } from "../lib/train/two_stage.ts";
+import { stage1Prepare, stage2Prepare, vitAttentionTarget } from "../lib/train/two_stage.ts";
 import { assert, assertThrows } from "./_assert.ts";
 import { assertClose, assertNoLeak, seededRandom } from "./_backends.ts";
 
@@ -184,6 +184,52 @@ Deno.test({
         fixed({ model: h, batch: { x, y }, step: 0, epoch: 0, rng: g, prepared: {} });
       });
       assert(g.next() === new Rng(9).next(), "a fixed keep ratio drew from the step's generator");
+    } finally {
+      tf.dispose([x, y]);
+      h.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "stage 2 rankDistill adds KL(ViT attention ‖ selector scores) to the loss, with its weight",
+  ...opts,
+  fn: async () => {
+    await initBackend("wasm", { log: false });
+    const h = createModel("hybrid_test", { keepRatio: 0.5 }, { seed: 8 }) as Hybrid;
+    const x = images(2, 51);
+    const y = tf.tensor1d([3, 4], "int32");
+    try {
+      const weights = { rankDistill: 0.7, aux: 0 };
+      const prepare = stage2Prepare(h, weights)!;
+      const ctx = { model: h, batch: { x, y }, step: 0, epoch: 0 };
+      await assertNoLeak("rankDistill step", () => {
+        const prepared = prepare({ ...ctx, rng: new Rng(1) });
+        const [withRank, plain, byHand] = tf.tidy(() => {
+          const a = stage2Loss(h, { selection: "gather", loss: weights })({
+            ...ctx,
+            rng: new Rng(1),
+            prepared,
+          });
+          const b = stage2Loss(h, { selection: "gather", loss: { aux: 0 } })({
+            ...ctx,
+            rng: new Rng(1),
+            prepared,
+          });
+          // The gather path runs the scorer in training mode (batch statistics).
+          const kl = importanceKL(h.scores(x, true), prepared.attention, { temperature: 1 });
+          return [a.loss.dataSync()[0], b.loss.dataSync()[0], kl.dataSync()[0]];
+        });
+        tf.dispose(Object.values(prepared));
+        assert(byHand > 0, `KL ${byHand}`);
+        assertClose([withRank - plain], [0.7 * byHand], 1e-4, "rank term");
+      });
+      const noAttention = stage2Loss(h, { selection: "gather", loss: weights });
+      assertThrows(
+        () => tf.tidy(() => void noAttention({ ...ctx, rng: new Rng(1), prepared: {} })),
+        Error,
+        "rankDistill needs",
+      );
     } finally {
       tf.dispose([x, y]);
       h.dispose();

@@ -116,6 +116,12 @@ export interface HybridLossWeights {
   temperature?: number;
   /** Weight of the auxiliary CNN classification loss (default 0.3 when CNN logits are given). */
   aux?: number;
+  /**
+   * Hybrid stage 2: weight of the ranking distillation, KL(ViT's CLS attention on all tokens ‖ softmax of
+   * the selector's scores), which keeps the selector ranking what the transformer reads while both train
+   * (default 0 = off; the attention comes from `stage2Prepare`).
+   */
+  rankDistill?: number;
 }
 
 /** Inputs of {@link hybridLoss}. */

@@ -275,13 +275,20 @@ export function stage2Loss(
     // no mask, so no ratio term and no Gumbel exploration.
     return ({ batch, prepared, rng }) => {
       const ratio = ratioOf(rng);
-      const out = hybrid.forward(batch.x, { training: true, keepRatio: ratio, returnAux: wantCnn });
-      const { total, parts } = hybridLoss({
+      const rank = w.rankDistill ?? 0;
+      const out = hybrid.forward(batch.x, {
+        training: true,
+        keepRatio: ratio,
+        returnAux: wantCnn || rank > 0,
+      });
+      const r = hybridLoss({
         logits: out.logits,
         labels: batch.y,
         teacherLogits: prepared.teacher,
-        cnnLogits: out.aux?.cnnLogits,
+        cnnLogits: wantCnn ? out.aux?.cnnLogits : undefined,
       }, { ...w, aux: wantCnn ? w.aux : 0 });
+      const parts = r.parts;
+      const total = addRankDistill(parts, r.total, out.aux?.scores, prepared, rank);
       if (range) parts.keepRatio = tf.scalar(ratio);
       return { loss: total, logits: out.logits, parts };
     };
@@ -300,7 +307,7 @@ export function stage2Loss(
       cnnTraining: options.cnnTraining,
       cnnLogits: wantCnn,
     });
-    const { total, parts } = hybridLoss({
+    const r = hybridLoss({
       logits: out.logits,
       labels: batch.y,
       keepMasks: [out.mask],
@@ -308,6 +315,8 @@ export function stage2Loss(
       teacherLogits: prepared.teacher,
       cnnLogits: out.cnnLogits,
     }, { ...w, aux: wantCnn ? w.aux : 0 });
+    const parts = r.parts;
+    const total = addRankDistill(parts, r.total, out.scores, prepared, w.rankDistill ?? 0);
     if (range) parts.keepRatio = tf.scalar(ratio);
     return { loss: total, logits: out.logits, parts };
   };
@@ -322,8 +331,28 @@ export function stage2Loss(
  * ```
  */
 export function stage2Prepare(hybrid: Hybrid, weights: HybridLossWeights): TrainOptions["prepare"] {
-  if (!((weights.distill ?? 0) > 0)) return undefined;
-  return ({ batch }) => ({ teacher: hybrid.vit.forward(batch.x).logits });
+  const logits = (weights.distill ?? 0) > 0, rank = (weights.rankDistill ?? 0) > 0;
+  if (!logits && !rank) return undefined;
+  return ({ batch }) => ({
+    ...(logits ? { teacher: hybrid.vit.forward(batch.x).logits } : {}),
+    ...(rank ? { attention: vitAttentionTarget(hybrid, batch.x) } : {}),
+  });
+}
+
+/** The ranking-distillation term of stage 2 (0 weight or no prepared attention: none). */
+function addRankDistill(
+  parts: Record<string, tf.Scalar>,
+  total: tf.Scalar,
+  scores: tf.Tensor2D | undefined,
+  prepared: Record<string, tf.Tensor>,
+  weight: number,
+): tf.Scalar {
+  if (!(weight > 0)) return total;
+  if (!scores || !prepared.attention) {
+    throw new Error("stage2Loss: rankDistill needs the selector's scores and stage2Prepare's attention");
+  }
+  parts.rank = importanceKL(scores, prepared.attention, { temperature: 1 });
+  return tf.add(total, tf.mul(parts.rank, weight)) as tf.Scalar;
 }
 
 /**
