@@ -91,16 +91,27 @@ export function studyPlan(
 ): StudyPlan {
   const dataset = overrides.dataset ?? (Deno.env.get("CNNVIT_DATASET") as DatasetName | undefined) ?? "auto";
   const base = structuredClone(PLANS[profile]);
-  const tag = dataset === "auto" ? profile : `${profile}_${dataset}`;
+  // `deno task compare --seeds N` runs the study once per seed (CNNVIT_SEED); seed 0 keeps the plain folders.
+  const seed = overrides.seed ?? seedFromEnv();
+  const tag = (dataset === "auto" ? profile : `${profile}_${dataset}`) + (seed ? `_s${seed}` : "");
   return {
     profile,
     dataset,
-    seed: 0,
+    seed,
     runsDir: join("results", "runs", `study_${tag}`),
     reportDir: join("results", "study", tag),
     ...base,
     ...overrides,
   };
+}
+
+function seedFromEnv(): number {
+  const raw = Deno.env.get("CNNVIT_SEED") ?? "0";
+  const v = Number(raw);
+  if (raw.trim() === "" || !Number.isInteger(v) || v < 0) {
+    throw new Error(`CNNVIT_SEED: "${raw}" is not an integer ≥ 0`);
+  }
+  return v;
 }
 
 /**
