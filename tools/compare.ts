@@ -148,7 +148,11 @@ async function main(): Promise<number> {
     try {
       verdicts.push(await readStudyVerdict(dir));
     } catch (e) {
-      console.log(`\n[compare] no verdict for ${dir}: ${(e as Error).message}`);
+      console.log(
+        notebooks.includes("04_compare_models")
+          ? `\n[compare] no verdict for ${dir}: ${(e as Error).message}`
+          : `\n[compare] no verdict yet for ${dir}: notebook 04_compare_models has not run there`,
+      );
     }
   }
   for (const v of verdicts) {

@@ -29,6 +29,7 @@ on stderr), 130 interrupted (SIGINT/SIGTERM).
 """
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import signal
@@ -89,6 +90,7 @@ class DrainingClient(NotebookClient):
             self.interrupted = name
             print(f"nbrun: {name}: stopping the kernel", file=sys.stderr, flush=True)
             asyncio.ensure_future(self._async_cleanup_kernel())
+            atexit.unregister(self._cleanup_kernel)  # as nbclient's own handler does: stopped once, here
 
     @asynccontextmanager
     async def async_setup_kernel(self, **kwargs):
