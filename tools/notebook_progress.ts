@@ -188,8 +188,10 @@ export class NotebookProgressView {
         this.bar = "";
         return;
       case "out": {
+        // A glance at what the cell prints: one terminal line each (the executed notebook has it all).
+        const max = this.opts.tty ? Math.max(20, this.opts.columns() - 5) : 300;
         const lines = ev.text.replace(/\n$/, "").split("\n");
-        for (const l of lines) this.print(`  │ ${l.length > 300 ? l.slice(0, 299) + "…" : l}`);
+        for (const l of lines) this.print(`  │ ${l.length > max ? l.slice(0, max - 1) + "…" : l}`);
         return;
       }
       case "bar": {
