@@ -300,6 +300,44 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "run_notebooks.ts --resume skips the notebooks its --state file records as finished",
+  ignore: !py,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "nbstate_test_" });
+    try {
+      const state = join(dir, "state.json");
+      // The study's report folder name of profile quick.
+      const ds = Deno.env.get("CNNVIT_DATASET");
+      const tag = ds && ds !== "auto" ? `quick_${ds}` : "quick";
+      await Deno.writeTextFile(
+        state,
+        JSON.stringify({ profile: "quick", reportTag: tag, done: ["00_environment"] }),
+      );
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          join(root, "tools/run_notebooks.ts"),
+          "--profile",
+          "quick",
+          "--out",
+          dir,
+          "--state",
+        ]
+          .concat([state, "--resume", "00_environment"]),
+      }).output();
+      const out = new TextDecoder().decode(r.stdout);
+      assertEquals(r.code, 0, out + new TextDecoder().decode(r.stderr));
+      assert(out.includes("--resume: skipping 00_environment (finished earlier)"), out);
+      assert(out.includes("notebooks: 0 passed, 0 failed"), out);
+      assert(!out.includes("=== 00_environment"), out);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("notebookToModule() joins code cells with cell markers and comments out magics", () => {
   const m = notebookToModule({
     cells: [

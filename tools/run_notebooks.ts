@@ -287,12 +287,7 @@ async function main(): Promise<number> {
   let todo = chosen;
   if (statePath && values.resume) {
     const old = await readState(statePath);
-    if (old && old.reportTag === reportTag) {
-      state = {
-        ...old,
-        done: old.done.filter((d) => chosen.includes(d)),
-      };
-    }
+    if (old && old.reportTag === reportTag && Array.isArray(old.done)) state = { ...old, done: old.done };
     const skipped = chosen.filter((n) => state.done.includes(basename(n, ".ipynb")));
     todo = chosen.filter((n) => !skipped.includes(n));
     console.log(
