@@ -16,7 +16,7 @@
 import { basename, join, resolve } from "node:path";
 import { parseProfile } from "../lib/profile.ts";
 import { CliError, intFlag, parseCli, runCli, usage } from "./cli.ts";
-import { ensureNpmPackages } from "./npm_setup.ts";
+import { ensureNpmPackages, importLater } from "./npm_setup.ts";
 
 const root = resolve(new URL("..", import.meta.url).pathname);
 const NOTEBOOKS = ["01_resnet18", "02_vit_small", "03_hybrid", "04_compare_models"];
@@ -80,8 +80,12 @@ async function main(): Promise<number> {
   const notebooks = values.only === undefined ? NOTEBOOKS : parseOnly(values.only);
   const rawDataset = values.dataset ?? Deno.env.get("CNNVIT_DATASET");
   await ensureNpmPackages(root, "compare");
-  const { parseDatasetName } = await import("../lib/data/mod.ts");
-  const { studyPlan } = await import("../lib/experiment/study.ts");
+  const { parseDatasetName } = await importLater<typeof import("../lib/data/mod.ts")>(
+    new URL("../lib/data/mod.ts", import.meta.url),
+  );
+  const { studyPlan } = await importLater<typeof import("../lib/experiment/study.ts")>(
+    new URL("../lib/experiment/study.ts", import.meta.url),
+  );
   const { formatSeedSummary, formatStudyVerdict, readStudyVerdict } = await import("./study_verdict.ts");
   const dataset = rawDataset ? usage(() => parseDatasetName(rawDataset, "--dataset")) : undefined;
 

@@ -14,6 +14,23 @@
 import { join } from "node:path";
 
 /**
+ * Imports a module at run time only, by a specifier Deno cannot see ahead: a literal `import("...")` puts the
+ * module's npm packages in the graph that `deno run` installs before the first line runs (with a hundred
+ * "Initialize" lines), which would come before {@link ensureNpmPackages} could say anything. Give the type as
+ * `typeof import("...")`.
+ *
+ * @example
+ * ```ts
+ * const { studyPlan } = await importLater<typeof import("../lib/experiment/study.ts")>(
+ *   new URL("../lib/experiment/study.ts", import.meta.url),
+ * );
+ * ```
+ */
+export function importLater<T>(url: URL): Promise<T> {
+  return import(url.href);
+}
+
+/**
  * Installs the npm packages of deno.json into `<root>/node_modules` when they are not there, saying so
  * in one line; returns true when it installed.
  *

@@ -22,7 +22,7 @@
 import { basename, join, resolve } from "node:path";
 import { parseProfile, type ProfileName } from "../lib/profile.ts";
 import { CliError, intFlag, parseCli, runCli, usage } from "./cli.ts";
-import { ensureNpmPackages } from "./npm_setup.ts";
+import { ensureNpmPackages, importLater } from "./npm_setup.ts";
 import { NotebookProgressView, parseNbrunEvent, readTimings, type Timings } from "./notebook_progress.ts";
 
 const root = resolve(new URL("..", import.meta.url).pathname);
@@ -167,8 +167,12 @@ async function runOne(nbPath: string, ctx: RunContext): Promise<Result> {
     if (!r.success) console.warn(`  (HTML export of ${name} failed; the executed .ipynb is at ${out})`);
     else {
       // Figures in the notebook load plotly.js by URL (outputs must stay small); the HTML copy inlines it.
-      const { inlinePlotlyIntoHtml } = await import("../lib/viz/figure.ts");
-      const { writeFileAtomic } = await import("../lib/util/mod.ts");
+      const { inlinePlotlyIntoHtml } = await importLater<typeof import("../lib/viz/figure.ts")>(
+        new URL("../lib/viz/figure.ts", import.meta.url),
+      );
+      const { writeFileAtomic } = await importLater<typeof import("../lib/util/mod.ts")>(
+        new URL("../lib/util/mod.ts", import.meta.url),
+      );
       const htmlPath = join(outDir, `${name}.html`);
       await writeFileAtomic(htmlPath, inlinePlotlyIntoHtml(await Deno.readTextFile(htmlPath)));
     }
@@ -279,8 +283,12 @@ async function main(): Promise<number> {
     throw new CliError(`no notebook matches ${JSON.stringify(positionals)} (have: ${all.join(", ")})`);
   }
   await ensureNpmPackages(root, "notebooks");
-  const { studyPlan } = await import("../lib/experiment/study.ts");
-  const { writeFileAtomic } = await import("../lib/util/mod.ts");
+  const { studyPlan } = await importLater<typeof import("../lib/experiment/study.ts")>(
+    new URL("../lib/experiment/study.ts", import.meta.url),
+  );
+  const { writeFileAtomic } = await importLater<typeof import("../lib/util/mod.ts")>(
+    new URL("../lib/util/mod.ts", import.meta.url),
+  );
   const reportTag = basename(studyPlan(profile).reportDir);
   const statePath = values.state ? resolve(root, values.state) : undefined;
   let state: RunState = { profile, reportTag, done: [] };
