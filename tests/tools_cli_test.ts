@@ -123,6 +123,40 @@ Deno.test("NotebookProgressView on a terminal redraws one line: notebook, cell, 
   assert(!out.some((s) => s.includes("\n") && s.includes("cell 2/3")), "the status line never scrolls");
 });
 
+Deno.test("NotebookProgressView fits a narrow terminal: the bar's extra fields go first, then its label's parenthesis", () => {
+  let cols = 125;
+  const out: string[] = [];
+  const view = new NotebookProgressView({
+    tty: true,
+    write: (s) => out.push(s),
+    columns: () => cols,
+    now: () => 0,
+  });
+  view.notebookStart("03_hybrid");
+  view.event({ e: "cell", n: 2, of: 10 });
+  view.event({
+    e: "bar",
+    id: "p",
+    text:
+      "stage 2 (ViT + selection, CNN frozen) epoch 1/1 47% | 448/960 img | 30.1 img/s | ETA 17s | elapsed 15s | " +
+      "loss 2.1 | acc 0.2 | lr 0.0005",
+  });
+  assertEquals(
+    out.at(-1)!.slice(5),
+    "03_hybrid · cell 2/10 · 0s · stage 2 (ViT + selection, CNN frozen) epoch 1/1 47% · 448/960 img · 30.1 img/s · ETA 17s",
+  );
+  cols = 90;
+  view.redraw();
+  assertEquals(
+    out.at(-1)!.slice(5),
+    "03_hybrid · cell 2/10 · 0s · stage 2 epoch 1/1 47% · 448/960 img · 30.1 img/s · ETA 17s",
+  );
+  cols = 40;
+  view.redraw();
+  assertEquals(out.at(-1)!.length, 5 + 39);
+  assert(out.at(-1)!.endsWith("…"));
+});
+
 Deno.test("NotebookProgressView off a terminal prints plain lines: one per cell, a bar every 30 s and at 100%", () => {
   const { view, out, tick } = fakeView(false);
   view.notebookStart("02_vit_small");
@@ -184,5 +218,36 @@ Deno.test("readStudyVerdict() names the missing file when notebook 04 has not ru
     assert((e as Error).message.includes("no results.json in"), String(e));
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("studyPlan() takes the seed from CNNVIT_SEED (compare --seeds) and keeps seed 0's folders", async () => {
+  const { studyPlan } = await import("../lib/experiment/study.ts");
+  const before = Deno.env.get("CNNVIT_SEED");
+  try {
+    Deno.env.delete("CNNVIT_SEED");
+    const p0 = studyPlan("quick", { dataset: "auto" });
+    assertEquals([p0.seed, p0.reportDir, p0.runsDir], [
+      0,
+      join("results", "study", "quick"),
+      join("results", "runs", "study_quick"),
+    ]);
+    Deno.env.set("CNNVIT_SEED", "2");
+    const p2 = studyPlan("quick", { dataset: "fashion-mnist" });
+    assertEquals([p2.seed, p2.reportDir], [2, join("results", "study", "quick_fashion-mnist_s2")]);
+    assertEquals(
+      studyPlan("quick", { dataset: "auto", seed: 1 }).runsDir,
+      join("results", "runs", "study_quick_s1"),
+    );
+    Deno.env.set("CNNVIT_SEED", "two");
+    try {
+      studyPlan("quick");
+      throw new Error("accepted CNNVIT_SEED=two");
+    } catch (e) {
+      assert((e as Error).message.includes(`CNNVIT_SEED: "two"`), String(e));
+    }
+  } finally {
+    if (before === undefined) Deno.env.delete("CNNVIT_SEED");
+    else Deno.env.set("CNNVIT_SEED", before);
   }
 });

@@ -214,9 +214,16 @@ export class NotebookProgressView {
   /** Redraws the status line (a terminal only; call every second to keep the clock moving). */
   redraw(): void {
     if (!this.opts.tty || !this.notebook || this.cell === 0) return;
-    let line = this.status();
-    if (this.bar) line += ` · ${this.bar}`;
+    // Too wide for the terminal: the bar's extra fields (loss, lr, ...) go first, then the parenthesis of
+    // its label; what is left is cut.
     const width = Math.max(20, this.opts.columns() - 1);
+    const head = this.status();
+    const bar = this.bar ? this.bar.split(" · ") : [];
+    const fit = () => [head, ...bar].join(" · ");
+    const eta = bar.findIndex((p) => p.startsWith("ETA "));
+    while (fit().length > width && eta >= 0 && bar.length > eta + 1) bar.pop();
+    if (fit().length > width && bar.length) bar[0] = bar[0].replace(/ \([^)]*\)/g, "");
+    let line = fit();
     if (line.length > width) line = line.slice(0, width - 1) + "…";
     this.opts.write(`\r\x1b[2K${line}`);
     this.lineShown = true;

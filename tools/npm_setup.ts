@@ -1,9 +1,10 @@
 /**
  * The first run of a tool in a fresh clone: the npm packages (TensorFlow.js, sharp, plotly.js, ...) are not
- * in `node_modules/` yet. Deno would fetch them silently or with a hundred "Initialize" lines before the
- * tool starts; {@link ensureNpmPackages} says in one line what is fetched and why, then fetches it quietly
+ * in `node_modules/` yet. `deno run` would fetch them with a hundred "Initialize" lines before the tool
+ * starts; {@link ensureNpmPackages} says in one line what is fetched, then fetches it quietly
  * (`deno install --quiet`). Tools call it before importing anything that needs npm packages (this module
- * imports none).
+ * imports none), and import those modules with {@link importLater}. (`deno task` installs before any task
+ * starts, denoland/deno#30887: through a task, Deno's own progress line shows instead.)
  *
  * Optional build scripts stay off (deno.json `allowScripts.deny`): tfjs-node's downloads libtensorflow and
  * is only wanted by whoever chooses the `node` backend (`deno install --allow-scripts=npm:@tensorflow/tfjs-node`);
