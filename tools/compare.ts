@@ -28,8 +28,9 @@ writing tables, figures and run.json to results/study/<profile>/, then prints th
 
   --profile NAME     quick | cpu | full (default: $CNNVIT_PROFILE or cpu)
   --dataset NAME     auto | cifar10 | fashion-mnist | synthetic (default: $CNNVIT_DATASET or auto)
-  --seeds N          run the study for seeds 0..N-1 (seed s > 0 in results/study/<profile>_s<s>/) and print
-                     each seed's verdict and the mean ± sd over seeds (default 1: seed 0)
+  --seeds N          run the study for seeds 0..N-1 (from $CNNVIT_SEED when set; seed s > 0 in
+                     results/study/<profile>_s<s>/) and print each seed's verdict and the mean ± sd over seeds
+                     (default 1: seed 0)
   --only NAMES       only these notebooks (comma-separated names or unique prefixes, e.g. 03_hybrid or 03);
                      they read what earlier notebooks wrote
   --resume           continue an interrupted compare: skip the notebooks that finished (per seed); training
@@ -76,6 +77,10 @@ async function main(): Promise<number> {
     parseProfile(values.profile ?? Deno.env.get("CNNVIT_PROFILE") ?? "cpu", "--profile")
   );
   const seeds = intFlag("seeds", values.seeds!, 1);
+  const firstSeed = Number(Deno.env.get("CNNVIT_SEED") ?? "0");
+  if (!Number.isInteger(firstSeed) || firstSeed < 0) {
+    throw new CliError(`CNNVIT_SEED "${Deno.env.get("CNNVIT_SEED")}" is not an integer ≥ 0`);
+  }
   intFlag("timeout", values.timeout!, 1);
   const notebooks = values.only === undefined ? NOTEBOOKS : parseOnly(values.only);
   const rawDataset = values.dataset ?? Deno.env.get("CNNVIT_DATASET");
@@ -103,13 +108,13 @@ async function main(): Promise<number> {
 
   const reportDirs: string[] = [];
   try {
-    for (let seed = 0; seed < seeds; seed++) {
+    for (let seed = firstSeed; seed < firstSeed + seeds; seed++) {
       const plan = studyPlan(profile, { ...(dataset ? { dataset } : {}), seed });
       reportDirs.push(plan.reportDir);
       const tag = basename(plan.reportDir);
       console.log(
         `[compare] profile ${profile}${dataset ? `, dataset ${dataset}` : ""}, seed ${seed}` +
-          `${seeds > 1 ? ` (${seed + 1} of ${seeds})` : ""}: ${notebooks.join(", ")}`,
+          `${seeds > 1 ? ` (${seed - firstSeed + 1} of ${seeds})` : ""}: ${notebooks.join(", ")}`,
       );
       const env: Record<string, string> = { CNNVIT_PROFILE: profile, CNNVIT_SEED: String(seed) };
       if (dataset) env.CNNVIT_DATASET = dataset;
