@@ -60,7 +60,8 @@ async function run(cells: string[], extra: string[] = []) {
   }).output();
   const executed = JSON.parse(await Deno.readTextFile(out));
   await Deno.remove(dir, { recursive: true });
-  return { code: r.code, stderr: new TextDecoder().decode(r.stderr), executed };
+  const dec = new TextDecoder();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr), executed };
 }
 
 Deno.test({
@@ -197,6 +198,147 @@ Deno.test({
     ]);
     assertEquals(code, 2);
     assert(stderr.includes("timed out"), stderr);
+  },
+});
+
+Deno.test({
+  name: "nbrun.py --events reports cells, printed text and in-place displays as they happen",
+  ignore: !py,
+  fn: async () => {
+    const { code, stdout, stderr } = await run([
+      'console.log("hello from cell 1");',
+      'await Deno.jupyter.broadcast("display_data", { data: { "text/plain": "bar 50% | 1/2 img" }, metadata: {}, ' +
+      'transient: { display_id: "p1" } });\n' +
+      'await Deno.jupyter.broadcast("update_display_data", { data: { "text/plain": "bar 100% | 2/2 img" }, ' +
+      'metadata: {}, transient: { display_id: "p1" } });',
+    ], ["--events"]);
+    assertEquals(code, 0, stderr);
+    const events = stdout.split("\n").filter((l) => l.startsWith("@nbrun ")).map((l) =>
+      JSON.parse(l.slice(7))
+    );
+    assertEquals(events[0], { e: "start", cells: 2 });
+    assertEquals(events.filter((e) => e.e === "cell").map((e) => [e.n, e.of]), [[1, 2], [2, 2]]);
+    assertEquals(events.filter((e) => e.e === "done").length, 2);
+    assert(events.some((e) => e.e === "out" && e.text.includes("hello from cell 1")), stdout);
+    assertEquals(events.filter((e) => e.e === "bar").map((e) => [e.id, e.text]), [
+      ["p1", "bar 50% | 1/2 img"],
+      ["p1", "bar 100% | 2/2 img"],
+    ]);
+    // Events come in order: a cell's output between its start and its end.
+    const at = (f: (e: { e: string; n?: number; text?: string }) => boolean) => events.findIndex(f);
+    assert(at((e) => e.e === "cell" && e.n === 1) < at((e) => e.e === "out"));
+    assert(at((e) => e.e === "out") < at((e) => e.e === "done" && e.n === 1));
+  },
+});
+
+Deno.test({
+  name: "deno task compare shows cell and training progress, stops on SIGINT and --resume finishes (quick)",
+  ignore: !py,
+  fn: async () => {
+    // Seed 97 of the synthetic set keeps this run in folders of its own (results/*/quick_synthetic_s97),
+    // ignored by git and used by nothing else.
+    const runs = join(root, "results/runs/study_quick_synthetic_s97");
+    const report = join(root, "results/study/quick_synthetic_s97");
+    const state = join(root, "results/notebooks/compare_quick_synthetic_s97.json");
+    const clean = () =>
+      Promise.all([runs, report, state].map((d) => Deno.remove(d, { recursive: true }).catch(() => {})));
+    await clean();
+    const args = [
+      "run",
+      "-A",
+      join(root, "tools/compare.ts"),
+      "--profile",
+      "quick",
+      "--dataset",
+      "synthetic",
+      "--only",
+      "01_resnet18",
+      "--no-html",
+    ];
+    const decoder = new TextDecoder();
+    try {
+      const env = { CNNVIT_SEED: "97" };
+      const child = new Deno.Command(Deno.execPath(), { args, env, stdout: "piped", stderr: "piped" })
+        .spawn();
+      const stderr = new Response(child.stderr).text();
+      let out = "";
+      let stopped = false;
+      for await (const chunk of child.stdout) {
+        out += decoder.decode(chunk, { stream: true });
+        // Interrupt in the middle of training, once its progress has been relayed.
+        if (!stopped && /train epoch \d+\/\d+ \d+%/.test(out)) {
+          stopped = true;
+          child.kill("SIGINT");
+        }
+      }
+      const { code } = await child.status;
+      const err = await stderr;
+      assert(stopped, `no training progress line before the end:\n${out}\n${err}`);
+      assertEquals(code, 130, `${out}\n${err}`);
+      assert(/\[01_resnet18 · cell \d+\/\d+ · \d+s( · ETA all \S+)?\]/.test(out), out);
+      assert(
+        /01_resnet18 · train epoch \d+\/\d+ \d+% · \d+\/\d+ img · [\d.]+ img\/s · ETA \S+/.test(out),
+        out,
+      );
+      assert(/01_resnet18\s+STOPPED/.test(out), out);
+      assert(out.includes("interrupted in code cell") || out.includes("interrupted (SIGINT)"), out);
+      assert(out.includes("--only 01_resnet18 --no-html --resume"), out);
+      assert(!out.includes("Traceback"), out);
+      // The interrupted training run is there to resume.
+      await Deno.stat(join(runs, "resnet18", "config.json"));
+
+      const r = await new Deno.Command(Deno.execPath(), { args: [...args, "--resume"], env }).output();
+      const out2 = decoder.decode(r.stdout);
+      assertEquals(r.code, 0, `${out2}\n${decoder.decode(r.stderr)}`);
+      assert(/resum/i.test(out2), out2);
+      assert(/\[01_resnet18 · cell \d+\/\d+ · /.test(out2), out2);
+      // The final summary block.
+      assert(out2.includes("Notebook                      result   seconds"), out2);
+      assert(/01_resnet18\s+ok\s+[\d.]+/.test(out2), out2);
+      assert(out2.includes("notebooks: 1 passed, 0 failed"), out2);
+      assert(out2.includes("no verdict yet for results/study/quick_synthetic_s97"), out2);
+      await Deno.stat(join(report, "01_resnet18", "results.md"));
+    } finally {
+      await clean();
+    }
+  },
+});
+
+Deno.test({
+  name: "run_notebooks.ts --resume skips the notebooks its --state file records as finished",
+  ignore: !py,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "nbstate_test_" });
+    try {
+      const state = join(dir, "state.json");
+      // The study's report folder name of profile quick.
+      const ds = Deno.env.get("CNNVIT_DATASET");
+      const tag = ds && ds !== "auto" ? `quick_${ds}` : "quick";
+      await Deno.writeTextFile(
+        state,
+        JSON.stringify({ profile: "quick", reportTag: tag, done: ["00_environment"] }),
+      );
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          join(root, "tools/run_notebooks.ts"),
+          "--profile",
+          "quick",
+          "--out",
+          dir,
+          "--state",
+        ]
+          .concat([state, "--resume", "00_environment"]),
+      }).output();
+      const out = new TextDecoder().decode(r.stdout);
+      assertEquals(r.code, 0, out + new TextDecoder().decode(r.stderr));
+      assert(out.includes("--resume: skipping 00_environment (finished earlier)"), out);
+      assert(out.includes("notebooks: 0 passed, 0 failed"), out);
+      assert(!out.includes("=== 00_environment"), out);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });
 

@@ -21,11 +21,11 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { parseArgs } from "node:util";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { dirname, join } from "node:path";
 import { type BackendName, initBackend, loadNativeBackend, nativeBackendStatus } from "../lib/backend/mod.ts";
 import { writeFileAtomicSync } from "../lib/util/mod.ts";
+import { CliError, intFlag, parseCli, runCli } from "./cli.ts";
 
 /** One measured (model, backend) pair. */
 interface RunResult {
@@ -402,28 +402,25 @@ function modelLabel(r: { model: string; keepRatio?: number }): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      worker: { type: "string" },
-      backends: { type: "string", default: "native,wasm" },
-      models: {
-        type: "string",
-        default: "resnet18,vit_small,hybrid_small@0.4,hybrid_small@0.5,hybrid_small@0.6",
-      },
-      batch: { type: "string", default: "64" },
-      threads: { type: "string", default: "2" },
-      "infer-iters": { type: "string", default: "5" },
-      "train-iters": { type: "string", default: "3" },
-      "latency-iters": { type: "string", default: "10" },
-      warmup: { type: "string", default: "1" },
-      "no-torch": { type: "boolean", default: false },
-      "kernels-only": { type: "boolean", default: false },
-      "no-kernels": { type: "boolean", default: false },
-      "no-grad-checkpoint": { type: "boolean", default: false },
-      out: { type: "string" },
-      help: { type: "boolean", default: false },
+  const { values } = parseCli(Deno.args, {
+    worker: { type: "string" },
+    backends: { type: "string", default: "native,wasm" },
+    models: {
+      type: "string",
+      default: "resnet18,vit_small,hybrid_small@0.4,hybrid_small@0.5,hybrid_small@0.6",
     },
+    batch: { type: "string", default: "64" },
+    threads: { type: "string", default: "2" },
+    "infer-iters": { type: "string", default: "5" },
+    "train-iters": { type: "string", default: "3" },
+    "latency-iters": { type: "string", default: "10" },
+    warmup: { type: "string", default: "1" },
+    "no-torch": { type: "boolean", default: false },
+    "kernels-only": { type: "boolean", default: false },
+    "no-kernels": { type: "boolean", default: false },
+    "no-grad-checkpoint": { type: "boolean", default: false },
+    out: { type: "string" },
+    help: { type: "boolean", default: false },
   });
   if (values.out && !values.worker) {
     provenance = import("../lib/report/mod.ts").then((m) => m.collectRunInfo({ experiment: "bench" }));
@@ -448,13 +445,7 @@ async function main(): Promise<void> {
     console.log(RESULT_TAG + JSON.stringify(r));
     return;
   }
-  const int = (name: string, v: string, min: number) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) {
-      throw new Error(`--${name}: expected an integer >= ${min}, got "${v}"`);
-    }
-    return n;
-  };
+  const int = intFlag;
   const batch = int("batch", values.batch!, 1), threads = int("threads", values.threads!, 1);
   const inferIters = int("infer-iters", values["infer-iters"]!, 0);
   const trainIters = int("train-iters", values["train-iters"]!, 0);
@@ -464,14 +455,14 @@ async function main(): Promise<void> {
   const requested = values.backends!.split(",").map((s) => s.trim()).filter(Boolean);
   for (const b of requested) {
     if (!["native", "wasm", "cpu", "node"].includes(b)) {
-      throw new Error(`--backends: unknown backend "${b}"; expected native, wasm, cpu or node`);
+      throw new CliError(`--backends: unknown backend "${b}"; expected native, wasm, cpu or node`);
     }
   }
   const models = values.models!.split(",").map((s) => s.trim()).filter(Boolean).map((m) => {
     const [model, keep] = m.split("@");
     const keepRatio = keep === undefined ? undefined : Number(keep);
     if (keepRatio !== undefined && !(keepRatio > 0 && keepRatio <= 1)) {
-      throw new Error(`--models: keep ratio in "${m}" must be in (0, 1]`);
+      throw new CliError(`--models: keep ratio in "${m}" must be in (0, 1]`);
     }
     return { model, keepRatio };
   });
@@ -751,4 +742,4 @@ async function finish(report: { machine: string }, out: string | undefined): Pro
   console.log(`\nwrote ${out} (and .txt, the tables above) and ${runPath}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runCli("bench", main);

@@ -16,16 +16,27 @@ Why a subclass:
   message. DrainingClient drops such a message, says so on stderr and in the cell's outputs (message type,
   reason, the bundle's keys and value types), and carries on, as JupyterLab would.
 
+- With `--events`, it reports progress on stdout as it happens, one JSON object per line after the prefix
+  `@nbrun `: `{"e": "start", "cells": N}` (N code cells), `{"e": "cell", "n": k, "of": N}` when code cell k
+  (from 1) starts, `{"e": "done", "n": k, "seconds": s}` when it ends, `{"e": "out", "name": "stdout",
+  "text": ...}` for a cell's printed text and `{"e": "bar", "id": ..., "text": ...}` for an in-place updated
+  display (the progress bars of lib/util/progress.ts). tools/run_notebooks.ts draws them in the terminal.
+- SIGINT or SIGTERM stops the kernel, writes the executed copy so far and exits 130.
+
 Exit codes: 0 ok, 1 a cell raised (the cell index and error are printed), 2 a cell timed out or the kernel
 died, 3 bad arguments, 4 the runner itself failed or the kernel's output stream broke (not a cell error; said
-on stderr).
+on stderr), 130 interrupted (SIGINT/SIGTERM).
 """
 import argparse
 import asyncio
+import atexit
+import json
 import os
+import signal
 import sys
 import time
 import traceback
+from contextlib import asynccontextmanager
 from queue import Empty
 
 import nbformat
@@ -60,6 +71,67 @@ class DrainingClient(NotebookClient):
         super().__init__(*args, **kwargs)
         self.problems = []
         self.stream_broken = None  # (cell index, reason) of the first unreadable IOPub message
+        self.events = False  # write progress events on stdout (--events)
+        self.interrupted = None  # the signal's name once SIGINT/SIGTERM arrived
+        self.current_cell = None  # code-cell ordinal (from 1) running now
+        self._code_ordinal = {}
+
+    def _event(self, **ev):
+        if not self.events:
+            return
+        try:
+            sys.stdout.write("@nbrun " + json.dumps(ev) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):  # the reader went away: progress is optional
+            self.events = False
+
+    def _on_signal(self, name):
+        if self.interrupted is None:
+            self.interrupted = name
+            print(f"nbrun: {name}: stopping the kernel", file=sys.stderr, flush=True)
+            asyncio.ensure_future(self._async_cleanup_kernel())
+            atexit.unregister(self._cleanup_kernel)  # as nbclient's own handler does: stopped once, here
+
+    @asynccontextmanager
+    async def async_setup_kernel(self, **kwargs):
+        async with super().async_setup_kernel(**kwargs):
+            # nbclient's own handlers stop the kernel; ours also remember why, to exit 130 and say so.
+            loop = asyncio.get_event_loop()
+            try:
+                loop.add_signal_handler(signal.SIGINT, self._on_signal, "SIGINT")
+                loop.add_signal_handler(signal.SIGTERM, self._on_signal, "SIGTERM")
+            except (RuntimeError, NotImplementedError):
+                pass
+            code = [c for c in self.nb.cells if c.cell_type == "code"]
+            self._code_ordinal = {id(c): i + 1 for i, c in enumerate(code)}
+            self._event(e="start", cells=len(code))
+            yield
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if self.interrupted:
+            raise KeyboardInterrupt(self.interrupted)
+        n = self._code_ordinal.get(id(cell))
+        if n is None:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        self.current_cell = n
+        self._event(e="cell", n=n, of=len(self._code_ordinal), index=cell_index)
+        t0 = time.monotonic()
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        finally:
+            self._event(e="done", n=n, seconds=round(time.monotonic() - t0, 3))
+
+    def _relay(self, msg):
+        """Progress events for a cell's printed text and its in-place updated displays."""
+        kind = msg.get("msg_type")
+        content = msg.get("content") or {}
+        if kind == "stream" and isinstance(content.get("text"), str):
+            self._event(e="out", name=content.get("name", "stdout"), text=content["text"][:4000])
+        elif kind in ("display_data", "update_display_data"):
+            display_id = (content.get("transient") or {}).get("display_id")
+            text = (content.get("data") or {}).get("text/plain")
+            if display_id and isinstance(text, str):
+                self._event(e="bar", id=str(display_id), text=text[:400])
 
     def _report(self, cell, cell_index, what):
         text = f"nbrun: cell {cell_index}: {what}"
@@ -69,6 +141,8 @@ class DrainingClient(NotebookClient):
             cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text=text + "\n"))
 
     def process_message(self, msg, cell, cell_index):
+        if self.events:
+            self._relay(msg)
         try:
             return super().process_message(msg, cell, cell_index)
         except CellExecutionComplete:
@@ -123,6 +197,31 @@ class DrainingClient(NotebookClient):
                 pass
 
 
+def _failure_code(a, nb, e) -> int:
+    """Says on stderr why the run failed and returns the exit code (see the module's docstring)."""
+    try:
+        raise e
+    except CellTimeoutError:
+        print(f"nbrun: {a.notebook}: a cell timed out after {a.timeout}s (the kernel was stopped):\n{e}", file=sys.stderr)
+        return 2
+    except DeadKernelError as e:
+        print(f"nbrun: {a.notebook}: the kernel died: {e}", file=sys.stderr)
+        return 2
+    except CellExecutionError as e:
+        idx = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
+            o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+        where = f"cell {idx}" if idx is not None else "a cell"
+        print(f"nbrun: {a.notebook}: {where} failed:\n{e}", file=sys.stderr)
+        last = [ln for ln in str(e).splitlines() if ln.strip()]
+        # One line at the end for summaries (the runner's table): where, and the error's last line.
+        print(f"nbrun: {where} failed: {last[-1].strip() if last else type(e).__name__}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the runner's own failure, told apart from a cell's
+        traceback.print_exc()
+        print(f"nbrun: {a.notebook}: the runner itself failed, not a cell ({type(e).__name__}: {e})", file=sys.stderr)
+        return 4
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("notebook")
@@ -131,6 +230,7 @@ def main() -> int:
     ap.add_argument("--kernel", default="deno")
     ap.add_argument("--drain", type=float, default=0.5, help="seconds to keep reading after idle")
     ap.add_argument("--cwd", default=None, help="working directory of the kernel (default: the notebook's folder)")
+    ap.add_argument("--events", action="store_true", help="write progress events on stdout (@nbrun JSON lines)")
     a = ap.parse_args()
     if not os.path.isfile(a.notebook):
         print(f"nbrun: notebook not found: {a.notebook}", file=sys.stderr)
@@ -140,28 +240,18 @@ def main() -> int:
     client = DrainingClient(nb, timeout=a.timeout, kernel_name=a.kernel, resources={"metadata": {"path": cwd}},
                             allow_errors=False, record_timing=True)
     client.drain_seconds = a.drain
+    client.events = a.events
     code = 0
     try:
         client.execute()
-    except CellTimeoutError as e:
-        print(f"nbrun: {a.notebook}: a cell timed out after {a.timeout}s (the kernel was stopped):\n{e}", file=sys.stderr)
-        code = 2
-    except DeadKernelError as e:
-        print(f"nbrun: {a.notebook}: the kernel died: {e}", file=sys.stderr)
-        code = 2
-    except CellExecutionError as e:
-        idx = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
-            o.get("output_type") == "error" for o in c.get("outputs", []))), None)
-        where = f"cell {idx}" if idx is not None else "a cell"
-        print(f"nbrun: {a.notebook}: {where} failed:\n{e}", file=sys.stderr)
-        last = [ln for ln in str(e).splitlines() if ln.strip()]
-        # One line at the end for summaries (the runner's table): where, and the error's last line.
-        print(f"nbrun: {where} failed: {last[-1].strip() if last else type(e).__name__}", file=sys.stderr)
-        code = 1
-    except Exception as e:  # noqa: BLE001 - the runner's own failure, told apart from a cell's
-        traceback.print_exc()
-        print(f"nbrun: {a.notebook}: the runner itself failed, not a cell ({type(e).__name__}: {e})", file=sys.stderr)
-        code = 4
+    except BaseException as e:  # noqa: BLE001 - an interrupt first, whatever it made nbclient raise
+        if client.interrupted is None and not isinstance(e, KeyboardInterrupt):
+            code = _failure_code(a, nb, e)
+        else:
+            where = f" in code cell {client.current_cell}" if client.current_cell else ""
+            print(f"nbrun: {a.notebook}: interrupted ({client.interrupted or 'SIGINT'}){where}; the kernel was "
+                  "stopped", file=sys.stderr)
+            code = 130
     if client.problems:
         print(f"nbrun: {a.notebook}: {len(client.problems)} kernel message(s) dropped or unreadable (listed above)",
               file=sys.stderr)

@@ -90,8 +90,11 @@ async function tryNode(): Promise<string | undefined> {
   try {
     await import(spec);
   } catch (e) {
-    return `tfjs-node did not load (${firstLine(e)}); install it where a network exists with ` +
-      "`deno install --allow-scripts=npm:@tensorflow/tfjs-node`";
+    const how = "`deno install --allow-scripts=npm:@tensorflow/tfjs-node` where a network exists";
+    // The usual case: the package is there but its install script (which downloads libtensorflow) never
+    // ran, as deno.json's allowScripts wants. Optional, so said in a few words.
+    if (/tfjs_binding\.node/.test(firstLine(e))) return `tfjs-node not installed (optional: ${how})`;
+    return `tfjs-node did not load (${firstLine(e)}); install it with ${how}`;
   }
   if (tf.findBackend("tensorflow") === null) return "tfjs-node loaded but registered no 'tensorflow' backend";
   return undefined;

@@ -96,17 +96,29 @@ export function studyPlan(
   const asked = overrides.dataset ?? (Deno.env.get("CNNVIT_DATASET") as DatasetName | undefined) ?? "auto";
   const dataset = asked === "auto" ? resolveAutoDataset() : asked;
   const base = structuredClone(PLANS[profile]);
+  // `deno task compare --seeds N` runs the study once per seed (CNNVIT_SEED); seed 0 keeps the plain folders.
+  const seed = overrides.seed ?? seedFromEnv();
+  const suffix = seed ? `_s${seed}` : "";
   // Reports of the default (auto) study keep their short folder; runs are always keyed by dataset.
-  const tag = asked === "auto" ? profile : `${profile}_${dataset}`;
+  const tag = (asked === "auto" ? profile : `${profile}_${dataset}`) + suffix;
   return {
     profile,
-    seed: 0,
-    runsDir: join("results", "runs", `study_${profile}_${dataset}`),
+    seed,
+    runsDir: join("results", "runs", `study_${profile}_${dataset}${suffix}`),
     reportDir: join("results", "study", tag),
     ...base,
     ...overrides,
     dataset,
   };
+}
+
+function seedFromEnv(): number {
+  const raw = Deno.env.get("CNNVIT_SEED") ?? "0";
+  const v = Number(raw);
+  if (raw.trim() === "" || !Number.isInteger(v) || v < 0) {
+    throw new Error(`CNNVIT_SEED: "${raw}" is not an integer ≥ 0`);
+  }
+  return v;
 }
 
 /**

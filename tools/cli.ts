@@ -1,0 +1,89 @@
+/**
+ * Flag parsing shared by the tools (`compare`, `notebooks`, `bench`): node's strict `parseArgs`, and one way
+ * to fail on bad input, as tools/train.ts does: a message naming the flag and quoting the value, `(see
+ * --help)`, exit code 2, no stack trace.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** A mistake in the command line: {@link runCli} prints it and exits 2. */
+export class CliError extends Error {
+  override name = "CliError";
+}
+
+/**
+ * Parses `args` strictly (unknown flags and missing values are {@link CliError}s).
+ *
+ * @example
+ * ```ts
+ * const { values } = parseCli(["--seeds", "3"], { seeds: { type: "string" } });
+ * values.seeds; // "3"
+ * ```
+ */
+export function parseCli<O extends NonNullable<ParseArgsConfig["options"]>>(
+  args: string[],
+  options: O,
+  allowPositionals = false,
+): ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: boolean }>> {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals });
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+}
+
+/**
+ * A flag's whole number, at least `min`, or a {@link CliError} quoting the value.
+ *
+ * @example
+ * ```ts
+ * intFlag("seeds", "3", 1); // 3
+ * ```
+ */
+export function intFlag(name: string, raw: string, min: number): number {
+  const v = Number(raw);
+  if (raw.trim() === "" || !Number.isInteger(v) || v < min) {
+    throw new CliError(`--${name} "${raw}" is not an integer ≥ ${min}`);
+  }
+  return v;
+}
+
+/**
+ * Calls `f` (parsing inside it throws {@link CliError}); a `CliError`, or an error of a `parse*` validator
+ * passed as `usageErrors`, prints `<tool>: <message>` and `(see --help)` and exits 2.
+ * Returns `f`'s exit code, or exits with it when `exit` is true.
+ *
+ * @example
+ * ```ts
+ * await runCli("compare", async () => 0);
+ * ```
+ */
+export async function runCli(tool: string, f: () => Promise<number | void>, exit = true): Promise<number> {
+  let code: number;
+  try {
+    code = (await f()) ?? 0;
+  } catch (e) {
+    if (!(e instanceof CliError)) throw e;
+    console.error(`${tool}: ${e.message}\n(see --help)`);
+    code = 2;
+  }
+  if (exit) Deno.exit(code);
+  return code;
+}
+
+/**
+ * Runs a validator (`parseProfile`, `parseDatasetName`, ...) and turns its error into a {@link CliError}.
+ *
+ * @example
+ * ```ts
+ * const n = usage(() => Number.parseInt("3"));
+ * ```
+ */
+export function usage<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+}
