@@ -265,7 +265,7 @@ export async function checkHtmlCopy(
   browser: Browser,
   htmlPath: string,
   ipynbPath: string,
-  options: { screenshot?: string; timeoutMs?: number } = {},
+  options: { screenshot?: string; timeoutMs?: number; figureWaitMs?: number } = {},
 ): Promise<PageCheck> {
   const t0 = performance.now();
   const name = basename(htmlPath, ".html");
@@ -289,7 +289,8 @@ export async function checkHtmlCopy(
       waitUntil: "load",
       timeout: options.timeoutMs ?? 60_000,
     });
-    await waitForFigures(page, options.timeoutMs ?? 30_000);
+    // plotly.js is inlined: figures draw right after load; allow for a slow machine.
+    await waitForFigures(page, options.figureWaitMs ?? 30_000);
     const rendered = await page.evaluate(measureInPage);
     const problems = compareOutputs(expected, rendered, errors);
     if (options.screenshot) await screenshot(page, options.screenshot);
