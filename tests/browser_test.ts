@@ -7,7 +7,15 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "./_assert.ts";
-import { checkHtmlCopy, compareOutputs, expectedOutputs, launchChromium } from "../tools/browser_check.ts";
+import {
+  checkHtmlCopy,
+  checkLiveNotebook,
+  compareOutputs,
+  expectedOutputs,
+  launchChromium,
+  projectCopy,
+  startJupyter,
+} from "../tools/browser_check.ts";
 import { displayBundle, Figure, findChromium, PngImage, renderImage } from "../lib/viz/mod.ts";
 import { inlinePlotlyIntoHtml } from "../lib/viz/figure.ts";
 
@@ -158,6 +166,63 @@ Deno.test({
       assert(r.problems.slice(5).some((p) => p.startsWith("browser console: uncaught")), problems);
     } finally {
       await close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+async function hasNotebookServer(): Promise<boolean> {
+  const r = await new Deno.Command("sh", { args: ["-c", "command -v jupyter-notebook"], stdout: "null" })
+    .output();
+  return r.success;
+}
+
+const liveSkip = skip ??
+  (!(await hasNotebookServer()) ? "no jupyter-notebook (apt-get install -y jupyter-notebook)" : undefined);
+if (liveSkip && !skip) console.warn(`browser_test: live notebook test skipped: ${liveSkip}`);
+
+Deno.test({
+  name: "checkLiveNotebook() fails a notebook whose figure does not draw and whose last cell throws",
+  ignore: liveSkip !== undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await projectCopy();
+    const source = (lines: string[]) => lines.map((l, i) => (i < lines.length - 1 ? `${l}\n` : l));
+    const cells = [
+      ['import { Figure, PngImage, show } from "../lib/mod.ts";'],
+      ['await show(new Figure([{ type: "scatter", x: [1, 2], y: [2, 1] }]));'],
+      ['await show(new Figure([{ type: "scatter", x: "not an array", y: 42 } as never]));'],
+      ['throw new RangeError("on purpose");'],
+    ].map((src, i) => ({
+      id: `c${i}`,
+      cell_type: "code",
+      execution_count: null,
+      metadata: {},
+      outputs: [],
+      source: source(src),
+    }));
+    await Deno.writeTextFile(
+      join(dir, "notebooks", "zz_broken.ipynb"),
+      JSON.stringify({
+        nbformat: 4,
+        nbformat_minor: 5,
+        metadata: { kernelspec: { name: "deno", display_name: "Deno", language: "typescript" } },
+        cells,
+      }),
+    );
+    const server = await startJupyter(dir, Deno.env.toObject());
+    const { browser, close } = await launchChromium();
+    try {
+      const r = await checkLiveNotebook(browser, server, "zz_broken", { timeoutMs: 10 * 60_000 });
+      assertEquals(r.figures, 2);
+      assertEquals(r.problems, [
+        "error output in cell 3: RangeError: on purpose",
+        "figure 2 drew axes but no data traces",
+      ]);
+    } finally {
+      await close();
+      await server.stop();
       await Deno.remove(dir, { recursive: true });
     }
   },
