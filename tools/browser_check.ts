@@ -285,6 +285,12 @@ export async function checkHtmlCopy(
     // Blocked requests (nbconvert's template links MathJax and require.js from a CDN) are listed apart;
     // every other console error counts.
     const errors = watchConsole(page, (t) => t.startsWith("Failed to load resource"));
+    page.on("requestfailed", (req) => {
+      // A local file that does not load is an error; blocked network requests are listed below.
+      if (req.url().startsWith("file:")) {
+        errors.push(`could not load ${req.url()}: ${req.failure()?.errorText}`);
+      }
+    });
     await page.goto(`file://${resolve(htmlPath)}`, {
       waitUntil: "load",
       timeout: options.timeoutMs ?? 60_000,
