@@ -40,3 +40,37 @@ Deno.test({
     await assertRejects(() => initBackend("node", { log: false }), Error, "tfjs-node");
   },
 });
+
+Deno.test({
+  name: "initBackend() logs one short line; the reasons for rejected backends only when verbose",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const logged: string[] = [];
+    const orig = console.log;
+    console.log = (...a: unknown[]) => logged.push(a.join(" "));
+    let quiet, loud;
+    try {
+      quiet = await initBackend("auto", { verbose: false });
+      assertEquals(logged, [`backend ${quiet.summary}`]);
+      logged.length = 0;
+      loud = await initBackend("auto", { verbose: true });
+    } finally {
+      console.log = orig;
+    }
+    assertEquals(quiet.summary, loud.summary);
+    assertEquals(quiet.summary.startsWith(`${quiet.name}: `), true, quiet.summary);
+    assertEquals(quiet.summary.length < 60, true, quiet.summary);
+    assertEquals(quiet.reason.length < 80, true, quiet.reason);
+    if (quiet.name === "native") assertEquals(/ \d+ threads?$/.test(quiet.summary), true, quiet.summary);
+    // Verbose: the summary line, then one line per rejected backend with its full reason.
+    assertEquals(logged[0], `backend ${loud.summary}`);
+    for (const r of loud.rejected) {
+      assertEquals(
+        logged.some((l) => l.includes(`${r.name} not used: ${r.reason}`)),
+        true,
+        logged.join("\n"),
+      );
+    }
+  },
+});

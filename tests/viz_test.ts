@@ -16,6 +16,7 @@ import {
   colormap,
   confusionMatrixPlot,
   displayBundle,
+  DROPPED_HATCH_RGB,
   exportFigure,
   Figure,
   findChromium,
@@ -233,7 +234,7 @@ Deno.test("renderImage() upscales by an integer factor", async () => {
 Deno.test("tokenGridImage() dims exactly the patches left out of the kept indices", async () => {
   // 16x16 image, 4x4 grid of 4-pixel patches, upscaled x2 -> 32x32 with 8-pixel patches
   const kept = [0, 5, 10, 15, 3];
-  const img = await tokenGridImage(grey(16, 16, 0.8), kept, { grid: 4, scale: 2, dim: 0.25 });
+  const img = await tokenGridImage(grey(16, 16, 0.8), kept, { grid: 4, scale: 2, dim: 0.25, hatch: false });
   const d = await decode(img);
   assertEquals([d.width, d.height], [32, 32]);
   for (let p = 0; p < 16; p++) {
@@ -252,6 +253,64 @@ Deno.test("tokenGridImage() dims exactly the patches left out of the kept indice
     err = e;
   }
   assert(err instanceof RangeError && err.message.includes("kept[0] is 16"));
+});
+
+Deno.test("tokenGridImage() and heatmapOverlay() mark dropped patches visibly on a black image", async () => {
+  // Fashion-MNIST backgrounds are black: dimming alone leaves dropped patches identical to kept ones.
+  const kept = [0, 5, 10, 15];
+  const black = grey(16, 16, 0);
+  for (
+    const img of [
+      await tokenGridImage(black, kept, { grid: 4, scale: 4 }),
+      await heatmapOverlay(black, Array.from({ length: 16 }, (_, i) => i), { grid: 4, scale: 4, kept }),
+    ]
+  ) {
+    const d = await decode(img);
+    assertEquals([d.width, d.height], [64, 64]);
+    for (let p = 0; p < 16; p++) {
+      let hatched = 0, black = 0;
+      for (let y = Math.floor(p / 4) * 16; y < Math.floor(p / 4) * 16 + 16; y++) {
+        for (let x = (p % 4) * 16; x < (p % 4) * 16 + 16; x++) {
+          const px = Array.from(d.data.subarray((y * 64 + x) * 3, (y * 64 + x) * 3 + 3));
+          if (px.join() === DROPPED_HATCH_RGB.join()) hatched++;
+          if (px.join() === "0,0,0") black++;
+        }
+      }
+      if (kept.includes(p)) assertEquals(hatched, 0, `kept patch ${p} has ${hatched} hatch pixels`);
+      else {
+        // One pixel in six on a hatch diagonal: ~43 of 256, each far from black (sum of channels 475).
+        assert(hatched >= 40, `dropped patch ${p} has only ${hatched} hatch pixels`);
+        assertEquals(hatched + black, 256, `dropped patch ${p}: ${256 - hatched - black} other pixels`);
+      }
+    }
+  }
+  const plain = await tokenGridImage(black, kept, { grid: 4, scale: 4, hatch: false });
+  assert((await decode(plain)).data.every((v) => v === 0), "hatch: false leaves a black image black");
+});
+
+Deno.test("selectionPanel() adds a legend for the hatch under the panel when tokens were dropped", async () => {
+  const scores = Array.from({ length: 16 }, (_, i) => i);
+  const withKept = await selectionPanel(grey(16, 16, 0), { grid: 4, scale: 4, scores, keptIndices: [0, 5] });
+  const without = await selectionPanel(grey(16, 16, 0), { grid: 4, scale: 4, scores });
+  const noLegend = await selectionPanel(grey(16, 16, 0), {
+    grid: 4,
+    scale: 4,
+    scores,
+    keptIndices: [0, 5],
+    legend: false,
+  });
+  assertEquals(withKept.height, noLegend.height + 22);
+  assertEquals(without.height, noLegend.height);
+  // The legend's swatch is hatched in the same colour as the dropped patches.
+  const d = await decode(withKept);
+  let cyan = 0;
+  for (let y = d.height - 22; y < d.height; y++) {
+    for (let x = 0; x < 40; x++) {
+      const o = (y * d.width + x) * d.channels;
+      if (d.data[o] < 60 && d.data[o + 1] > 180 && d.data[o + 2] > 220) cyan++;
+    }
+  }
+  assert(cyan > 10, `legend swatch has ${cyan} hatch-coloured pixels`);
 });
 
 Deno.test("heatmapOverlay() colours each patch by its value", async () => {
@@ -286,6 +345,7 @@ Deno.test("heatmapOverlay() with kept patches colours only those and dims the re
     colormap: "viridis",
     kept: [1, 3],
     dim: 0.25,
+    hatch: false,
   });
   const d = await decode(img);
   const px = (y: number, x: number) => Array.from(d.data.subarray((y * 4 + x) * 3, (y * 4 + x) * 3 + 3));
@@ -361,7 +421,13 @@ Deno.test({
       assertEquals(a.keptIndices!.length, 32);
       assertEquals(a.attention![0].tokens, 33);
       const x1 = tf.tidy(() => tf.squeeze(tf.slice(x, [1], [1]), [0])) as tf.Tensor3D;
-      const grid = await tokenGridImage(x1, a.keptIndices!, { grid: 8, scale: 2, dim: 0, gridLines: false });
+      const grid = await tokenGridImage(x1, a.keptIndices!, {
+        grid: 8,
+        scale: 2,
+        dim: 0,
+        gridLines: false,
+        hatch: false,
+      });
       const d = await decode(grid);
       for (let p = 0; p < 64; p++) {
         const y = Math.floor(p / 8) * 8 + 4, xx = (p % 8) * 8 + 4;
@@ -389,8 +455,8 @@ Deno.test("imageGrid(), attentionMapsImage() and selectionPanel() produce labell
   assertEquals((await decode(g)).width, g.width);
   const att: AttentionMatrix = { heads: 1, tokens: 3, data: [0.5, 0.25, 0.25, 0, 1, 0, 0, 0, 1] };
   const m = await attentionMapsImage(grey(8, 8, 0.5), [att, att], { grid: 2, keptIndices: [1, 2], scale: 4 });
-  // input + 2 blocks + rollout = 4 panels in one row
-  assertEquals([m.width, m.height], [6 + 4 * (32 + 6), 6 + 20 + 32 + 6]);
+  // input + 2 blocks + rollout = 4 panels in one row, and the legend line for the dropped-token hatch
+  assertEquals([m.width, m.height], [6 + 4 * (32 + 6), 6 + 20 + 32 + 6 + 22]);
   const s = await selectionPanel(grey(8, 8, 0.5), {
     grid: 2,
     scale: 4,
@@ -400,7 +466,7 @@ Deno.test("imageGrid(), attentionMapsImage() and selectionPanel() produce labell
     title: "sample",
   });
   assertEquals(s.width, 6 + 4 * (32 + 6));
-  assertEquals(s.height, 26 + 6 + 20 + 32 + 6);
+  assertEquals(s.height, 26 + 6 + 20 + 32 + 6 + 22);
   const bundle = await displayBundle(s);
   assertEquals(bundle["text/plain"], `PngImage(${s.width}x${s.height})`);
   assertEquals(atob(bundle["image/png"] as string).slice(1, 4), "PNG");

@@ -15,7 +15,7 @@ import "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { registerWasmTrainingKernels } from "./wasm_kernels.ts";
-import { loadNativeBackend } from "./native.ts";
+import { loadNativeBackend, nativeBackendStatus } from "./native.ts";
 
 /** Backends that {@link initBackend} understands. */
 export type BackendChoice = "auto" | "node" | "native" | "wasm" | "cpu";
@@ -29,9 +29,11 @@ export interface BackendInfo {
   name: BackendName;
   /** The tfjs backend name underneath (`tf.getBackend()`). */
   tfBackend: string;
-  /** Why this backend was chosen, for logs and `run.json`. */
+  /** Why this backend was chosen, in a few words (the details of the rejected ones are in `rejected`). */
   reason: string;
-  /** The backends that were tried and why they were not used. */
+  /** One short sentence for logs and notebooks, e.g. `"native: oneDNN 2.6.3, 2 threads"`. */
+  summary: string;
+  /** The backends that were tried and why they were not used (the full error text). */
   rejected: { name: BackendName; reason: string }[];
 }
 
@@ -42,8 +44,13 @@ let current: BackendInfo | undefined;
 
 /** Options of {@link initBackend}. */
 export interface InitBackendOptions {
-  /** Log the choice to the console (default true). */
+  /** Log the choice to the console as one short line (default true). */
   log?: boolean;
+  /**
+   * Also log why each backend tried before it was rejected (default: the `CNNVIT_VERBOSE` environment
+   * variable is `1`/`true`). The reasons are always in the returned `rejected`.
+   */
+  verbose?: boolean;
   /** Threads for the native BLAS backend (default: `BLAS_THREADS` or the number of cores). */
   threads?: number;
 }
@@ -100,6 +107,45 @@ async function tryNode(): Promise<string | undefined> {
   return undefined;
 }
 
+/**
+ * One short, calm sentence saying what computes: the backend and what runs underneath.
+ *
+ * @example
+ * ```ts
+ * const info = await initBackend("wasm", { log: false });
+ * backendSummary(info.name); // "wasm: embedded WebAssembly"
+ * ```
+ */
+export function backendSummary(name: BackendName): string {
+  switch (name) {
+    case "node":
+      return "node: TensorFlow C library (tfjs-node)";
+    case "native": {
+      const s = nativeBackendStatus();
+      if (!s) return "native: BLAS through FFI";
+      const dnnl = /^oneDNN (\S+)/.exec(s.convolution);
+      const engine = dnnl ? `oneDNN ${dnnl[1]}` : s.library.split("/").pop()!;
+      return `native: ${engine}${s.threads === undefined ? "" : `, ${plural(s.threads, "thread")}`}`;
+    }
+    case "wasm":
+      return "wasm: embedded WebAssembly";
+    case "cpu":
+      return "cpu: plain JavaScript (slow; for checks only)";
+  }
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+function verboseFromEnv(): boolean {
+  try {
+    return /^(1|true|yes)$/i.test(Deno.env.get("CNNVIT_VERBOSE") ?? "");
+  } catch {
+    return false;
+  }
+}
+
 function firstLine(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
   return msg.split("\n")[0].slice(0, 200);
@@ -139,7 +185,9 @@ async function activate(name: BackendName, threads?: number): Promise<string | u
  * Initialises the compute backend and returns what was chosen and why.
  *
  * `choice` defaults to the `TFJS_BACKEND` environment variable, then `"auto"`. An explicit
- * choice that cannot be loaded throws with the reason; `"auto"` falls back and records why.
+ * choice that cannot be loaded throws with the reason; `"auto"` falls back and records why in
+ * `rejected`. It logs one short line (`backend native: oneDNN 2.6.3, 2 threads`); with `verbose`
+ * (or `CNNVIT_VERBOSE=1`) also why each backend before it was not used.
  *
  * @example
  * ```ts
@@ -163,7 +211,8 @@ export async function initBackend(
           tfBackend: tf.getBackend(),
           reason: rejected.length === 0
             ? `auto: ${name} is the first choice and loaded`
-            : `auto: ${name} (${rejected.map((r) => `${r.name}: ${r.reason}`).join("; ")})`,
+            : `auto: ${name} (${rejected.map((r) => r.name).join(", ")} unavailable)`,
+          summary: backendSummary(name),
           rejected,
         };
         break;
@@ -177,10 +226,22 @@ export async function initBackend(
     parseBackendChoice(choice, "initBackend");
     const why = await activate(choice, options.threads);
     if (why !== undefined) throw new Error(`initBackend("${choice}"): ${why}`);
-    info = { name: choice, tfBackend: tf.getBackend(), reason: `requested "${choice}"`, rejected };
+    info = {
+      name: choice,
+      tfBackend: tf.getBackend(),
+      reason: `requested "${choice}"`,
+      summary: backendSummary(choice),
+      rejected,
+    };
   }
   current = info;
-  if (log) console.log(`[backend] using ${info.name} (tfjs '${info.tfBackend}'): ${info.reason}`);
+  if (log) {
+    console.log(`backend ${info.summary}`);
+    if (options.verbose ?? verboseFromEnv()) {
+      console.log(`  chosen: ${info.reason} (tfjs '${info.tfBackend}')`);
+      for (const r of info.rejected) console.log(`  ${r.name} not used: ${r.reason}`);
+    }
+  }
   return info;
 }
 

@@ -1,6 +1,7 @@
 /**
  * Attention and selection images (PNG through sharp): the input upscaled, the CNN importance heatmap
- * overlaid with a colour map, the kept/pruned token grid (pruned patches dimmed), CLS attention per
+ * overlaid with a colour map, the kept/pruned token grid (pruned patches dimmed and hatched, so that they
+ * show on any background, black included), CLS attention per
  * block and attention rollout, and labelled grids of several images.
  *
  * @module
@@ -57,6 +58,20 @@ function keptMask(fn: string, kept: ArrayLike<number>, n: number): Uint8Array {
   return on;
 }
 
+/**
+ * Colour of the diagonal hatch drawn over dropped (pruned) patches: a light cyan, visible on black, on
+ * white and on the inferno/viridis heatmaps (neither map contains it).
+ */
+export const DROPPED_HATCH_RGB: readonly [number, number, number] = [0, 220, 255];
+
+/** Period in output pixels of the dropped-patch hatch (one hatch pixel per diagonal every 6). */
+const HATCH_PERIOD = 6;
+
+/** Whether output pixel (y, x) of a dropped patch is on a hatch line. */
+function onHatch(y: number, x: number): boolean {
+  return (x + y) % HATCH_PERIOD === 0;
+}
+
 /** Patch (row, col) of pixel (y, x) in a `w × h` image cut into a `gh × gw` grid. */
 function patchAt(y: number, x: number, h: number, w: number, gh: number, gw: number): number {
   return Math.min(gh - 1, Math.floor((y * gh) / h)) * gw + Math.min(gw - 1, Math.floor((x * gw) / w));
@@ -89,11 +104,13 @@ export interface HeatmapOptions extends SizeOptions {
   smooth?: boolean;
   /**
    * Patches the ViT kept: only these are coloured (and set the min-max range); the others are shown
-   * dimmed like in {@link tokenGridImage}. Default: all patches.
+   * dimmed and hatched like in {@link tokenGridImage}. Default: all patches.
    */
   kept?: ArrayLike<number>;
   /** Brightness of patches not in `kept` (default 0.25). */
   dim?: number;
+  /** Draw the {@link DROPPED_HATCH_RGB} diagonal hatch over patches not in `kept` (default true). */
+  hatch?: boolean;
 }
 
 function normalized(values: ArrayLike<number>, normalize: boolean, on?: Uint8Array): Float64Array {
@@ -132,6 +149,7 @@ export async function heatmapOverlay(
   if (!(alpha >= 0 && alpha <= 1)) throw new RangeError(`heatmapOverlay: alpha is ${alpha}; expected [0, 1]`);
   const on = options.kept ? keptMask("heatmapOverlay", options.kept, gh * gw) : undefined;
   const dim = options.dim ?? 0.25;
+  const hatch = options.hatch ?? true;
   const v = normalized(values, options.normalize ?? true, on);
   const { rgb, width, height } = await upscaled("heatmapOverlay", image, options);
   const cmap = options.colormap ?? "inferno";
@@ -141,7 +159,8 @@ export async function heatmapOverlay(
     for (let x = 0; x < width; x++) {
       const o = (y * width + x) * 3;
       if (on && !on[patchAt(y, x, height, width, gh, gw)]) {
-        for (let k = 0; k < 3; k++) out[o + k] = Math.round(rgb[o + k] * dim);
+        if (hatch && onHatch(y, x)) out.set(DROPPED_HATCH_RGB, o);
+        else for (let k = 0; k < 3; k++) out[o + k] = Math.round(rgb[o + k] * dim);
         continue;
       }
       let val: number;
@@ -169,13 +188,18 @@ export interface TokenGridOptions extends SizeOptions {
   grid: Grid;
   /** Brightness factor of pruned patches (default 0.25: pixel · 0.25). */
   dim?: number;
+  /**
+   * Draw a diagonal hatch in {@link DROPPED_HATCH_RGB} over pruned patches (default true), so that they
+   * are visible where the image is black and dimming changes nothing.
+   */
+  hatch?: boolean;
   /** Darken the first row and column of pixels of every patch to show the grid (default true). */
   gridLines?: boolean;
 }
 
 /**
- * The upscaled image with pruned patches dimmed: patches not in `kept` (patch indices, CLS excluded,
- * row-major) are multiplied by `dim`.
+ * The upscaled image with pruned patches marked: patches not in `kept` (patch indices, CLS excluded,
+ * row-major) are multiplied by `dim` and hatched with {@link DROPPED_HATCH_RGB} lines.
  *
  * @example
  * ```ts
@@ -193,13 +217,19 @@ export async function tokenGridImage(
   const on = keptMask("tokenGridImage", kept, gh * gw);
   const { rgb, width, height } = await upscaled("tokenGridImage", image, options);
   const lines = options.gridLines ?? true;
+  const hatch = options.hatch ?? true;
   const out = new Uint8Array(rgb.length);
   for (let y = 0; y < height; y++) {
     const edgeY = lines && y > 0 && Math.floor((y * gh) / height) !== Math.floor(((y - 1) * gh) / height);
     for (let x = 0; x < width; x++) {
       const edgeX = lines && x > 0 && Math.floor((x * gw) / width) !== Math.floor(((x - 1) * gw) / width);
-      const f = (on[patchAt(y, x, height, width, gh, gw)] ? 1 : dim) * (edgeX || edgeY ? 0.6 : 1);
+      const keptHere = on[patchAt(y, x, height, width, gh, gw)] === 1;
       const o = (y * width + x) * 3;
+      if (!keptHere && hatch && onHatch(y, x)) {
+        out.set(DROPPED_HATCH_RGB, o);
+        continue;
+      }
+      const f = (keptHere ? 1 : dim) * (edgeX || edgeY ? 0.6 : 1);
       for (let k = 0; k < 3; k++) out[o + k] = Math.round(rgb[o + k] * f);
     }
   }
@@ -216,8 +246,26 @@ function escapeXml(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 }
 
+/** Options of {@link imageGrid}. */
+export interface ImageGridOptions {
+  /** Columns (default: up to 4). */
+  cols?: number;
+  /** Space between cells in pixels (default 6). */
+  pad?: number;
+  /** Height of the caption line above each image (default 20). */
+  labelHeight?: number;
+  /** A bold title line above the grid. */
+  title?: string;
+  /**
+   * A legend line below the grid: a small {@link DROPPED_HATCH_RGB} hatched swatch (when `swatch` is
+   * `"dropped"`) followed by the text.
+   */
+  legend?: { text: string; swatch?: "dropped" };
+}
+
 /**
- * Lays images out in a grid with a caption above each (cells as large as the largest image).
+ * Lays images out in a grid with a caption above each (cells as large as the largest image), an
+ * optional title above and an optional legend below.
  *
  * @example
  * ```ts
@@ -226,7 +274,7 @@ function escapeXml(s: string): string {
  */
 export async function imageGrid(
   items: readonly (LabelledImage | PngImage)[],
-  options: { cols?: number; pad?: number; labelHeight?: number; title?: string } = {},
+  options: ImageGridOptions = {},
 ): Promise<PngImage> {
   if (items.length === 0) throw new RangeError("imageGrid: items is empty; expected at least one image");
   const list = items.map((it) => (it instanceof PngImage ? { image: it } : it));
@@ -244,9 +292,10 @@ export async function imageGrid(
   const hasLabels = list.some((it) => it.label);
   const lh = hasLabels ? (options.labelHeight ?? 20) : 0;
   const th = options.title ? 26 : 0;
+  const legendH = options.legend ? 22 : 0;
   const cw = Math.max(...list.map((it) => it.image.width)),
     ch = Math.max(...list.map((it) => it.image.height));
-  const width = pad + cols * (cw + pad), height = th + pad + rows * (lh + ch + pad);
+  const width = pad + cols * (cw + pad), height = th + pad + rows * (lh + ch + pad) + legendH;
   const composites: OverlayOptions[] = [];
   const font = `font-family="DejaVu Sans, Arial, sans-serif"`;
   list.forEach((it, i) => {
@@ -266,6 +315,21 @@ export async function imageGrid(
       `<text x="${width / 2}" y="${th - 6}" text-anchor="middle" font-size="17" font-weight="bold" ${font} ` +
       `fill="#111">${escapeXml(options.title)}</text></svg>`;
     composites.push({ input: new TextEncoder().encode(svg), left: 0, top: 0 });
+  }
+  if (options.legend) {
+    const [r, g, b] = DROPPED_HATCH_RGB;
+    const swatch = options.legend.swatch === "dropped"
+      ? `<defs><pattern id="h" width="${HATCH_PERIOD}" height="${HATCH_PERIOD}" patternUnits="userSpaceOnUse" ` +
+        `patternTransform="rotate(45)"><rect width="${HATCH_PERIOD}" height="${HATCH_PERIOD}" fill="#333"/>` +
+        `<rect width="1.5" height="${HATCH_PERIOD}" fill="rgb(${r},${g},${b})"/></pattern></defs>` +
+        `<rect x="${pad}" y="3" width="28" height="16" fill="url(#h)" stroke="#666"/>`
+      : "";
+    const x = pad + (swatch ? 36 : 0);
+    const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${legendH}">${swatch}` +
+      `<text x="${x}" y="${legendH - 7}" font-size="13" ${font} fill="#222">${
+        escapeXml(options.legend.text)
+      }</text></svg>`;
+    composites.push({ input: new TextEncoder().encode(svg), left: 0, top: height - legendH });
   }
   const png = await sharp({ create: { width, height, channels: 3, background: "#ffffff" } })
     .composite(composites)
@@ -326,7 +390,8 @@ export async function attentionMapsImage(
       label: "rollout",
     });
   }
-  return imageGrid(items, { cols: options.cols, title: options.title });
+  const legend = options.keptIndices ? { text: DROPPED_LEGEND, swatch: "dropped" as const } : undefined;
+  return imageGrid(items, { cols: options.cols, title: options.title, legend });
 }
 
 /** Options of {@link selectionPanel}. */
@@ -339,7 +404,12 @@ export interface SelectionPanelOptions extends SizeOptions {
   /** Per block attention (for the rollout panel). */
   attention?: readonly AttentionMatrix[];
   title?: string;
+  /** Add the legend line for the dropped-token hatch below the panel when `keptIndices` is given (default true). */
+  legend?: boolean;
 }
+
+/** The legend under panels that show dropped tokens. */
+export const DROPPED_LEGEND = "hatched patches: tokens dropped before the ViT (it never sees them)";
 
 /**
  * One row per image: input, CNN importance heatmap, kept/pruned tokens, attention rollout (the panels
@@ -372,5 +442,8 @@ export async function selectionPanel(image: ImageInput, options: SelectionPanelO
     const heat = { ...options, alpha: 0.6, kept: options.keptIndices };
     items.push({ image: await heatmapOverlay(image, map, heat), label: "ViT rollout" });
   }
-  return imageGrid(items, { cols: items.length, title: options.title });
+  const legend = options.keptIndices && (options.legend ?? true)
+    ? { text: DROPPED_LEGEND, swatch: "dropped" as const }
+    : undefined;
+  return imageGrid(items, { cols: items.length, title: options.title, legend });
 }
