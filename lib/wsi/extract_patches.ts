@@ -48,6 +48,8 @@ export interface ExtractOptions extends PatchGridOptions {
   progress?: boolean;
   /** Patch reads in flight per slide when saving PNGs (default 4). */
   readConcurrency?: number;
+  /** Called as patches are done (`done` of `total`), e.g. to report progress to a job queue. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** What {@link extractPatches} did for one slide. */
@@ -260,7 +262,7 @@ export async function extractPatches(slidePath: string, opts: ExtractOptions): P
       });
     }
     const bar = new Progress(n, { label: slideId, unit: "patch", silent: opts.progress === false });
-    let written = 0;
+    let written = 0, doneCount = 0;
     if (opts.savePatches) {
       const dir = join(opts.outDir, slideId);
       await Deno.mkdir(dir, { recursive: true });
@@ -281,10 +283,14 @@ export async function extractPatches(slidePath: string, opts: ExtractOptions): P
             written++;
           }
           bar.increment();
+          opts.onProgress?.(++doneCount, n);
         }
       };
       await Promise.all(Array.from({ length: Math.max(1, opts.readConcurrency ?? 4) }, worker));
-    } else bar.update(n);
+    } else {
+      bar.update(n);
+      opts.onProgress?.(n, n);
+    }
     coords.meta = { ...coords.meta, settings, source, complete: true, tissueFraction: mask.tissueFraction };
     await writeCoordsFile(coordsPath, coords);
     await bar.stop({ kept: n });
