@@ -265,8 +265,9 @@ if ((SLIDE_STEPS as readonly string[]).includes(command)) {
   if (!a.out) fail("--out is required");
   const settings = settingsFromFlags();
   await resolveStepSettings(step, settings).catch((e) => fail(e.message));
+  const shard = a.shard === undefined ? undefined : tryOr(() => parseShard(a.shard!));
   let slides = await slidesFromArgs();
-  if (a.shard !== undefined) slides = shardSlides(slides, tryOr(() => parseShard(a.shard!)));
+  if (shard) slides = shardSlides(slides, shard);
   if (step === "infer") {
     const choice = a.backend === undefined
       ? undefined
