@@ -7,13 +7,14 @@
  *
  * ```sh
  * deno run -A tools/wsi_queue_bench.ts                         # 8 slides of 4096 px, workers 1 and 2
- * deno run -A tools/wsi_queue_bench.ts --slides 16 --workers 1,2,4 --backend native --json results.json
+ * deno run -A tools/wsi_queue_bench.ts --slides 16 --out results/wsi_queue   # bench.json + run.json
  * ```
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
+import { collectRunInfo } from "../lib/report/mod.ts";
 import { startRedisServer, writeFileAtomic } from "../lib/util/mod.ts";
 import {
   readStepRecords,
@@ -40,7 +41,7 @@ try {
       workers: { type: "string", default: "1,2" },
       steps: { type: "string", default: "extract,infer" },
       backend: { type: "string", default: "auto" },
-      json: { type: "string" },
+      out: { type: "string" },
       help: { type: "boolean" },
     },
   }).values;
@@ -50,7 +51,7 @@ try {
 if (a.help) {
   console.log(
     "Usage: deno run -A tools/wsi_queue_bench.ts [--slides N] [--side PX] [--workers 1,2] " +
-      "[--steps extract,infer] [--backend NAME] [--json FILE]",
+      "[--steps extract,infer] [--backend NAME] [--out DIR (bench.json + run.json)]",
   );
   Deno.exit(0);
 }
@@ -120,7 +121,9 @@ try {
           stderr: "inherit",
           env: { NO_COLOR: "1" },
         }).spawn());
-      let lastDone = 0, t0 = 0;
+      let lastDone = 0, t0 = 0, doneCount = 0;
+      let allDone: () => void;
+      const allDonePromise = new Promise<void>((r) => (allDone = r));
       const ready: Promise<void>[] = [];
       const finished = procs.map((p) => {
         let markReady: () => void;
@@ -134,7 +137,10 @@ try {
               const line = buf.slice(0, i);
               buf = buf.slice(i + 1);
               if (line.includes(" on redis:")) markReady!();
-              if (/: done /.test(line)) lastDone = performance.now();
+              if (/: done /.test(line)) {
+                lastDone = performance.now();
+                if (++doneCount === nSlides) allDone();
+              }
               if (/: failed /.test(line)) console.error(line);
             }
           }
@@ -183,15 +189,15 @@ try {
       );
     }
   }
-  if (a.json) {
+  if (a.out) {
+    const config = { slides: nSlides, side, workers: workerCounts, steps, settings };
     await writeFileAtomic(
-      a.json,
-      JSON.stringify(
-        { slides: nSlides, side, backend: a.backend, loadavg: [l1, l5], settings, rows },
-        null,
-        2,
-      ) + "\n",
+      join(a.out, "bench.json"),
+      JSON.stringify({ ...config, backend: a.backend, loadavg: [l1, l5], rows }, null, 2) + "\n",
     );
+    const run = await collectRunInfo({ experiment: "wsi_queue_bench", config, backend: a.backend });
+    await writeFileAtomic(join(a.out, "run.json"), JSON.stringify(run, null, 2) + "\n");
+    console.log(`wrote ${join(a.out, "bench.json")}, ${join(a.out, "run.json")}`);
   }
 } finally {
   await redis.stop();
