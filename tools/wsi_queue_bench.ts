@@ -151,6 +151,8 @@ try {
       t0 = performance.now();
       const r = await enqueueSlides(set.slides, [step], settings, out, { redis: redis.url, queue });
       if (r.added.length !== nSlides) throw new Error(`expected ${nSlides} jobs, added ${r.added.length}`);
+      await allDonePromise;
+      for (const p of procs) p.kill("SIGTERM");
       for (const st of await Promise.all(finished)) {
         if (st.code !== 0) throw new Error(`a worker exited ${st.code}`);
       }
