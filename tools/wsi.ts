@@ -396,17 +396,17 @@ const stop = async (why: string) => {
 };
 Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
 Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
-if (idleS !== undefined) {
-  const q = openSlideQueue(conn);
-  let idleSince = Date.now();
-  while (!stopping) {
-    await new Promise((r) => setTimeout(r, 500));
-    const c = await q.getJobCounts("waiting", "active", "delayed", "prioritized");
-    const busy = (c.waiting ?? 0) + (c.active ?? 0) + (c.delayed ?? 0) + (c.prioritized ?? 0);
-    if (busy > 0) idleSince = Date.now();
-    else if (Date.now() - idleSince >= idleS * 1000) {
-      await q.close();
-      await stop("queue empty");
-    }
+// The worker's Redis connections alone do not keep the process alive while the queue is empty: poll.
+const q = idleS === undefined ? undefined : openSlideQueue(conn);
+let idleSince = Date.now();
+while (!stopping) {
+  await new Promise((r) => setTimeout(r, 500));
+  if (!q || stopping) continue;
+  const c = await q.getJobCounts("waiting", "active", "delayed", "prioritized");
+  const busy = (c.waiting ?? 0) + (c.active ?? 0) + (c.delayed ?? 0) + (c.prioritized ?? 0);
+  if (busy > 0) idleSince = Date.now();
+  else if (Date.now() - idleSince >= idleS! * 1000) {
+    await q.close();
+    await stop("queue empty");
   }
 }

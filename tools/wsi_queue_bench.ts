@@ -113,8 +113,6 @@ try {
             queue,
             "--backend",
             a.backend,
-            "--exit-when-idle",
-            "1",
             "--quiet",
           ],
           stdout: "piped",
@@ -136,6 +134,7 @@ try {
             while ((i = buf.indexOf("\n")) >= 0) {
               const line = buf.slice(0, i);
               buf = buf.slice(i + 1);
+              if (Deno.env.get("BENCH_DEBUG")) console.error(`[w] ${line}`);
               if (line.includes(" on redis:")) markReady!();
               if (/: done /.test(line)) {
                 lastDone = performance.now();
@@ -144,7 +143,12 @@ try {
               if (/: failed /.test(line)) console.error(line);
             }
           }
-          return await p.status;
+          const st = await p.status;
+          if (doneCount < nSlides) {
+            allDone(); // do not wait for jobs no worker will finish
+            console.error(`a worker ended early: code ${st.code}, signal ${st.signal}`);
+          }
+          return st;
         })();
       });
       await Promise.all(ready);
@@ -152,7 +156,11 @@ try {
       const r = await enqueueSlides(set.slides, [step], settings, out, { redis: redis.url, queue });
       if (r.added.length !== nSlides) throw new Error(`expected ${nSlides} jobs, added ${r.added.length}`);
       await allDonePromise;
-      for (const p of procs) p.kill("SIGTERM");
+      for (const p of procs) {
+        try {
+          p.kill("SIGTERM");
+        } catch { /* exited */ }
+      }
       for (const st of await Promise.all(finished)) {
         if (st.code !== 0) throw new Error(`a worker exited ${st.code}`);
       }
