@@ -3,6 +3,8 @@
 // static shards without Redis. Skipped, with the reason printed, without libopenslide or redis-server
 // (Debian: apt-get install -y libopenslide0 redis-server).
 import { join } from "node:path";
+import * as tf from "@tensorflow/tfjs-core";
+import { initBackend } from "../lib/backend/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { findRedisServer, startRedisServer } from "../lib/util/mod.ts";
 import {
@@ -366,6 +368,54 @@ Deno.test({
         w?.child.kill("SIGKILL");
       } catch { /* exited */ }
       await w?.done;
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "a queue worker's infer records equal one process's (same scores, selection and slide score)",
+  ignore: !HAVE_OPENSLIDE || !HAVE_REDIS,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const { dir, set } = await slideSet();
+    await initBackend("cpu", { log: false });
+    const slides = set.slides.slice(0, 2);
+    const inferFlags = ["--top-k", "4", "--low-size", "16", "--high-size", "32", "--batch-size", "16"];
+    const settings = { ...settingsOf(set), topK: 4, lowSize: 16, highSize: 32, batchSize: 16 };
+    const refOut = join(dir, "infer_ref"), out = join(dir, "infer_queue");
+    await runSlideStep({ step: "infer", slidePath: slides[0], settings, out: refOut }); // creates the models
+    const before = tf.memory().numTensors;
+    await runSlideStep({ step: "infer", slidePath: slides[1], settings, out: refOut });
+    assertEquals(tf.memory().numTensors, before, "no tensor leak per slide");
+    const redis = await startRedisServer();
+    try {
+      const q = ["--redis", redis.url, "--queue", "t3"];
+      const enq = await wsi([
+        "enqueue",
+        ...slides,
+        "--out",
+        out,
+        "--step",
+        "infer",
+        ...settingFlags(set),
+        ...inferFlags,
+        ...q,
+      ]);
+      assert(enq.out.includes("2 added"), enq.out);
+      const w = await wsi(["worker", ...q, "--backend", "cpu", "--exit-when-idle", "2", "--quiet"]);
+      assertEquals(w.code, 0, w.out);
+      const dirOf = async (o: string) => stepDir(o, await resolveStepSettings("infer", settings));
+      const got = await readStepRecords(await dirOf(out)), ref = await readStepRecords(await dirOf(refOut));
+      assertEquals(got.records.length, 2);
+      const strip = (r: { result: Record<string, unknown> }) => ({ ...r.result, seconds: null });
+      assertEquals(got.records.map(strip), ref.records.map(strip));
+      assert((got.records[0].result.scores as number[]).length > 4, "every patch scored");
+      for (const r of got.records) assertEquals(r.run.backend, "cpu");
+      const rep = await wsi(["report", "--out", out, ...settingFlags(set), ...inferFlags]);
+      assert(rep.out.includes("- slides: 2") && rep.out.includes("slideScore"), rep.out);
+    } finally {
       await redis.stop();
     }
   },

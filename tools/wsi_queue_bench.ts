@@ -95,6 +95,7 @@ interface Row {
   patchesPerSecondPerWorker: number;
 }
 const rows: Row[] = [];
+const backendsUsed = new Set<string>();
 try {
   for (const w of workerCounts) {
     const out = join(dir, `out_${w}`);
@@ -169,6 +170,7 @@ try {
       if (records.length !== nSlides) {
         throw new Error(`${records.length} ${step} records for ${nSlides} slides`);
       }
+      for (const x of records) if (x.run.backend) backendsUsed.add(x.run.backend);
       const patches = records.reduce((s, x) => s + (x.result.patches as number), 0);
       const row: Row = {
         step,
@@ -203,9 +205,14 @@ try {
     const config = { slides: nSlides, side, workers: workerCounts, steps, settings };
     await writeFileAtomic(
       join(a.out, "bench.json"),
-      JSON.stringify({ ...config, backend: a.backend, loadavg: [l1, l5], rows }, null, 2) + "\n",
+      JSON.stringify({ ...config, backend: [...backendsUsed].join(","), loadavg: [l1, l5], rows }, null, 2) +
+        "\n",
     );
-    const run = await collectRunInfo({ experiment: "wsi_queue_bench", config, backend: a.backend });
+    const run = await collectRunInfo({
+      experiment: "wsi_queue_bench",
+      config,
+      backend: [...backendsUsed].join(",") || a.backend,
+    });
     await writeFileAtomic(join(a.out, "run.json"), JSON.stringify(run, null, 2) + "\n");
     console.log(`wrote ${join(a.out, "bench.json")}, ${join(a.out, "run.json")}`);
   }
