@@ -22,7 +22,7 @@ import {
   type SyntheticSlideSet,
   writeSyntheticSlideSet,
 } from "../lib/wsi/mod.ts";
-import { queueStatus } from "../lib/wsi/slide_queue.ts";
+import { formatQueueStatus, queueStatus, redisOptions } from "../lib/wsi/slide_queue.ts";
 
 const TOOL = new URL("../tools/wsi.ts", import.meta.url).pathname;
 const HAVE_OPENSLIDE = openslideAvailable();
@@ -136,6 +136,50 @@ Deno.test("deno task wsi rejects unknown flags and misplaced ones with a clear m
   const d = await wsi(["extract", "x.tif", "--out", "o", "--shard", "3/3"]);
   assertEquals(d.code, 2);
   assert(d.out.includes('shard "3/3" is not i/N'), d.out);
+});
+
+Deno.test("formatQueueStatus() draws a progress bar per active slide and lists failures with reasons", () => {
+  const text = formatQueueStatus({
+    counts: { waiting: 3, active: 1, done: 7, failed: 1, delayed: 0 },
+    active: [{
+      id: "infer.slide_03.x",
+      step: "infer",
+      slideId: "slide_03",
+      slidePath: "/s/slide_03.tif",
+      attemptsMade: 0,
+      progress: { stage: "score", done: 40, total: 80 },
+      worker: "node7:123",
+    }],
+    failed: [{
+      id: "extract.bad.y",
+      step: "extract",
+      slideId: "bad",
+      slidePath: "/s/bad.tif",
+      attemptsMade: 3,
+      failedReason: 'Slide.open(): "/s/bad.tif" is not a slide OpenSlide can read',
+    }],
+    waiting: [],
+  }, 10);
+  assert(text.startsWith("3 waiting, 1 active, 7 done, 1 failed, 0 delayed"), text);
+  assert(text.includes("slide_03") && text.includes("[#####-----]  50% score 40/80  (node7:123)"), text);
+  assert(text.includes("after 3 attempts: Slide.open()"), text);
+});
+
+Deno.test("redisOptions() parses redis:// URLs and names a bad one", () => {
+  assertEquals(redisOptions("redis://:s%40cret@10.0.0.5:6380/2"), {
+    host: "10.0.0.5",
+    port: 6380,
+    password: "s@cret",
+    db: 2,
+    maxRetriesPerRequest: null,
+  });
+  let msg = "";
+  try {
+    redisOptions("http://x:1");
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(msg.includes('"http://x:1"') && msg.includes("redis://"), msg);
 });
 
 Deno.test("shardSlides() gives every slide to exactly one of N shards", () => {
