@@ -332,6 +332,19 @@ Deno.test({
         "some slides have tumour patches",
       );
 
+      // a finished job whose output has gone is queued again; the failed one stays failed
+      await Deno.remove(join(key, "slide_05.json"));
+      const enqAgain = await wsi([
+        "enqueue",
+        ...all,
+        "--out",
+        out,
+        "--step",
+        "extract",
+        ...settingFlags(set),
+        ...q,
+      ]);
+      assert(enqAgain.out.includes("1 added, 1 already queued, 11 done already"), enqAgain.out);
       // Redis restarts empty: results live in files, enqueue again skips the finished slides
       await redis.stop();
       redis = await startRedisServer();
@@ -348,11 +361,11 @@ Deno.test({
         "--queue",
         "t1",
       ]);
-      assert(enq3.out.includes("1 added, 0 already queued, 12 done already"), enq3.out);
+      assert(enq3.out.includes("2 added, 0 already queued, 11 done already"), enq3.out);
       // the report aggregates the per-slide outputs
       const rep = await wsi(["report", "--out", out, "--step", "extract", ...settingFlags(set)]);
       assertEquals(rep.code, 0, rep.out);
-      assert(rep.out.includes("- slides: 12"), rep.out);
+      assert(rep.out.includes("- slides: 11"), rep.out);
     } finally {
       for (const w of workers) {
         try {
