@@ -28,6 +28,7 @@ import {
   parseAsapXml,
   patchGrid,
   patchLabels,
+  patchPngName,
   rasterizeAnnotations,
   readCoordsFile,
   readPatch,
@@ -467,7 +468,7 @@ slideTest(
     assertEquals(c.slideId, "slide_a");
     assertEquals(c.x.length, r.count);
     assert(c.labels!.reduce((a, b) => a + b, 0) >= 4, "some tumour patches");
-    const png = await sharp(join(outDir, "slide_a", `${c.x[0]}_${c.y[0]}.png`)).raw().toBuffer({
+    const png = await sharp(join(outDir, "slide_a", patchPngName(c.x[0], c.y[0], 0, 128))).raw().toBuffer({
       resolveWithObject: true,
     });
     assertEquals([png.info.width, png.info.height], [128, 128]);
@@ -477,7 +478,7 @@ slideTest(
     assertEquals([again.resumed, again.count], [true, r.count]);
     // interrupted run (no coords file yet, one PNG missing): redone, keeping the PNGs already written
     await Deno.remove(r.coordsPath);
-    await Deno.remove(join(outDir, "slide_a", `${c.x[1]}_${c.y[1]}.png`));
+    await Deno.remove(join(outDir, "slide_a", patchPngName(c.x[1], c.y[1], 0, 128)));
     const redo = await extractPatches(f.pyramid, { ...opts, savePatches: true, annotations: f.xml });
     assertEquals([redo.resumed, redo.count, redo.patchesWritten], [false, r.count, 1]);
     assertEquals(Array.from((await readCoordsFile(r.coordsPath)).x), Array.from(c.x));
@@ -492,6 +493,89 @@ slideTest(
     await assertRejects(() => readCoordsFile(join(outDir, "nope.coords")), Error, "nope.coords");
   },
 );
+
+async function pngPixels(path: string) {
+  const r = await sharp(path).raw().toBuffer({ resolveWithObject: true });
+  return { width: r.info.width, height: r.info.height, data: new Uint8Array(r.data) };
+}
+
+slideTest("extractPatches() redoes a coordinates-only export when PNGs are asked for", async (f) => {
+  const outDir = join(f.dir, "stale_png");
+  const opts = { outDir, patchSize: 256, tissue: "small" as const, progress: false };
+  const a = await extractPatches(f.pyramid, opts);
+  assertEquals(a.patchesWritten, 0);
+  const b = await extractPatches(f.pyramid, { ...opts, savePatches: true });
+  assertEquals([b.resumed, b.patchesWritten], [false, a.count]);
+  const c = await extractPatches(f.pyramid, { ...opts, savePatches: true });
+  assertEquals([c.resumed, c.patchesWritten], [true, 0]);
+});
+
+slideTest("extractPatches() never reuses PNGs of another patch size or level", async (f) => {
+  const outDir = join(f.dir, "stale_size");
+  const opts = { outDir, tissue: "small" as const, progress: false, savePatches: true };
+  await extractPatches(f.pyramid, { ...opts, patchSize: 128 });
+  const big = await extractPatches(f.pyramid, { ...opts, patchSize: 256, overwrite: true });
+  assertEquals(big.patchesWritten, big.count, "every 256-px PNG written, none taken from the 128-px run");
+  for (let i = 0; i < big.count; i++) {
+    const p = await pngPixels(
+      join(outDir, "slide_a", patchPngName(big.coords.x[i], big.coords.y[i], 0, 256)),
+    );
+    assertEquals([p.width, p.height], [256, 256]);
+  }
+  // level 1, 128 px: same level-0 corners as level-0 patches of 256 px, but another file with level-1 pixels
+  const l1 = await extractPatches(f.pyramid, { ...opts, patchSize: 128, level: 1 });
+  assertEquals([l1.resumed, l1.patchesWritten], [false, l1.count]);
+  await withSlide(f.pyramid, async (s) => {
+    const i = 0, x = l1.coords.x[i], y = l1.coords.y[i];
+    const p = await pngPixels(join(outDir, "slide_a", patchPngName(x, y, 1, 128)));
+    assertEquals(p.data, s.readRegion(x, y, 1, 128, 128).data);
+  });
+});
+
+slideTest("extractPatches() with overwrite rewrites every PNG, even one of the same name", async (f) => {
+  const outDir = join(f.dir, "overwrite");
+  const opts = { outDir, patchSize: 256, tissue: "small" as const, progress: false, savePatches: true };
+  const a = await extractPatches(f.pyramid, opts);
+  const file = join(outDir, "slide_a", patchPngName(a.coords.x[0], a.coords.y[0], 0, 256));
+  await Deno.writeTextFile(file, "not a png");
+  const b = await extractPatches(f.pyramid, { ...opts, overwrite: true });
+  assertEquals([b.resumed, b.patchesWritten], [false, a.count]);
+  assertEquals((await pngPixels(file)).width, 256);
+});
+
+slideTest("extractPatches() re-labels when the annotation file's content changes", async (f) => {
+  const outDir = join(f.dir, "stale_xml");
+  const xml = join(f.dir, "changing.xml");
+  await Deno.writeTextFile(xml, XML);
+  const opts = { outDir, patchSize: 128, tissue: "small" as const, progress: false, annotations: xml };
+  const a = await extractPatches(f.pyramid, opts);
+  const tumourA = a.coords.labels!.reduce((s, v) => s + v, 0);
+  assert(tumourA > 0, "some tumour patches");
+  await Deno.writeTextFile(xml, toAsapXml([{ name: "none", group: "Notes", points: [0, 0, 10, 0, 10, 10] }]));
+  const b = await extractPatches(f.pyramid, opts);
+  assertEquals(b.resumed, false);
+  assertEquals(b.coords.labels!.reduce((s, v) => s + v, 0), 0);
+  const onDisk = await readCoordsFile(b.coordsPath);
+  assertEquals(onDisk.labels!.reduce((s, v) => s + v, 0), 0);
+});
+
+slideTest("extractPatches() redoes a slide whose tissue preset or file changed", async (f) => {
+  const outDir = join(f.dir, "stale_preset");
+  const slide = join(f.dir, "copy_of_a.tif");
+  await Deno.copyFile(f.pyramid, slide);
+  const opts = { outDir, patchSize: 256, progress: false };
+  const a = await extractPatches(slide, { ...opts, tissue: "small" });
+  const b = await extractPatches(slide, { ...opts, tissue: "small", tissueOverrides: { otsu: true } });
+  assertEquals(b.resumed, false);
+  assertEquals((await readCoordsFile(b.coordsPath)).meta?.settings, {
+    ...(a.coords.meta?.settings as object),
+    tissueParams: { ...tissueParams("small"), otsu: true },
+  });
+  assertEquals((await extractPatches(slide, { ...opts, tissue: "small" })).resumed, false);
+  assertEquals((await extractPatches(slide, { ...opts, tissue: "small" })).resumed, true);
+  await Deno.copyFile(f.flat, slide); // same name, another file
+  assertEquals((await extractPatches(slide, { ...opts, tissue: "small" })).resumed, false);
+});
 
 Deno.test("resizeArea() averages exact areas for any ratio", () => {
   const img = {

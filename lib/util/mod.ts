@@ -14,3 +14,4 @@ export * from "./progress.ts";
 export * from "./jupyter.ts";
 export * from "./project_root.ts";
 export * from "./path_exists.ts";
+export * from "./redis_server.ts";

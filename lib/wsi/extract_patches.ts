@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { basename, extname, join } from "node:path";
 import sharp from "./_sharp.ts";
 import { pathExists, Progress, writeFileAtomic } from "../util/mod.ts";
@@ -21,7 +22,10 @@ import {
 
 /** Options of {@link extractPatches}. */
 export interface ExtractOptions extends PatchGridOptions {
-  /** Output folder: `<outDir>/<slideId>.coords` and, with `savePatches`, `<outDir>/<slideId>/<x>_<y>.png`. */
+  /**
+   * Output folder: `<outDir>/<slideId>.coords` and, with `savePatches`,
+   * `<outDir>/<slideId>/<x>_<y>_L<level>_<size>px.png` (see {@link patchPngName}).
+   */
   outDir: string;
   /** Slide identifier (default: file name without extension). */
   slideId?: string;
@@ -35,12 +39,17 @@ export interface ExtractOptions extends PatchGridOptions {
   annotations?: string | SlideAnnotations;
   /** Tumour fraction for label 1 (default 0.5). */
   labelThreshold?: number;
-  /** Re-extract even when a complete coordinates file with the same settings exists (default false). */
+  /**
+   * Re-extract even when a complete coordinates file with the same settings exists, rewriting every PNG
+   * (default false: PNGs of the same name are kept; their name carries level and size).
+   */
   overwrite?: boolean;
   /** Show a progress bar (default true). */
   progress?: boolean;
   /** Patch reads in flight per slide when saving PNGs (default 4). */
   readConcurrency?: number;
+  /** Called as patches are done (`done` of `total`), e.g. to report progress to a job queue. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** What {@link extractPatches} did for one slide. */
@@ -76,16 +85,107 @@ export function slideIdOf(path: string): string {
   return b.slice(0, b.length - extname(b).length) || b;
 }
 
-function settingsOf(opts: ExtractOptions, params: TissueParams): Record<string, unknown> {
+/**
+ * Hex SHA-256 of bytes or text (used to key exports by the content of their inputs).
+ *
+ * @example
+ * ```ts
+ * sha256Hex(await Deno.readFile("tumor_001.xml")).slice(0, 16);
+ * ```
+ */
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/**
+ * Content hash of what an annotation source contributes to patch labels: the file's bytes for a path, the
+ * tumour and exclusion polygons for parsed annotations; `null` without annotations. Throws naming the file
+ * when a path cannot be read.
+ *
+ * @example
+ * ```ts
+ * await annotationsHash("data/camelyon16/annotations/tumor_001.xml"); // "9f2c…" (64 hex digits)
+ * ```
+ */
+export async function annotationsHash(ann: string | SlideAnnotations | undefined): Promise<string | null> {
+  if (ann === undefined) return null;
+  if (typeof ann === "string") {
+    try {
+      return sha256Hex(await Deno.readFile(ann));
+    } catch (e) {
+      throw new Error(`annotationsHash(): cannot read annotation file "${ann}": ${(e as Error).message}`);
+    }
+  }
+  const poly = (p: { group: string; points: ArrayLike<number> }) => [p.group, Array.from(p.points)];
+  return sha256Hex(JSON.stringify({ tumour: ann.tumour.map(poly), exclusion: ann.exclusion.map(poly) }));
+}
+
+/** Everything that shapes an export of {@link extractPatches}; two exports are interchangeable iff equal. */
+export interface ExportSettings {
+  level: number;
+  patchSize: number;
+  stride: number;
+  minTissue: number;
+  /** The preset name, or `"custom"` for explicit parameters. */
+  tissuePreset: string;
+  /** The resolved parameters (preset plus overrides). */
+  tissueParams: TissueParams;
+  savePatches: boolean;
+  /** SHA-256 of the annotation content (see {@link annotationsHash}), `null` when unlabelled. */
+  annotations: string | null;
+  labelThreshold: number;
+}
+
+/**
+ * The settings that key an export: patch size, level, stride, minimum tissue, tissue preset and
+ * parameters, whether PNGs are saved, the annotation content hash and the label threshold.
+ *
+ * @example
+ * ```ts
+ * const s = await exportSettings({ outDir: "out", patchSize: 256, annotations: "tumor_001.xml" });
+ * s.annotations; // sha-256 of the XML file
+ * ```
+ */
+export async function exportSettings(opts: Omit<ExtractOptions, "outDir">): Promise<ExportSettings> {
+  const params = tissueParams(opts.tissue ?? "default", opts.tissueOverrides ?? {});
+  const preset = typeof opts.tissue === "object" ? "custom" : (opts.tissue ?? "default");
   return {
     level: opts.level ?? 0,
     patchSize: opts.patchSize ?? 256,
     stride: opts.stride ?? opts.patchSize ?? 256,
     minTissue: opts.minTissue ?? 0.5,
+    tissuePreset: preset,
     tissueParams: params,
-    labelled: opts.annotations !== undefined,
+    savePatches: opts.savePatches ?? false,
+    annotations: await annotationsHash(opts.annotations),
     labelThreshold: opts.labelThreshold ?? 0.5,
   };
+}
+
+/**
+ * File name of one saved patch: level-0 corner, level and size, so exports at another level or size never
+ * reuse it (`<x>_<y>_L<level>_<size>px.png`).
+ *
+ * @example
+ * ```ts
+ * patchPngName(1024, 2048, 1, 256); // "1024_2048_L1_256px.png"
+ * ```
+ */
+export function patchPngName(x: number, y: number, level: number, patchSize: number): string {
+  return `${x}_${y}_L${level}_${patchSize}px.png`;
+}
+
+/**
+ * Size and modification time of a slide file: stored with an export, so a replaced slide is re-extracted.
+ *
+ * @example
+ * ```ts
+ * await slideFingerprint("tumor_001.tif"); // { bytes: 1234567, mtimeMs: 1767225600000 }
+ * ```
+ */
+export async function slideFingerprint(path: string): Promise<{ bytes: number; mtimeMs: number | null }> {
+  const st = await Deno.stat(path);
+  return { bytes: st.size, mtimeMs: st.mtime?.getTime() ?? null };
 }
 
 /**
@@ -106,9 +206,10 @@ export async function encodePng(
 }
 
 /**
- * Extracts the patch grid of one slide. When `<outDir>/<slideId>.coords` already exists with the same
- * settings the slide is skipped (`resumed: true`); the coordinates file is written last (atomically), so an
- * interrupted slide is redone, keeping the PNGs already written.
+ * Extracts the patch grid of one slide. When `<outDir>/<slideId>.coords` already exists, complete, with the
+ * same {@link exportSettings} and the same slide file (size and mtime), the slide is skipped
+ * (`resumed: true`); the coordinates file is written last (atomically), so an interrupted slide is redone,
+ * keeping the PNGs already written (all of them are rewritten with `overwrite`).
  *
  * @example
  * ```ts
@@ -119,13 +220,20 @@ export async function encodePng(
 export async function extractPatches(slidePath: string, opts: ExtractOptions): Promise<ExtractResult> {
   const t0 = performance.now();
   const slideId = opts.slideId ?? slideIdOf(slidePath);
-  const params = tissueParams(opts.tissue ?? "default", opts.tissueOverrides ?? {});
-  const settings = settingsOf(opts, params);
+  const settings = await exportSettings(opts);
+  const params = settings.tissueParams;
   const coordsPath = join(opts.outDir, `${slideId}.coords`);
-  if (!opts.overwrite && await pathExists(coordsPath)) {
+  let source: { bytes: number; mtimeMs: number | null } | undefined;
+  try {
+    source = await slideFingerprint(slidePath);
+  } catch { /* Slide.open() below names the missing file */ }
+  if (!opts.overwrite && source && await pathExists(coordsPath)) {
     try {
       const prev = await readCoordsFile(coordsPath);
-      if (JSON.stringify(prev.meta?.settings) === JSON.stringify(settings) && prev.meta?.complete === true) {
+      if (
+        JSON.stringify(prev.meta?.settings) === JSON.stringify(settings) && prev.meta?.complete === true &&
+        JSON.stringify(prev.meta?.source) === JSON.stringify(source)
+      ) {
         return {
           slideId,
           slidePath,
@@ -154,7 +262,7 @@ export async function extractPatches(slidePath: string, opts: ExtractOptions): P
       });
     }
     const bar = new Progress(n, { label: slideId, unit: "patch", silent: opts.progress === false });
-    let written = 0;
+    let written = 0, doneCount = 0;
     if (opts.savePatches) {
       const dir = join(opts.outDir, slideId);
       await Deno.mkdir(dir, { recursive: true });
@@ -162,8 +270,8 @@ export async function extractPatches(slidePath: string, opts: ExtractOptions): P
       const worker = async () => {
         while (next < n) {
           const i = next++;
-          const file = join(dir, `${coords.x[i]}_${coords.y[i]}.png`);
-          if (!(await pathExists(file))) {
+          const file = join(dir, patchPngName(coords.x[i], coords.y[i], coords.level, coords.patchSize));
+          if (opts.overwrite || !(await pathExists(file))) {
             const img = await slide.readRegionAsync(
               coords.x[i],
               coords.y[i],
@@ -175,11 +283,15 @@ export async function extractPatches(slidePath: string, opts: ExtractOptions): P
             written++;
           }
           bar.increment();
+          opts.onProgress?.(++doneCount, n);
         }
       };
       await Promise.all(Array.from({ length: Math.max(1, opts.readConcurrency ?? 4) }, worker));
-    } else bar.update(n);
-    coords.meta = { ...coords.meta, settings, complete: true, tissueFraction: mask.tissueFraction };
+    } else {
+      bar.update(n);
+      opts.onProgress?.(n, n);
+    }
+    coords.meta = { ...coords.meta, settings, source, complete: true, tissueFraction: mask.tissueFraction };
     await writeCoordsFile(coordsPath, coords);
     await bar.stop({ kept: n });
     return {

@@ -26,3 +26,8 @@ export * from "./read_patch.ts";
 export * from "./patch_dataset.ts";
 export * from "./slide_inference.ts";
 export * from "./synthetic_slide.ts";
+export * from "./slide_steps.ts";
+export * from "./slide_list.ts";
+export * from "./slide_report.ts";
+export * from "./synthetic_slide_set.ts";
+// The BullMQ queue (slide_queue.ts) is imported on its own, so that importing the library loads no Redis client.

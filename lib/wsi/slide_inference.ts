@@ -45,6 +45,8 @@ export interface SlideInferenceOptions {
   std?: readonly number[];
   /** Show progress bars (default false). */
   progress?: boolean;
+  /** Called after each batch with the stage (`"score"` or `"classify"`) and patches done of its total. */
+  onProgress?: (stage: "score" | "classify", done: number, total: number) => void;
 }
 
 /** A per-pixel float map over the slide, `scale` level-0 pixels per pixel; NaN where no patch lies. */
@@ -121,6 +123,7 @@ async function runBatches(
       x.dispose();
     }
     bar.increment(m);
+    opts.onProgress?.(label as "score" | "classify", b + m, n);
   }
   await bar.stop();
   return out;
