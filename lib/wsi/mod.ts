@@ -26,3 +26,4 @@ export * from "./read_patch.ts";
 export * from "./patch_dataset.ts";
 export * from "./slide_inference.ts";
 export * from "./synthetic_slide.ts";
+export * from "./synthetic_he.ts";
