@@ -71,7 +71,20 @@ export function parseDatasetName(raw: string, source = "dataset"): DatasetName {
 }
 
 function withReason(ds: Dataset, reason: string): Dataset {
-  const { name, classes, split, imageShape, mean, std, images, labels, source, masks, patchGrid } = ds;
+  const {
+    name,
+    classes,
+    split,
+    imageShape,
+    mean,
+    std,
+    images,
+    labels,
+    source,
+    masks,
+    patchGrid,
+    augmentation,
+  } = ds;
   return new InMemoryDataset({
     name,
     classes,
@@ -84,6 +97,7 @@ function withReason(ds: Dataset, reason: string): Dataset {
     source,
     masks,
     patchGrid,
+    augmentation,
     reason,
   });
 }
