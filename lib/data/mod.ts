@@ -27,3 +27,4 @@ export * from "./load_dataset.ts";
 export * from "./dataset_cache.ts";
 export * from "./pcam.ts";
 export * from "./pcam_download.ts";
+export * from "./synthetic_he_patches.ts";

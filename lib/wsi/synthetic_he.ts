@@ -214,6 +214,7 @@ export class SyntheticHeSlide implements SlideSource {
   readonly #cells: { normal: number; tumour: number; fat: number; fibre: number };
   readonly #radius: { normal: [number, number]; tumour: [number, number] };
   readonly #bg: [number, number, number];
+  readonly #memo = new Map<number, boolean>();
   readonly #pieces: { cx: number; cy: number; rx: number; ry: number; cos: number; sin: number }[];
 
   constructor(spec: SyntheticHeSpec) {
@@ -344,7 +345,7 @@ export class SyntheticHeSlide implements SlideSource {
         const nx = (i + hash3(i, j, seed ^ 0x2222)) * cn, ny = (j + hash3(i, j, seed ^ 0x3333)) * cn;
         const rad = (rn0 + (rn1 - rn0) * hash3(i, j, seed ^ 0x4444)) * (1 + 0.4 * follicle);
         const d2 = (x - nx) ** 2 + (y - ny) ** 2;
-        if (d2 < rad * rad && !(near && this.tumourAt(nx, ny))) {
+        if (d2 < rad * rad && !(near && this.#cellInTumour(0, i, j, nx, ny))) {
           const dark = (0.85 + 0.25 * hash3(i, j, seed ^ 0x5555)) * (1 - 0.3 * follicle);
           h = Math.max(h, dark * (0.85 + 0.3 * hash3(Math.floor(x / 3), Math.floor(y / 3), seed ^ 0x6666)));
         }
@@ -359,7 +360,7 @@ export class SyntheticHeSlide implements SlideSource {
       for (let i = tx - 1; i <= tx + 1; i++) {
         if (hash3(i, j, seed ^ 0x7777) > tDensity) continue;
         const nx = (i + hash3(i, j, seed ^ 0x8888)) * ct, ny = (j + hash3(i, j, seed ^ 0x9999)) * ct;
-        if (!this.tumourAt(nx, ny)) continue;
+        if (!this.#cellInTumour(1, i, j, nx, ny)) continue;
         const rad = rt0 + (rt1 - rt0) * hash3(i, j, seed ^ 0xaaaa) ** 0.7;
         const ecc = 1 + 0.6 * hash3(i, j, seed ^ 0xbbbb), ang = Math.PI * hash3(i, j, seed ^ 0xcccc);
         const dx = x - nx, dy = y - ny, c = Math.cos(ang), s = Math.sin(ang);
@@ -375,6 +376,18 @@ export class SyntheticHeSlide implements SlideSource {
       }
     }
     return [h, e];
+  }
+
+  /** `tumourAt` of a lattice nucleus centre, memoised during one render. */
+  #cellInTumour(lattice: 0 | 1, i: number, j: number, x: number, y: number): boolean {
+    const key = (i * 1_000_003 + j) * 2 + lattice;
+    let v = this.#memo.get(key);
+    if (v === undefined) {
+      v = this.tumourAt(x, y);
+      if (this.#memo.size > 1 << 20) this.#memo.clear();
+      this.#memo.set(key, v);
+    }
+    return v;
   }
 
   #nearTumour(x: number, y: number): boolean {
