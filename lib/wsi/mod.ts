@@ -27,3 +27,4 @@ export * from "./patch_dataset.ts";
 export * from "./slide_inference.ts";
 export * from "./synthetic_slide.ts";
 export * from "./synthetic_he.ts";
+export * from "./slide_eval.ts";
