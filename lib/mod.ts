@@ -36,3 +36,5 @@ export * from "./profile.ts";
 export type { SyntheticShape } from "./data/mod.ts";
 export type { Rgb } from "./viz/mod.ts";
 export type { Rgb as RgbColor, SyntheticShape as SyntheticSlideShape } from "./wsi/mod.ts";
+export type { EvaluateOptions } from "./train/mod.ts";
+export type { EvaluateOptions as SlideEvaluateOptions } from "./wsi/mod.ts";

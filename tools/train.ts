@@ -24,7 +24,7 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
                         used in training and evaluation (ViT or hybrid)
   --keep RATIO          fraction of patch tokens kept, in (0, 1] (default 0.5 with a pruning strategy)
   --location N          block before which tokens are pruned (default 0; 1 for attention)
-  --dataset NAME        auto | cifar10 | fashion-mnist | synthetic (default auto)
+  --dataset NAME        auto | cifar10 | fashion-mnist | synthetic | synthetic-he | pcam (default auto)
   --profile NAME        quick | cpu | full (default: $CNNVIT_PROFILE or cpu)
   --epochs N            epochs (stage 2 for the hybrid; default from the profile)
   --stage1-epochs N     hybrid stage-1 (CNN) epochs (default from the profile)

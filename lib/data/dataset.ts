@@ -85,6 +85,11 @@ export interface Dataset {
   readonly masks?: Uint8Array;
   /** `[gh, gw]` of the mask grid when `masks` is present. */
   readonly patchGrid?: readonly [number, number];
+  /**
+   * The training augmentation that suits this data (e.g. histology: dihedral + HED stain jitter); training
+   * uses it instead of the CIFAR recipe when set.
+   */
+  readonly augmentation?: Readonly<AugmentOptions>;
   /** Number of batches {@link Dataset.batches} yields. */
   numBatches(batchSize: number, dropLast?: boolean): number;
   /** Yields batches over the whole dataset; every tensor belongs to the consumer. */
@@ -118,6 +123,7 @@ export interface DatasetInit {
   reason?: string;
   masks?: Uint8Array;
   patchGrid?: readonly [number, number];
+  augmentation?: Readonly<AugmentOptions>;
 }
 
 /** Mixes a seed and an epoch into one 32-bit seed. */
@@ -155,6 +161,7 @@ export class InMemoryDataset implements Dataset {
   readonly reason?: string;
   readonly masks?: Uint8Array;
   readonly patchGrid?: readonly [number, number];
+  readonly augmentation?: Readonly<AugmentOptions>;
 
   constructor(init: DatasetInit) {
     const [h, w, c] = init.imageShape;
@@ -201,6 +208,7 @@ export class InMemoryDataset implements Dataset {
     this.reason = init.reason;
     this.masks = init.masks;
     this.patchGrid = init.patchGrid;
+    this.augmentation = init.augmentation;
   }
 
   numBatches(batchSize: number, dropLast = false): number {
@@ -309,6 +317,7 @@ export class InMemoryDataset implements Dataset {
       reason: this.reason,
       masks: this.masks,
       patchGrid: this.patchGrid,
+      augmentation: this.augmentation,
     };
   }
 }

@@ -15,12 +15,21 @@ import {
   loadFashionMnist,
 } from "./fashion_mnist.ts";
 import { loadSynthetic, type LoadSyntheticOptions } from "./synthetic.ts";
+import { loadPcam, type LoadPcamOptions } from "./pcam.ts";
+import { loadSyntheticHe, type SyntheticHePatchOptions } from "./synthetic_he_patches.ts";
 
 /** Names {@link loadDataset} understands. */
-export type DatasetName = "auto" | "cifar10" | "fashion-mnist" | "synthetic";
+export type DatasetName = "auto" | "cifar10" | "fashion-mnist" | "synthetic" | "synthetic-he" | "pcam";
 
 /** Valid dataset names, for argument validation. */
-export const DATASET_NAMES: readonly DatasetName[] = ["auto", "cifar10", "fashion-mnist", "synthetic"];
+export const DATASET_NAMES: readonly DatasetName[] = [
+  "auto",
+  "cifar10",
+  "fashion-mnist",
+  "synthetic",
+  "synthetic-he",
+  "pcam",
+];
 
 /** Options of {@link loadDataset}. */
 export interface LoadDatasetOptions {
@@ -48,6 +57,13 @@ export interface LoadDatasetOptions {
   fashionMnistUrl?: string;
   /** Options of the synthetic set. */
   synthetic?: LoadSyntheticOptions;
+  /** Options of the synthetic H&E patches (cache default `<dataDir>/synthetic-he`). */
+  syntheticHe?: SyntheticHePatchOptions;
+  /**
+   * Options of PatchCamelyon (files in `<dataDir>/pcam`). By default `imageSize` 32 and `limit` twice the
+   * subset (else 20000 patches): the train file holds 262144 patches (7 GB).
+   */
+  pcam?: LoadPcamOptions;
   /** Print the choice (default true). */
   log?: boolean;
   /** Show download progress (default true). */
@@ -71,7 +87,20 @@ export function parseDatasetName(raw: string, source = "dataset"): DatasetName {
 }
 
 function withReason(ds: Dataset, reason: string): Dataset {
-  const { name, classes, split, imageShape, mean, std, images, labels, source, masks, patchGrid } = ds;
+  const {
+    name,
+    classes,
+    split,
+    imageShape,
+    mean,
+    std,
+    images,
+    labels,
+    source,
+    masks,
+    patchGrid,
+    augmentation,
+  } = ds;
   return new InMemoryDataset({
     name,
     classes,
@@ -84,6 +113,7 @@ function withReason(ds: Dataset, reason: string): Dataset {
     source,
     masks,
     patchGrid,
+    augmentation,
     reason,
   });
 }
@@ -164,6 +194,16 @@ export async function loadDataset(
       ds = loadSynthetic({ valFraction, valSeed, ...options.synthetic, split });
       reason = `synthetic set requested (${ds.source})`;
       break;
+    case "synthetic-he":
+      ds = await loadSyntheticHe({ cacheDir: join(dataDir, "synthetic-he"), ...options.syntheticHe, split });
+      reason = `synthetic H&E patches requested (${ds.source})`;
+      break;
+    case "pcam": {
+      const limit = options.pcam?.limit ?? (options.subset ? Math.min(262144, 2 * options.subset) : 20000);
+      ds = await loadPcam({ dir: join(dataDir, "pcam"), imageSize: 32, ...options.pcam, limit, split });
+      reason = `PatchCamelyon requested (${ds.source})`;
+      break;
+    }
     case "auto": {
       let cifar: string | undefined, cifarWhy = "";
       try {

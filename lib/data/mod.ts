@@ -25,3 +25,6 @@ export * from "./fashion_mnist.ts";
 export * from "./synthetic.ts";
 export * from "./load_dataset.ts";
 export * from "./dataset_cache.ts";
+export * from "./pcam.ts";
+export * from "./pcam_download.ts";
+export * from "./synthetic_he_patches.ts";

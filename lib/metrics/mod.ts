@@ -22,3 +22,6 @@ export * from "./mean_std.ts";
 export * from "./selection.ts";
 export * from "./tokens.ts";
 export * from "./benchmark.ts";
+export * from "./lesion_mask.ts";
+export * from "./froc.ts";
+export * from "./slide_auc.ts";

@@ -23,3 +23,4 @@ export * from "./attention.ts";
 export * from "./images.ts";
 export * from "./export_figure.ts";
 export * from "./show.ts";
+export * from "./froc_plot.ts";

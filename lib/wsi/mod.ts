@@ -26,6 +26,8 @@ export * from "./read_patch.ts";
 export * from "./patch_dataset.ts";
 export * from "./slide_inference.ts";
 export * from "./synthetic_slide.ts";
+export * from "./synthetic_he.ts";
+export * from "./slide_eval.ts";
 export * from "./slide_steps.ts";
 export * from "./slide_list.ts";
 export * from "./slide_report.ts";

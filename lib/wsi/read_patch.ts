@@ -5,7 +5,7 @@
  */
 import { resizeArea } from "./image_ops.ts";
 import type { RasterImage } from "./pixels.ts";
-import type { Slide } from "./slide.ts";
+import type { SlideSource } from "./slide.ts";
 
 /**
  * Reads the level-0 square `(x0, y0, size0)` as an `outSize x outSize` RGB image: from the level OpenSlide's
@@ -17,7 +17,7 @@ import type { Slide } from "./slide.ts";
  * ```
  */
 export async function readPatch(
-  slide: Slide,
+  slide: SlideSource,
   x0: number,
   y0: number,
   size0: number,

@@ -16,6 +16,48 @@ export interface ReadRegionOptions {
   background?: Rgb;
 }
 
+/**
+ * What slide readers need from a slide: the pyramid and region reads. {@link Slide} (OpenSlide) implements it,
+ * and so do procedural slides rendered on demand (`SyntheticHeSlide`).
+ *
+ * @example
+ * ```ts
+ * function thumbnail(s: SlideSource) {
+ *   return s.readLevel(s.levelCount - 1);
+ * }
+ * ```
+ */
+export interface SlideSource {
+  /** Where the slide came from (a path, or a generator and its seed). */
+  readonly path: string;
+  readonly levelCount: number;
+  readonly levelDimensions: readonly (readonly [number, number])[];
+  readonly levelDownsamples: readonly number[];
+  /** Level-0 `[width, height]`. */
+  readonly dimensions: readonly [number, number];
+  /** Microns per pixel at level 0, if known. */
+  readonly mpp: { x: number; y: number } | undefined;
+  bestLevelForDownsample(downsample: number): number;
+  readRegion(
+    x: number,
+    y: number,
+    level: number,
+    width: number,
+    height: number,
+    opts?: ReadRegionOptions,
+  ): RasterImage;
+  readRegionAsync(
+    x: number,
+    y: number,
+    level: number,
+    width: number,
+    height: number,
+    opts?: ReadRegionOptions,
+  ): Promise<RasterImage>;
+  readLevel(level: number, opts?: ReadRegionOptions): RasterImage;
+  close(): void;
+}
+
 /** Largest region (pixels) one read may return; read bigger areas in tiles. */
 export const MAX_REGION_PIXELS = 1 << 28;
 
@@ -64,7 +106,7 @@ const finalizer = new FinalizationRegistry<{ handle: Deno.PointerValue }>((box) 
  * }
  * ```
  */
-export class Slide {
+export class Slide implements SlideSource {
   /** The path the slide was opened from. */
   readonly path: string;
   /** OpenSlide's vendor/format name (e.g. `"generic-tiff"`, `"aperio"`). */

@@ -10,7 +10,7 @@ import { Progress } from "../util/mod.ts";
 import type { PatchCoords } from "./coords_file.ts";
 import { mapConcurrent } from "./extract_patches.ts";
 import { readPatch } from "./read_patch.ts";
-import type { Slide } from "./slide.ts";
+import type { SlideSource } from "./slide.ts";
 
 /** What a model returns per image: a typed array, a plain array or a tensor `[B]` / `[B, 1]`. */
 export type PerImageOutput = Float32Array | number[] | tf.Tensor;
@@ -91,7 +91,7 @@ async function toArray(out: PerImageOutput, n: number, what: string): Promise<Fl
 }
 
 async function runBatches(
-  slide: Slide,
+  slide: SlideSource,
   coords: PatchCoords,
   indices: ArrayLike<number>,
   side: number,
@@ -185,7 +185,7 @@ export function patchHeatmap(
  * ```
  */
 export async function inferSlide(
-  slide: Slide,
+  slide: SlideSource,
   coords: PatchCoords,
   models: SlidePatchModels,
   opts: SlideInferenceOptions = {},

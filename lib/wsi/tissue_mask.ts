@@ -14,7 +14,7 @@ import {
   saturation,
 } from "./image_ops.ts";
 import type { RasterImage } from "./pixels.ts";
-import type { Slide } from "./slide.ts";
+import type { SlideSource } from "./slide.ts";
 
 /** Parameters of tissue segmentation (names after CLAM's `seg_params` / `filter_params`). */
 export interface TissueParams {
@@ -250,7 +250,7 @@ export function segmentTissueImage(
  * ```
  */
 export function readSlideAtDownsample(
-  slide: Slide,
+  slide: SlideSource,
   downsample: number,
   opts: { tile?: number } = {},
 ): { image: RasterImage; level: number; scale: [number, number] } {
@@ -294,7 +294,7 @@ export function readSlideAtDownsample(
  * ```
  */
 export function segmentTissue(
-  slide: Slide,
+  slide: SlideSource,
   preset: TissuePreset | TissueParams = "default",
   overrides: Partial<TissueParams> = {},
 ): TissueMask {
