@@ -22,3 +22,4 @@ export * from "./mean_std.ts";
 export * from "./selection.ts";
 export * from "./tokens.ts";
 export * from "./benchmark.ts";
+export * from "./stable_timing.ts";
