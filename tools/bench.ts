@@ -418,6 +418,8 @@ interface BenchReport {
   runs: RunResult[];
   /** PyTorch: the median over rounds, with spreads. */
   torchRuns: RunResult[];
+  /** Rounds finished (less than protocol.rounds in a partial file). */
+  roundsCompleted?: number;
   /** Every single measurement, round by round. */
   rounds: { round: number; order: string[]; loadAvgStart: string; loadAvgEnd: string; runs: RunResult[] }[];
 }
@@ -782,6 +784,34 @@ async function main(): Promise<void> {
       return { ...m, backend: "torch", error: e instanceof Error ? e.message : String(e) };
     }
   };
+  // The summary and tables of the rounds done so far; with --out, written after every round (marked
+  // partial until the last), so a run stopped early keeps its complete rounds.
+  const summarize = async (final: boolean) => {
+    const mark = printed.length;
+    if (!final) console.log(`\n# PARTIAL: ${report.rounds.length} of ${rounds} rounds done`);
+    for (const r of report.rounds) {
+      console.log(
+        `# round ${r.round}: ${r.order.join(" then ")}, load avg ${r.loadAvgStart} -> ${r.loadAvgEnd}`,
+      );
+    }
+    const phases = report.rounds.flatMap((r) => r.runs).flatMap((r) =>
+      [r.trainTiming, r.inferTiming, r.latencyTiming].filter((t) => t !== undefined)
+    );
+    console.log(
+      `# warm-up settled (last 3 steps within ${tolerance * 100}%) in ${
+        phases.filter((t) => t.stable).length
+      } of ${phases.length} phases (the others stopped at ${maxWarmup} warm-up steps); mean ${
+        (phases.reduce((a, t) => a + t.warmupSteps, 0) / Math.max(1, phases.length)).toFixed(1)
+      } warm-up steps`,
+    );
+    const summary = summarizeRounds(report.rounds.map((r) => r.runs));
+    report.runs = summary.filter((r) => r.backend !== "torch");
+    report.torchRuns = summary.filter((r) => r.backend === "torch");
+    printModels(report.runs, report.torchRuns, batch);
+    report.roundsCompleted = report.rounds.length;
+    await finish(report, values.out);
+    if (!final) printed.length = mark;
+  };
   // Rounds: every (model, side) pair once per round, PyTorch and ours in alternating order, so slow
   // phases of a shared machine fall on both sides alike; ratios are paired within a round.
   const sides: string[] = [...backends, ...(torch ? ["torch"] : [])];
@@ -808,27 +838,9 @@ async function main(): Promise<void> {
       loadAvgEnd: loadAverage(),
       runs,
     });
+    if (round < rounds && values.out) await summarize(false);
   }
-  for (const r of report.rounds) {
-    console.log(
-      `# round ${r.round}: ${r.order.join(" then ")}, load avg ${r.loadAvgStart} -> ${r.loadAvgEnd}`,
-    );
-  }
-  const phases = report.rounds.flatMap((r) => r.runs).flatMap((r) =>
-    [r.trainTiming, r.inferTiming, r.latencyTiming].filter((t) => t !== undefined)
-  );
-  console.log(
-    `# warm-up settled (last 3 steps within ${tolerance * 100}%) in ${
-      phases.filter((t) => t.stable).length
-    } of ${phases.length} phases (the others stopped at ${maxWarmup} warm-up steps); mean ${
-      (phases.reduce((a, t) => a + t.warmupSteps, 0) / Math.max(1, phases.length)).toFixed(1)
-    } warm-up steps`,
-  );
-  const summary = summarizeRounds(report.rounds.map((r) => r.runs));
-  report.runs = summary.filter((r) => r.backend !== "torch");
-  report.torchRuns = summary.filter((r) => r.backend === "torch");
-  printModels(report.runs, report.torchRuns, batch);
-  await finish(report, values.out);
+  await summarize(true);
 }
 
 function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): void {
