@@ -131,6 +131,112 @@ Deno.test("writeSafetensors() round-trips F32/I32 and metadata, atomically, with
   }
 });
 
+/** A safetensors file with any header JSON (valid or not) and `data` bytes after it. */
+function withHeader(header: unknown, data = new Uint8Array(16)): Uint8Array {
+  const h = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + h.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
+  out.set(h, 8);
+  out.set(data, 8 + h.length);
+  return out;
+}
+
+Deno.test("parseSafetensors() rejects a null or non-object header, naming the file", () => {
+  for (
+    const [header, what] of [[null, "null"], [[1, 2], "an array"], [7, "number"], ["x", "string"]] as const
+  ) {
+    assertThrows(
+      () => parseSafetensors(withHeader(header), "odd.safetensors"),
+      Error,
+      `odd.safetensors: header is ${what}`,
+    );
+  }
+  const entry = { "w": null };
+  assertThrows(
+    () => parseSafetensors(withHeader(entry), "e.safetensors"),
+    Error,
+    'e.safetensors: tensor "w" is null',
+  );
+  assertThrows(
+    () => parseSafetensors(withHeader({ __metadata__: { n: 3 } }), "m.safetensors"),
+    Error,
+    'm.safetensors: __metadata__ key "n" is not a string',
+  );
+});
+
+Deno.test("parseSafetensors() rejects negative or fractional dimensions and bad, overlapping or out-of-range offsets", () => {
+  const t = (shape: unknown, data_offsets: unknown) => ({ dtype: "F32", shape, data_offsets });
+  const cases: [Record<string, unknown>, string][] = [
+    // -2 x -1 has 2 elements: only the sign check catches it
+    [{ w: t([-2, -1], [0, 8]) }, 'tensor "w" has shape [-2,-1]; expected non-negative integers'],
+    [{ w: t([1.5, 2], [0, 12]) }, 'tensor "w" has shape [1.5,2]'],
+    [{ w: t(["2"], [0, 8]) }, 'tensor "w" has shape ["2"]'],
+    [{ w: t([2], [0.5, 8.5]) }, 'tensor "w" has data_offsets [0.5,8.5]; expected two non-negative integers'],
+    [{ w: t([2], [-8, 0]) }, 'tensor "w" has data_offsets [-8,0]'],
+    [{ w: t([0], [8, 0]) }, 'tensor "w" has data_offsets [8,0]'],
+    [
+      { w: t([2], [12, 20]) },
+      'tensor "w" data_offsets [12, 20] do not fit shape [2] of F32 in 16 data bytes',
+    ],
+    [{ a: t([2], [0, 8]), b: t([2], [4, 12]) }, 'tensors "a" [0, 8] and "b" [4, 12] overlap'],
+    [{ a: t([4], [0, 16]), b: t([2], [8, 16]) }, 'tensors "a" [0, 16] and "b" [8, 16] overlap'],
+  ];
+  for (const [header, message] of cases) {
+    assertThrows(
+      () => parseSafetensors(withHeader(header), "bad.safetensors"),
+      Error,
+      `bad.safetensors: ${message}`,
+    );
+  }
+  // Adjacent, empty and out-of-order tensors are fine.
+  const ok = parseSafetensors(
+    withHeader({ b: t([2], [8, 16]), a: t([2], [0, 8]), e: t([0, 3], [8, 8]) }),
+    "ok",
+  );
+  assertEquals([...ok.tensors.keys()], ["b", "a", "e"]);
+});
+
+Deno.test("serializeSafetensors() pads the header to 8 bytes in UTF-8 bytes (non-ASCII metadata), read back by Python", async () => {
+  const metadata = { note: "Größe in µm — 組織, 🩺", config: '{"model":"vit"}' };
+  const tensors = new Map([
+    ["w", { shape: [3], data: new Float32Array([1.5, -2, 3.25]) }],
+    ["i", { shape: [2], data: new Int32Array([7, -9]) }],
+  ]);
+  const bytes = serializeSafetensors(tensors, metadata);
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  assertEquals((8 + n) % 8, 0, `data starts at byte ${8 + n}`);
+  const back = parseSafetensors(bytes, "utf8.safetensors");
+  assertEquals(back.metadata, metadata);
+  assertEquals(Array.from(back.tensors.get("w")!.data), [1.5, -2, 3.25]);
+  // An independent reader (Python's struct + json, the layout of the reference implementation).
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = path.join(dir, "utf8.safetensors");
+    await Deno.writeFile(file, bytes);
+    const py = [
+      "import json, struct, sys",
+      "b = open(sys.argv[1], 'rb').read()",
+      "(n,) = struct.unpack('<Q', b[:8])",
+      "h = json.loads(b[8:8 + n].decode('utf-8'))",
+      "base = 8 + n",
+      "w = h['w']; s, e = w['data_offsets']",
+      "i = h['i']; s2, e2 = i['data_offsets']",
+      "print(json.dumps({'aligned': base % 8 == 0, 'meta': h['__metadata__'],",
+      "  'w': list(struct.unpack('<3f', b[base + s:base + e])), 'i': list(struct.unpack('<2i', b[base + s2:base + e2]))}))",
+    ].join("\n");
+    const out = await new Deno.Command("python3", { args: ["-c", py, file] }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+    assertEquals(JSON.parse(new TextDecoder().decode(out.stdout)), {
+      aligned: true,
+      meta: metadata,
+      w: [1.5, -2, 3.25],
+      i: [7, -9],
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---------------------------------------------------------------- state dicts
 
 cpuTest(
