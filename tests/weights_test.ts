@@ -722,51 +722,53 @@ cpuTest("loadPretrained() loads a ResNet18 checkpoint into a hybrid's truncated 
 });
 
 cpuTest(
-  "fetchPretrained() downloads a hub file into the cache once, and offline says where to put it",
+  "fetchPretrained() downloads a pinned hub file into the cache once, and offline says where to put it",
   async () => {
     const dir = await Deno.makeTempDir();
     const body = serializeSafetensors(new Map([["w", { shape: [2], data: new Float32Array([1, 2]) }]]));
+    const sha256 = await sha256Hex(body);
+    const rev = "0123456789abcdef0123456789abcdef01234567";
     let hits = 0;
     const ac = new AbortController();
     const server = Deno.serve(
       { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
       (req) => {
         hits++;
-        if (!new URL(req.url).pathname.endsWith("/owner/model/resolve/main/model.safetensors")) {
+        const p = new URL(req.url).pathname;
+        if (!p.endsWith(`/owner/model/resolve/${rev}/model.safetensors`) && !p.includes("/resolve/main/")) {
           return new Response("not found", { status: 404 });
         }
-        return new Response(body, { headers: { "content-length": String(body.length) } });
+        return new Response(body, {
+          headers: { "content-length": String(body.length), "x-repo-commit": rev },
+        });
       },
     );
     try {
       const endpoint = `http://127.0.0.1:${server.addr.port}`;
-      const file = await fetchPretrained("owner/model", { cacheDir: dir, endpoint, silent: true });
-      assertEquals(path.basename(file), "owner--model--model.safetensors");
+      const pin = { cacheDir: dir, endpoint, silent: true, revision: rev, sha256 };
+      const file = await fetchPretrained("owner/model", pin);
+      assertEquals(path.basename(file), "owner--model--0123456789ab--model.safetensors");
       assertEquals(Array.from((await readSafetensors(file)).tensors.get("w")!.data), [1, 2]);
-      await fetchPretrained("owner/model", { cacheDir: dir, endpoint, silent: true });
+      await fetchPretrained("owner/model", pin);
       assertEquals(hits, 1);
-      const e = await assertRejects(() =>
-        fetchPretrained("owner/other", { cacheDir: dir, endpoint, silent: true })
-      );
+      const e = await assertRejects(() => fetchPretrained("owner/other", pin));
       assert(
         e.message.includes("HTTP 404") &&
-          e.message.includes(path.join(dir, "owner--other--model.safetensors")),
+          e.message.includes(path.join(dir, "owner--other--0123456789ab--model.safetensors")),
         e.message,
       );
       ac.abort();
       await server.finished;
       const offline = await assertRejects(() =>
-        fetchPretrained("vit_small_patch16_224", {
-          cacheDir: dir,
-          endpoint: "http://127.0.0.1:9",
-          silent: true,
-        })
+        fetchPretrained("vit_small_patch16_224", { ...pin, endpoint: "http://127.0.0.1:9" })
       );
       assert(
         offline.message.includes("Without network") && offline.message.includes("put it at"),
         offline.message,
       );
-      assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["owner--model--model.safetensors"]);
+      assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), [
+        "owner--model--0123456789ab--model.safetensors",
+      ]);
       await assertRejects(
         () => fetchPretrained("no such thing"),
         Error,
@@ -774,6 +776,93 @@ cpuTest(
       );
     } finally {
       if (!ac.signal.aborted) ac.abort();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+cpuTest(
+  "fetchPretrained() refuses unpinned downloads and a checksum mismatch, leaving no file behind",
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const body = serializeSafetensors(new Map([["w", { shape: [2], data: new Float32Array([1, 2]) }]]));
+    const good = await sha256Hex(body);
+    const rev = "89abcdef0123456789abcdef0123456789abcdef";
+    let hits = 0;
+    const ac = new AbortController();
+    const server = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
+      () => {
+        hits++;
+        return new Response(body, { headers: { "x-repo-commit": rev } });
+      },
+    );
+    try {
+      const base = { cacheDir: dir, endpoint: `http://127.0.0.1:${server.addr.port}`, silent: true };
+      // Unpinned (no revision or checksum, as the PRETRAINED entries are until someone checks them): refused.
+      await assertRejects(() => fetchPretrained("owner/model", base), Error, "is not pinned");
+      await assertRejects(
+        () => fetchPretrained("resnet18", { ...base, revision: rev }),
+        Error,
+        '"resnet18" (timm/resnet18.a1_in1k/model.safetensors) is not pinned',
+      );
+      await assertRejects(
+        () => fetchPretrained("owner/model", { ...base, revision: "main", sha256: good }),
+        RangeError,
+        'revision is "main"; expected a hub commit',
+      );
+      await assertRejects(
+        () => fetchPretrained("owner/model", { ...base, revision: rev, sha256: "abc" }),
+        RangeError,
+        'sha256 is "abc"; expected 64 hex digits',
+      );
+      assertEquals(hits, 0);
+      // A download whose bytes do not match the pin: a clear error, and nothing in the cache.
+      const bad = "0".repeat(64);
+      await assertRejects(
+        () => fetchPretrained("owner/model", { ...base, revision: rev, sha256: bad }),
+        Error,
+        `has SHA-256 ${good}, expected ${bad} (the pin for owner/model); the download was deleted`,
+      );
+      assertEquals(hits, 1);
+      assertEquals([...Deno.readDirSync(dir)], []);
+      // The right pin downloads; a cached file that no longer matches is reported, not used.
+      const file = await fetchPretrained("owner/model", {
+        ...base,
+        revision: rev,
+        sha256: good.toUpperCase(),
+      });
+      Deno.writeFileSync(file, new Uint8Array([1, 2, 3]));
+      await assertRejects(
+        () => fetchPretrained("owner/model", { ...base, revision: rev, sha256: good }),
+        Error,
+        "the cached file",
+      );
+      // A local path is checked when a checksum is given.
+      await assertRejects(
+        () => fetchPretrained(file, { sha256: good }),
+        Error,
+        `the file ${file} has SHA-256`,
+      );
+      // allowUnpinned takes "main" and says how to pin what it got.
+      const warn = console.warn;
+      const said: string[] = [];
+      console.warn = (m: string) => said.push(m);
+      try {
+        const f = await fetchPretrained("owner/other", { ...base, allowUnpinned: true });
+        assertEquals(path.basename(f), "owner--other--main--model.safetensors");
+      } finally {
+        console.warn = warn;
+      }
+      assert(said.some((m) => m.includes(`revision: "${rev}", sha256: "${good}"`)), said.join("\n"));
+    } finally {
+      ac.abort();
+      await server.finished;
       await Deno.remove(dir, { recursive: true });
     }
   },
