@@ -3,8 +3,15 @@
  * hybrid at several keep ratios on every available backend, side by side with PyTorch on the same
  * machine (`tools/bench_torch.py`, Debian's `python3-torch`), plus raw GEMM / convolution kernels.
  *
- * Each (model, backend) pair runs in its own subprocess so peak memory is per run. Numbers taken while
- * other processes use the CPU are noisy: the header prints the load average.
+ * Each (model, backend) pair runs in its own subprocess so peak memory is per run. The protocol is the
+ * same on both sides: every phase (training step, batch inference, batch-1 latency) warms up until its
+ * step time is stable (at least `--warmup` 3 steps, until the last 3 agree within `--tolerance` 5%, at
+ * most `--max-warmup` 12), then times `--train-iters` / `--infer-iters` 10 steps (`--latency-iters` 20)
+ * and takes the median; the whole set of PyTorch/ours pairs runs `--rounds` 3 times, ours first in odd
+ * rounds and PyTorch first in even ones, and the tables show the median over rounds with the min-max
+ * range, ratios to PyTorch paired within a round. Other processes on the machine slow both sides alike
+ * that way; the load average is recorded per round. With `--out`, results are rewritten after every
+ * round (marked PARTIAL until the last). `--quick` is a smoke test of the protocol (batch 8, 2 rounds).
  *
  * Training of models with transformer blocks (ViT, hybrid) uses gradient checkpointing (labelled
  * "ckpt"), so a batch-64 ViT-Small step fits the 4 GiB wasm heap and the memory column compares batch 64
@@ -12,7 +19,7 @@
  * measures the plain tape instead (micro-batches where the batch does not fit).
  *
  * ```sh
- * deno task bench                                   # everything (a few minutes)
+ * deno task bench                                   # everything (long: wasm training dominates)
  * deno run -A tools/bench.ts --models resnet18 --backends native --no-torch
  * deno run -A tools/bench.ts --models vit_small --backends native --no-kernels   # one model, with PyTorch
  * deno run -A tools/bench.ts --kernels-only
