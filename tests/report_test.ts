@@ -230,3 +230,48 @@ Deno.test("writeReport() keeps the previous folder when writing fails", async ()
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("writeReport() keeps a folder's PNG/SVG figures when static export is unavailable (no Chromium)", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const dir = join(root, "exp");
+    // A committed results folder: its figures were rendered on a machine with Chromium.
+    await Deno.mkdir(join(dir, "figures"), { recursive: true });
+    const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
+    await Deno.writeFile(join(dir, "figures", "curve.png"), png);
+    await Deno.writeTextFile(join(dir, "figures", "curve.svg"), "<svg>old</svg>");
+    await Deno.writeTextFile(join(dir, "figures", "gone.png"), "a figure this run no longer makes");
+    // Re-written on a machine without Chromium: a child process with no browser on PATH.
+    const script = join(root, "write.ts");
+    await Deno.writeTextFile(
+      script,
+      `import { collectRunInfo, writeReport } from ${
+        JSON.stringify(new URL("../lib/report/mod.ts", import.meta.url).href)
+      };
+import { Figure } from ${JSON.stringify(new URL("../lib/viz/mod.ts", import.meta.url).href)};
+const r = await writeReport(${JSON.stringify(dir)}, {
+  run: await collectRunInfo({ experiment: "exp" }),
+  figures: { curve: new Figure([{ type: "scatter", x: [1], y: [2] }]) },
+  figureFormats: ["json", "png", "svg"],
+});
+console.log(JSON.stringify(r));`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", new URL("../deno.json", import.meta.url).pathname, script],
+      clearEnv: true,
+      env: { HOME: Deno.env.get("HOME") ?? "/tmp", PATH: "/nonexistent", NO_COLOR: "1" },
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert(out.success, stderr);
+    const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
+    assertEquals(r.kept, ["figures/curve.png", "figures/curve.svg"]);
+    assert(stderr.includes("kept the previous figures/curve.png"), stderr);
+    assertEquals([...await Deno.readFile(join(dir, "figures", "curve.png"))], [...png]);
+    assertEquals(await Deno.readTextFile(join(dir, "figures", "curve.svg")), "<svg>old</svg>");
+    assert((await Deno.stat(join(dir, "figures", "curve.json"))).isFile);
+    // Only figures this report still makes are carried over.
+    await assertRejects(() => Deno.stat(join(dir, "figures", "gone.png")), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -131,6 +131,112 @@ Deno.test("writeSafetensors() round-trips F32/I32 and metadata, atomically, with
   }
 });
 
+/** A safetensors file with any header JSON (valid or not) and `data` bytes after it. */
+function withHeader(header: unknown, data = new Uint8Array(16)): Uint8Array {
+  const h = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + h.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
+  out.set(h, 8);
+  out.set(data, 8 + h.length);
+  return out;
+}
+
+Deno.test("parseSafetensors() rejects a null or non-object header, naming the file", () => {
+  for (
+    const [header, what] of [[null, "null"], [[1, 2], "an array"], [7, "number"], ["x", "string"]] as const
+  ) {
+    assertThrows(
+      () => parseSafetensors(withHeader(header), "odd.safetensors"),
+      Error,
+      `odd.safetensors: header is ${what}`,
+    );
+  }
+  const entry = { "w": null };
+  assertThrows(
+    () => parseSafetensors(withHeader(entry), "e.safetensors"),
+    Error,
+    'e.safetensors: tensor "w" is null',
+  );
+  assertThrows(
+    () => parseSafetensors(withHeader({ __metadata__: { n: 3 } }), "m.safetensors"),
+    Error,
+    'm.safetensors: __metadata__ key "n" is not a string',
+  );
+});
+
+Deno.test("parseSafetensors() rejects negative or fractional dimensions and bad, overlapping or out-of-range offsets", () => {
+  const t = (shape: unknown, data_offsets: unknown) => ({ dtype: "F32", shape, data_offsets });
+  const cases: [Record<string, unknown>, string][] = [
+    // -2 x -1 has 2 elements: only the sign check catches it
+    [{ w: t([-2, -1], [0, 8]) }, 'tensor "w" has shape [-2,-1]; expected non-negative integers'],
+    [{ w: t([1.5, 2], [0, 12]) }, 'tensor "w" has shape [1.5,2]'],
+    [{ w: t(["2"], [0, 8]) }, 'tensor "w" has shape ["2"]'],
+    [{ w: t([2], [0.5, 8.5]) }, 'tensor "w" has data_offsets [0.5,8.5]; expected two non-negative integers'],
+    [{ w: t([2], [-8, 0]) }, 'tensor "w" has data_offsets [-8,0]'],
+    [{ w: t([0], [8, 0]) }, 'tensor "w" has data_offsets [8,0]'],
+    [
+      { w: t([2], [12, 20]) },
+      'tensor "w" data_offsets [12, 20] do not fit shape [2] of F32 in 16 data bytes',
+    ],
+    [{ a: t([2], [0, 8]), b: t([2], [4, 12]) }, 'tensors "a" [0, 8] and "b" [4, 12] overlap'],
+    [{ a: t([4], [0, 16]), b: t([2], [8, 16]) }, 'tensors "a" [0, 16] and "b" [8, 16] overlap'],
+  ];
+  for (const [header, message] of cases) {
+    assertThrows(
+      () => parseSafetensors(withHeader(header), "bad.safetensors"),
+      Error,
+      `bad.safetensors: ${message}`,
+    );
+  }
+  // Adjacent, empty and out-of-order tensors are fine.
+  const ok = parseSafetensors(
+    withHeader({ b: t([2], [8, 16]), a: t([2], [0, 8]), e: t([0, 3], [8, 8]) }),
+    "ok",
+  );
+  assertEquals([...ok.tensors.keys()], ["b", "a", "e"]);
+});
+
+Deno.test("serializeSafetensors() pads the header to 8 bytes in UTF-8 bytes (non-ASCII metadata), read back by Python", async () => {
+  const metadata = { note: "Größe in µm — 組織, 🩺", config: '{"model":"vit"}' };
+  const tensors = new Map([
+    ["w", { shape: [3], data: new Float32Array([1.5, -2, 3.25]) }],
+    ["i", { shape: [2], data: new Int32Array([7, -9]) }],
+  ]);
+  const bytes = serializeSafetensors(tensors, metadata);
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  assertEquals((8 + n) % 8, 0, `data starts at byte ${8 + n}`);
+  const back = parseSafetensors(bytes, "utf8.safetensors");
+  assertEquals(back.metadata, metadata);
+  assertEquals(Array.from(back.tensors.get("w")!.data), [1.5, -2, 3.25]);
+  // An independent reader (Python's struct + json, the layout of the reference implementation).
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = path.join(dir, "utf8.safetensors");
+    await Deno.writeFile(file, bytes);
+    const py = [
+      "import json, struct, sys",
+      "b = open(sys.argv[1], 'rb').read()",
+      "(n,) = struct.unpack('<Q', b[:8])",
+      "h = json.loads(b[8:8 + n].decode('utf-8'))",
+      "base = 8 + n",
+      "w = h['w']; s, e = w['data_offsets']",
+      "i = h['i']; s2, e2 = i['data_offsets']",
+      "print(json.dumps({'aligned': base % 8 == 0, 'meta': h['__metadata__'],",
+      "  'w': list(struct.unpack('<3f', b[base + s:base + e])), 'i': list(struct.unpack('<2i', b[base + s2:base + e2]))}))",
+    ].join("\n");
+    const out = await new Deno.Command("python3", { args: ["-c", py, file] }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+    assertEquals(JSON.parse(new TextDecoder().decode(out.stdout)), {
+      aligned: true,
+      meta: metadata,
+      w: [1.5, -2, 3.25],
+      i: [7, -9],
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---------------------------------------------------------------- state dicts
 
 cpuTest(
@@ -616,51 +722,53 @@ cpuTest("loadPretrained() loads a ResNet18 checkpoint into a hybrid's truncated 
 });
 
 cpuTest(
-  "fetchPretrained() downloads a hub file into the cache once, and offline says where to put it",
+  "fetchPretrained() downloads a pinned hub file into the cache once, and offline says where to put it",
   async () => {
     const dir = await Deno.makeTempDir();
     const body = serializeSafetensors(new Map([["w", { shape: [2], data: new Float32Array([1, 2]) }]]));
+    const sha256 = await sha256Hex(body);
+    const rev = "0123456789abcdef0123456789abcdef01234567";
     let hits = 0;
     const ac = new AbortController();
     const server = Deno.serve(
       { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
       (req) => {
         hits++;
-        if (!new URL(req.url).pathname.endsWith("/owner/model/resolve/main/model.safetensors")) {
+        const p = new URL(req.url).pathname;
+        if (!p.endsWith(`/owner/model/resolve/${rev}/model.safetensors`) && !p.includes("/resolve/main/")) {
           return new Response("not found", { status: 404 });
         }
-        return new Response(body, { headers: { "content-length": String(body.length) } });
+        return new Response(body, {
+          headers: { "content-length": String(body.length), "x-repo-commit": rev },
+        });
       },
     );
     try {
       const endpoint = `http://127.0.0.1:${server.addr.port}`;
-      const file = await fetchPretrained("owner/model", { cacheDir: dir, endpoint, silent: true });
-      assertEquals(path.basename(file), "owner--model--model.safetensors");
+      const pin = { cacheDir: dir, endpoint, silent: true, revision: rev, sha256 };
+      const file = await fetchPretrained("owner/model", pin);
+      assertEquals(path.basename(file), "owner--model--0123456789ab--model.safetensors");
       assertEquals(Array.from((await readSafetensors(file)).tensors.get("w")!.data), [1, 2]);
-      await fetchPretrained("owner/model", { cacheDir: dir, endpoint, silent: true });
+      await fetchPretrained("owner/model", pin);
       assertEquals(hits, 1);
-      const e = await assertRejects(() =>
-        fetchPretrained("owner/other", { cacheDir: dir, endpoint, silent: true })
-      );
+      const e = await assertRejects(() => fetchPretrained("owner/other", pin));
       assert(
         e.message.includes("HTTP 404") &&
-          e.message.includes(path.join(dir, "owner--other--model.safetensors")),
+          e.message.includes(path.join(dir, "owner--other--0123456789ab--model.safetensors")),
         e.message,
       );
       ac.abort();
       await server.finished;
       const offline = await assertRejects(() =>
-        fetchPretrained("vit_small_patch16_224", {
-          cacheDir: dir,
-          endpoint: "http://127.0.0.1:9",
-          silent: true,
-        })
+        fetchPretrained("vit_small_patch16_224", { ...pin, endpoint: "http://127.0.0.1:9" })
       );
       assert(
         offline.message.includes("Without network") && offline.message.includes("put it at"),
         offline.message,
       );
-      assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["owner--model--model.safetensors"]);
+      assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), [
+        "owner--model--0123456789ab--model.safetensors",
+      ]);
       await assertRejects(
         () => fetchPretrained("no such thing"),
         Error,
@@ -668,6 +776,93 @@ cpuTest(
       );
     } finally {
       if (!ac.signal.aborted) ac.abort();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+cpuTest(
+  "fetchPretrained() refuses unpinned downloads and a checksum mismatch, leaving no file behind",
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const body = serializeSafetensors(new Map([["w", { shape: [2], data: new Float32Array([1, 2]) }]]));
+    const good = await sha256Hex(body);
+    const rev = "89abcdef0123456789abcdef0123456789abcdef";
+    let hits = 0;
+    const ac = new AbortController();
+    const server = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
+      () => {
+        hits++;
+        return new Response(body, { headers: { "x-repo-commit": rev } });
+      },
+    );
+    try {
+      const base = { cacheDir: dir, endpoint: `http://127.0.0.1:${server.addr.port}`, silent: true };
+      // Unpinned (no revision or checksum, as the PRETRAINED entries are until someone checks them): refused.
+      await assertRejects(() => fetchPretrained("owner/model", base), Error, "is not pinned");
+      await assertRejects(
+        () => fetchPretrained("resnet18", { ...base, revision: rev }),
+        Error,
+        '"resnet18" (timm/resnet18.a1_in1k/model.safetensors) is not pinned',
+      );
+      await assertRejects(
+        () => fetchPretrained("owner/model", { ...base, revision: "main", sha256: good }),
+        RangeError,
+        'revision is "main"; expected a hub commit',
+      );
+      await assertRejects(
+        () => fetchPretrained("owner/model", { ...base, revision: rev, sha256: "abc" }),
+        RangeError,
+        'sha256 is "abc"; expected 64 hex digits',
+      );
+      assertEquals(hits, 0);
+      // A download whose bytes do not match the pin: a clear error, and nothing in the cache.
+      const bad = "0".repeat(64);
+      await assertRejects(
+        () => fetchPretrained("owner/model", { ...base, revision: rev, sha256: bad }),
+        Error,
+        `has SHA-256 ${good}, expected ${bad} (the pin for owner/model); the download was deleted`,
+      );
+      assertEquals(hits, 1);
+      assertEquals([...Deno.readDirSync(dir)], []);
+      // The right pin downloads; a cached file that no longer matches is reported, not used.
+      const file = await fetchPretrained("owner/model", {
+        ...base,
+        revision: rev,
+        sha256: good.toUpperCase(),
+      });
+      Deno.writeFileSync(file, new Uint8Array([1, 2, 3]));
+      await assertRejects(
+        () => fetchPretrained("owner/model", { ...base, revision: rev, sha256: good }),
+        Error,
+        "the cached file",
+      );
+      // A local path is checked when a checksum is given.
+      await assertRejects(
+        () => fetchPretrained(file, { sha256: good }),
+        Error,
+        `the file ${file} has SHA-256`,
+      );
+      // allowUnpinned takes "main" and says how to pin what it got.
+      const warn = console.warn;
+      const said: string[] = [];
+      console.warn = (m: string) => said.push(m);
+      try {
+        const f = await fetchPretrained("owner/other", { ...base, allowUnpinned: true });
+        assertEquals(path.basename(f), "owner--other--main--model.safetensors");
+      } finally {
+        console.warn = warn;
+      }
+      assert(said.some((m) => m.includes(`revision: "${rev}", sha256: "${good}"`)), said.join("\n"));
+    } finally {
+      ac.abort();
+      await server.finished;
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -3,8 +3,15 @@
  * hybrid at several keep ratios on every available backend, side by side with PyTorch on the same
  * machine (`tools/bench_torch.py`, Debian's `python3-torch`), plus raw GEMM / convolution kernels.
  *
- * Each (model, backend) pair runs in its own subprocess so peak memory is per run. Numbers taken while
- * other processes use the CPU are noisy: the header prints the load average.
+ * Each (model, backend) pair runs in its own subprocess so peak memory is per run. The protocol is the
+ * same on both sides: every phase (training step, batch inference, batch-1 latency) warms up until its
+ * step time is stable (at least `--warmup` 3 steps, until the last 3 agree within `--tolerance` 5%, at
+ * most `--max-warmup` 12), then times `--train-iters` / `--infer-iters` 10 steps (`--latency-iters` 20)
+ * and takes the median; the whole set of PyTorch/ours pairs runs `--rounds` 3 times, ours first in odd
+ * rounds and PyTorch first in even ones, and the tables show the median over rounds with the min-max
+ * range, ratios to PyTorch paired within a round. Other processes on the machine slow both sides alike
+ * that way; the load average is recorded per round. With `--out`, results are rewritten after every
+ * round (marked PARTIAL until the last). `--quick` is a smoke test of the protocol (batch 8, 2 rounds).
  *
  * Training of models with transformer blocks (ViT, hybrid) uses gradient checkpointing (labelled
  * "ckpt"), so a batch-64 ViT-Small step fits the 4 GiB wasm heap and the memory column compares batch 64
@@ -12,7 +19,7 @@
  * measures the plain tape instead (micro-batches where the batch does not fit).
  *
  * ```sh
- * deno task bench                                   # everything (a few minutes)
+ * deno task bench                                   # everything (long: wasm training dominates)
  * deno run -A tools/bench.ts --models resnet18 --backends native --no-torch
  * deno run -A tools/bench.ts --models vit_small --backends native --no-kernels   # one model, with PyTorch
  * deno run -A tools/bench.ts --kernels-only
@@ -22,10 +29,11 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { type BackendName, initBackend, loadNativeBackend, nativeBackendStatus } from "../lib/backend/mod.ts";
 import { writeFileAtomicSync } from "../lib/util/mod.ts";
 import { CliError, intFlag, parseCli, runCli } from "./cli.ts";
+import { type Spread, spread, type StableTiming, timeUntilStable } from "../lib/metrics/stable_timing.ts";
 
 /** One measured (model, backend) pair. */
 interface RunResult {
@@ -47,6 +55,21 @@ interface RunResult {
   error?: string;
   config?: unknown;
   torch?: string;
+  /** Warm-up and timed steps of each phase (one round). */
+  trainTiming?: StableTiming;
+  inferTiming?: StableTiming;
+  latencyTiming?: StableTiming;
+  /** Over the rounds (summaries only): spread of the per-round values. */
+  inferImgSSpread?: Spread;
+  trainImgSSpread?: Spread;
+  latencyMsSpread?: Spread;
+  /** Over the rounds (summaries only): this side / PyTorch, paired within each round. */
+  inferVsTorch?: Spread;
+  trainVsTorch?: Spread;
+  /** Rounds that measured this (summaries only). */
+  rounds?: number;
+  /** The round of a single measurement. */
+  round?: number;
 }
 
 interface WorkerSpec {
@@ -58,7 +81,12 @@ interface WorkerSpec {
   inferIters: number;
   trainIters: number;
   latencyIters: number;
+  /** Warm-up steps at least; warm-up ends when the step time is stable (see timeUntilStable). */
   warmup: number;
+  /** Warm-up steps at most. */
+  maxWarmup: number;
+  /** Stable = the last 3 warm-up steps within this fraction of each other. */
+  tolerance: number;
   /** Train on micro-batches of this size (gradients averaged, one optimiser step per batch). */
   trainMicroBatch?: number;
   /** Run inference on micro-batches of this size, one after the other. */
@@ -124,19 +152,15 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
     config: model.config,
   };
   const owned: tf.Tensor[] = [];
-  // Median of the timed iterations: one slow iteration (a GC, another process) does not move it.
-  const timeIt = async (fn: () => Promise<void>, iters: number) => {
-    for (let i = 0; i < spec.warmup; i++) await fn();
-    const ts: number[] = [];
-    for (let i = 0; i < iters; i++) {
-      const t0 = performance.now();
-      await fn();
-      ts.push((performance.now() - t0) / 1000);
-    }
-    ts.sort((a, b) => a - b);
-    const mid = ts.length >> 1;
-    return ts.length % 2 ? ts[mid] : (ts[mid - 1] + ts[mid]) / 2;
-  };
+  // Warm up until the step time is stable, then the median of the timed steps: one slow step (a GC,
+  // another process) does not move it. tools/bench_torch.py follows the same rule.
+  const timeIt = (fn: () => Promise<void>, iters: number) =>
+    timeUntilStable(fn, {
+      minWarmup: spec.warmup,
+      maxWarmup: spec.maxWarmup,
+      tolerance: spec.tolerance,
+      iters,
+    });
   try {
     // Micro-batches (when the full batch does not fit the 4 GiB wasm heap): training
     // averages the chunk gradients and takes one optimiser step; inference runs the chunks in turn.
@@ -187,7 +211,8 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
           tf.dispose([lastLoss!, ...acc!.values()]);
         }
       };
-      result.trainImgS = b / await timeIt(step, spec.trainIters);
+      result.trainTiming = await timeIt(step, spec.trainIters);
+      result.trainImgS = b / result.trainTiming.medianS;
       result.trainPeakRssMiB = rssMiB("VmHWM");
     }
     if (spec.inferIters > 0 || spec.latencyIters > 0) console.log(PHASE_TAG + "infer");
@@ -204,7 +229,8 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
           }
         }
       };
-      result.inferImgS = b / await timeIt(infer, spec.inferIters);
+      result.inferTiming = await timeIt(infer, spec.inferIters);
+      result.inferImgS = b / result.inferTiming.medianS;
     }
     if (spec.latencyIters > 0) {
       const one = async () => {
@@ -215,15 +241,8 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
           tf.dispose(out as unknown as tf.TensorContainer);
         }
       };
-      for (let i = 0; i <= spec.warmup; i++) await one();
-      const ts: number[] = [];
-      for (let i = 0; i < spec.latencyIters; i++) {
-        const t0 = performance.now();
-        await one();
-        ts.push(performance.now() - t0);
-      }
-      ts.sort((p, q) => p - q);
-      result.latencyMs = ts[Math.floor(ts.length / 2)];
+      result.latencyTiming = await timeIt(one, spec.latencyIters);
+      result.latencyMs = result.latencyTiming.medianS * 1000;
     }
   } finally {
     tf.dispose([x, x1, y, ...owned]);
@@ -397,6 +416,123 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), w.map((n) => "-".repeat(n)).join("  "), ...rows.map(line)].join("\n");
 }
 
+/** Everything one bench run measured, as written to `--out`. */
+interface BenchReport {
+  machine: string;
+  protocol: Record<string, number>;
+  kernels: KernelResult[];
+  /** Our backends: the median over rounds, with spreads. */
+  runs: RunResult[];
+  /** PyTorch: the median over rounds, with spreads. */
+  torchRuns: RunResult[];
+  /** Rounds finished (less than protocol.rounds in a partial file). */
+  roundsCompleted?: number;
+  /** Every single measurement, round by round. */
+  rounds: { round: number; order: string[]; loadAvgStart: string; loadAvgEnd: string; runs: RunResult[] }[];
+}
+
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "?";
+  }
+}
+
+/**
+ * The order in which the sides run in round `round` (1-based): as given in odd rounds, reversed in even
+ * ones, so PyTorch and ours alternate who goes first (and who meets a busy spell of a shared machine).
+ *
+ * @example
+ * ```ts
+ * roundOrder(1, ["native", "torch"]); // ["native", "torch"]
+ * roundOrder(2, ["native", "torch"]); // ["torch", "native"]
+ * ```
+ */
+export function roundOrder(round: number, sides: readonly string[]): string[] {
+  if (!Number.isInteger(round) || round < 1) {
+    throw new RangeError(`roundOrder: round is ${round}; expected an integer >= 1`);
+  }
+  return round % 2 === 1 ? [...sides] : [...sides].reverse();
+}
+
+/**
+ * One summary per (model, keep ratio, backend) from the measurements of every round: img/s and latency
+ * are the median over the rounds that succeeded with their spread, ratios to PyTorch are taken within a
+ * round (ours and PyTorch measured minutes apart) and then summarised the same way. A pair that failed
+ * in every round keeps the last error.
+ *
+ * @example
+ * ```ts
+ * const [ours] = summarizeRounds([
+ *   [{ model: "vit_small", backend: "native", inferImgS: 120 }, { model: "vit_small", backend: "torch", inferImgS: 60 }],
+ *   [{ model: "vit_small", backend: "native", inferImgS: 100 }, { model: "vit_small", backend: "torch", inferImgS: 40 }],
+ * ]);
+ * ours.inferImgS; // 110
+ * ours.inferVsTorch; // { median: 2.25, min: 2, max: 2.5, ... }
+ * ```
+ */
+export function summarizeRounds(rounds: readonly (readonly RunResult[])[]): RunResult[] {
+  const key = (r: RunResult) => `${modelLabel(r)}|${r.backend}`;
+  const keys: string[] = [];
+  for (const runs of rounds) for (const r of runs) if (!keys.includes(key(r))) keys.push(key(r));
+  const torchKey = (r: RunResult) => `${modelLabel(r)}|torch`;
+  const out: RunResult[] = [];
+  for (const k of keys) {
+    const all = rounds.map((runs) => runs.find((r) => key(r) === k));
+    const ok = all.filter((r): r is RunResult => r !== undefined && !r.error);
+    if (ok.length === 0) {
+      const last = all.filter((r) => r !== undefined).pop()!;
+      out.push({ ...last, round: undefined, rounds: 0 });
+      continue;
+    }
+    const field = (
+      f: "inferImgS" | "trainImgS" | "latencyMs" | "trainPeakRssMiB" | "baseRssMiB" | "peakRssMiB",
+    ) => {
+      const v = ok.map((r) => r[f]).filter((x): x is number => x !== undefined && Number.isFinite(x));
+      return v.length ? spread(v) : undefined;
+    };
+    const ratio = (f: "inferImgS" | "trainImgS") => {
+      const v: number[] = [];
+      rounds.forEach((runs, i) => {
+        const ours = all[i];
+        const t = runs.find((r) => key(r) === torchKey(ours ?? ok[0]));
+        if (ours && !ours.error && t && !t.error && ours[f] && t[f]) v.push(ours[f]! / t[f]!);
+      });
+      return v.length ? spread(v) : undefined;
+    };
+    const first = ok[0];
+    const s: RunResult = {
+      model: first.model,
+      backend: first.backend,
+      keepRatio: first.keepRatio,
+      gmacs: first.gmacs,
+      config: first.config,
+      torch: first.torch,
+      gradCheckpoint: first.gradCheckpoint,
+      trainMicroBatch: ok.map((r) => r.trainMicroBatch).find((x) => x !== undefined),
+      inferMicroBatch: ok.map((r) => r.inferMicroBatch).find((x) => x !== undefined),
+      inferImgS: field("inferImgS")?.median,
+      trainImgS: field("trainImgS")?.median,
+      latencyMs: field("latencyMs")?.median,
+      trainPeakRssMiB: field("trainPeakRssMiB")?.median,
+      baseRssMiB: field("baseRssMiB")?.median,
+      peakRssMiB: field("peakRssMiB")?.median,
+      inferImgSSpread: field("inferImgS"),
+      trainImgSSpread: field("trainImgS"),
+      latencyMsSpread: field("latencyMs"),
+      rounds: ok.length,
+    };
+    if (first.backend !== "torch") {
+      s.inferVsTorch = ratio("inferImgS");
+      s.trainVsTorch = ratio("trainImgS");
+    }
+    for (const f of Object.keys(s) as (keyof RunResult)[]) if (s[f] === undefined) delete s[f];
+    out.push(s);
+  }
+  return out;
+}
+
 function modelLabel(r: { model: string; keepRatio?: number }): string {
   return r.keepRatio !== undefined ? `${r.model}@${r.keepRatio}` : r.model;
 }
@@ -411,10 +547,14 @@ async function main(): Promise<void> {
     },
     batch: { type: "string", default: "64" },
     threads: { type: "string", default: "2" },
-    "infer-iters": { type: "string", default: "5" },
-    "train-iters": { type: "string", default: "3" },
-    "latency-iters": { type: "string", default: "10" },
-    warmup: { type: "string", default: "1" },
+    "infer-iters": { type: "string", default: "10" },
+    "train-iters": { type: "string", default: "10" },
+    "latency-iters": { type: "string", default: "20" },
+    warmup: { type: "string", default: "3" },
+    "max-warmup": { type: "string", default: "12" },
+    tolerance: { type: "string", default: "0.05" },
+    rounds: { type: "string", default: "3" },
+    quick: { type: "boolean", default: false },
     "no-torch": { type: "boolean", default: false },
     "kernels-only": { type: "boolean", default: false },
     "no-kernels": { type: "boolean", default: false },
@@ -422,7 +562,8 @@ async function main(): Promise<void> {
     out: { type: "string" },
     help: { type: "boolean", default: false },
   });
-  if (values.out && !values.worker) {
+  if (values.out && !values.worker && !values.help) {
+    benchRunJsonPath(values.out); // refuse now, not after the bench: a run.json there records another run
     provenance = import("../lib/report/mod.ts").then((m) => m.collectRunInfo({ experiment: "bench" }));
     const log = console.log;
     console.log = (...a: unknown[]) => {
@@ -433,8 +574,13 @@ async function main(): Promise<void> {
   if (values.help) {
     console.log(
       "usage: deno run -A tools/bench.ts [--backends native,wasm[,cpu]] [--models resnet18,vit_small,hybrid_small@0.5]\n" +
-        "  [--batch 64] [--threads 2] [--infer-iters 3] [--train-iters 2] [--latency-iters 10] [--warmup 1]\n" +
-        "  [--no-torch] [--kernels-only] [--no-kernels] [--no-grad-checkpoint] [--out results/bench.json]\n" +
+        "  [--batch 64] [--threads 2] [--infer-iters 10] [--train-iters 10] [--latency-iters 20]\n" +
+        "  [--warmup 3] [--max-warmup 12] [--tolerance 0.05] [--rounds 3] [--quick]\n" +
+        "  [--no-torch] [--kernels-only] [--no-kernels] [--no-grad-checkpoint] [--out results/bench/bench.json]\n" +
+        "  Each phase warms up (at least --warmup steps, until the last 3 agree within --tolerance, at most\n" +
+        "  --max-warmup), then times its iterations; the whole set of PyTorch/ours pairs runs --rounds times,\n" +
+        "  in alternating order, and tables show the median over rounds with the min-max range.\n" +
+        "  --quick: batch 8, 2 rounds, 1-3 warm-up steps, 2 timed steps, no kernels (a smoke test, not a claim).\n" +
         '  ViT and hybrid training use gradient checkpointing ("ckpt") unless --no-grad-checkpoint;\n' +
         "  PyTorch never does (the reference).",
     );
@@ -446,11 +592,32 @@ async function main(): Promise<void> {
     return;
   }
   const int = intFlag;
+  if (values.quick) {
+    // A smoke test of the protocol, not a measurement: flags given explicitly still win.
+    const given = (f: string) => Deno.args.some((a) => a === `--${f}` || a.startsWith(`--${f}=`));
+    const quick: Record<string, string> = {
+      batch: "8",
+      rounds: "2",
+      warmup: "1",
+      "max-warmup": "3",
+      "infer-iters": "2",
+      "train-iters": "2",
+      "latency-iters": "2",
+    };
+    for (const [k, v] of Object.entries(quick)) if (!given(k)) (values as Record<string, unknown>)[k] = v;
+    if (!given("no-kernels")) values["no-kernels"] = true;
+  }
   const batch = int("batch", values.batch!, 1), threads = int("threads", values.threads!, 1);
   const inferIters = int("infer-iters", values["infer-iters"]!, 0);
   const trainIters = int("train-iters", values["train-iters"]!, 0);
   const latencyIters = int("latency-iters", values["latency-iters"]!, 0);
   const warmup = int("warmup", values.warmup!, 0);
+  const maxWarmup = int("max-warmup", values["max-warmup"]!, warmup);
+  const rounds = int("rounds", values.rounds!, 1);
+  const tolerance = Number(values.tolerance);
+  if (!(tolerance >= 0 && tolerance < 1)) {
+    throw new Error(`--tolerance: expected a fraction in [0, 1), got "${values.tolerance}"`);
+  }
   const gradCheckpoint = !values["no-grad-checkpoint"];
   const requested = values.backends!.split(",").map((s) => s.trim()).filter(Boolean);
   for (const b of requested) {
@@ -469,9 +636,13 @@ async function main(): Promise<void> {
 
   console.log(`# bench: ${machineState()}`);
   console.log(
-    `# batch ${batch}, ${threads} threads, iters infer ${inferIters} / train ${trainIters} / latency ${latencyIters}` +
-      `, warmup ${warmup}; img/s from the median iteration (both sides). Other processes on this machine make ` +
-      "numbers noisy; compare within one run.",
+    `# batch ${batch}, ${threads} threads, timed steps infer ${inferIters} / train ${trainIters} / latency ` +
+      `${latencyIters}; each phase warms up until the last 3 steps agree within ${tolerance * 100}% ` +
+      `(at least ${warmup}, at most ${maxWarmup} steps), both sides. ${rounds} round(s), PyTorch and ours in ` +
+      "alternating order; img/s from the median step of a round, tables show the median over rounds " +
+      "[min-max], ratios paired within a round. Other processes on this machine (load average above) slow " +
+      "both sides; the alternation keeps the ratio fair." +
+      (values.quick ? " QUICK: a smoke test, not a claim." : ""),
   );
   console.log(
     gradCheckpoint
@@ -508,11 +679,13 @@ async function main(): Promise<void> {
     );
   }
 
-  const report: { machine: string; kernels: KernelResult[]; runs: RunResult[]; torchRuns: RunResult[] } = {
+  const report: BenchReport = {
     machine: machineState(),
+    protocol: { batch, threads, inferIters, trainIters, latencyIters, warmup, maxWarmup, tolerance, rounds },
     kernels: [],
     runs: [],
     torchRuns: [],
+    rounds: [],
   };
 
   if (!values["no-kernels"]) {
@@ -527,88 +700,145 @@ async function main(): Promise<void> {
 
   const self = fromFileUrl(import.meta.url);
   const fitted = new Map<string, { train: number; infer: number }>();
-  for (const m of models) {
-    for (const backend of backends) {
-      const spec: WorkerSpec = {
-        ...m,
-        backend,
-        threads,
-        batch,
-        inferIters,
-        trainIters,
-        latencyIters,
-        warmup,
-        gradCheckpoint,
-      };
-      const t0 = performance.now();
-      // A batch that does not fit the wasm heap (4 GiB) aborts the worker: retry the phase that failed
-      // (training or inference) with micro-batches.
-      const micro = { ...(fitted.get(modelLabel(m)) ?? { train: batch, infer: batch }) };
-      for (;;) {
-        try {
-          const r = await runJson(
-            Deno.execPath(),
-            [
-              "run",
-              "-A",
-              "--unstable-ffi",
-              self,
-              "--worker",
-              JSON.stringify({ ...spec, trainMicroBatch: micro.train, inferMicroBatch: micro.infer }),
-            ],
-            { BLAS_THREADS: String(threads) },
-          );
-          report.runs.push(r as unknown as RunResult);
-          fitted.set(modelLabel(m), micro); // the next backend shares the 4 GiB heap limit
-          break;
-        } catch (e) {
-          const msg = e instanceof Error ? e.message : String(e);
-          const phase = (e as { phase?: "train" | "infer" }).phase;
-          if (phase && micro[phase] > 8 && /Abort|memory|alloc|RangeError/i.test(msg)) {
-            console.error(
-              `  ${modelLabel(m)} on ${backend}: ${phase} at batch ${
-                micro[phase]
-              } ran out of memory, retrying`,
-            );
-            micro[phase] = Math.ceil(micro[phase] / 2);
-            continue;
-          }
-          report.runs.push({ ...m, backend, error: msg });
-          break;
-        }
-      }
-      console.error(`  ${modelLabel(m)} on ${backend}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    }
-    if (torch) {
-      const cfg = report.runs.find((r) => r.model === m.model && r.keepRatio === m.keepRatio && r.config)
-        ?.config;
-      if (!cfg) {
-        report.torchRuns.push({ ...m, backend: "torch", error: "no model config (every tfjs run failed)" });
-        continue;
-      }
-      // PyTorch trains without gradient checkpointing: the fair reference (its config says so too).
-      const plainCfg = structuredClone(cfg) as {
-        gradCheckpoint?: boolean;
-        vit?: { gradCheckpoint?: boolean };
-      };
-      delete plainCfg.gradCheckpoint;
-      if (plainCfg.vit) delete plainCfg.vit.gradCheckpoint;
-      const spec = { config: plainCfg, batch, threads, inferIters, trainIters, latencyIters, warmup };
+  const configs = new Map<string, unknown>();
+  const runOurs = async (
+    m: { model: string; keepRatio?: number },
+    backend: BackendName,
+  ): Promise<RunResult> => {
+    const spec: WorkerSpec = {
+      ...m,
+      backend,
+      threads,
+      batch,
+      inferIters,
+      trainIters,
+      latencyIters,
+      warmup,
+      maxWarmup,
+      tolerance,
+      gradCheckpoint,
+    };
+    // A batch that does not fit the wasm heap (4 GiB) aborts the worker: retry the phase that failed
+    // (training or inference) with micro-batches.
+    const micro = { ...(fitted.get(modelLabel(m)) ?? { train: batch, infer: batch }) };
+    for (;;) {
       try {
-        // PASSIVE: OpenMP threads sleep instead of spinning at barriers. On a shared machine spinning
-        // threads starve each other (ViT-S batch-1 latency 824 ms instead of 37 ms here).
-        const r = await runJson("/usr/bin/python3", [TORCH_SCRIPT, JSON.stringify(spec)], {
-          OMP_NUM_THREADS: String(threads),
-          OMP_WAIT_POLICY: Deno.env.get("OMP_WAIT_POLICY") ?? "PASSIVE",
-        });
-        report.torchRuns.push({ ...m, backend: "torch", ...r } as RunResult);
+        const r = await runJson(
+          Deno.execPath(),
+          [
+            "run",
+            "-A",
+            "--unstable-ffi",
+            self,
+            "--worker",
+            JSON.stringify({ ...spec, trainMicroBatch: micro.train, inferMicroBatch: micro.infer }),
+          ],
+          { BLAS_THREADS: String(threads) },
+        ) as unknown as RunResult;
+        fitted.set(modelLabel(m), micro); // the next backend (and round) shares the 4 GiB heap limit
+        if (!configs.has(modelLabel(m))) configs.set(modelLabel(m), r.config);
+        return r;
       } catch (e) {
-        report.torchRuns.push({ ...m, backend: "torch", error: e instanceof Error ? e.message : String(e) });
+        const msg = e instanceof Error ? e.message : String(e);
+        const phase = (e as { phase?: "train" | "infer" }).phase;
+        if (phase && micro[phase] > 8 && /Abort|memory|alloc|RangeError/i.test(msg)) {
+          console.error(
+            `  ${modelLabel(m)} on ${backend}: ${phase} at batch ${micro[phase]} ran out of memory, retrying`,
+          );
+          micro[phase] = Math.ceil(micro[phase] / 2);
+          continue;
+        }
+        return { ...m, backend, error: msg };
       }
     }
+  };
+  const runTorch = async (m: { model: string; keepRatio?: number }): Promise<RunResult> => {
+    const cfg = configs.get(modelLabel(m));
+    if (!cfg) return { ...m, backend: "torch", error: "no model config (every tfjs run failed)" };
+    // PyTorch trains without gradient checkpointing: the fair reference (its config says so too).
+    const plainCfg = structuredClone(cfg) as { gradCheckpoint?: boolean; vit?: { gradCheckpoint?: boolean } };
+    delete plainCfg.gradCheckpoint;
+    if (plainCfg.vit) delete plainCfg.vit.gradCheckpoint;
+    const spec = {
+      config: plainCfg,
+      batch,
+      threads,
+      inferIters,
+      trainIters,
+      latencyIters,
+      warmup,
+      maxWarmup,
+      tolerance,
+    };
+    try {
+      // PASSIVE: OpenMP threads sleep instead of spinning at barriers. On a shared machine spinning
+      // threads starve each other (ViT-S batch-1 latency 824 ms instead of 37 ms here).
+      const r = await runJson("/usr/bin/python3", [TORCH_SCRIPT, JSON.stringify(spec)], {
+        OMP_NUM_THREADS: String(threads),
+        OMP_WAIT_POLICY: Deno.env.get("OMP_WAIT_POLICY") ?? "PASSIVE",
+      });
+      return { ...m, backend: "torch", ...r } as RunResult;
+    } catch (e) {
+      return { ...m, backend: "torch", error: e instanceof Error ? e.message : String(e) };
+    }
+  };
+  // The summary and tables of the rounds done so far; with --out, written after every round (marked
+  // partial until the last), so a run stopped early keeps its complete rounds.
+  const summarize = async (final: boolean) => {
+    const mark = printed.length;
+    if (!final) console.log(`\n# PARTIAL: ${report.rounds.length} of ${rounds} rounds done`);
+    for (const r of report.rounds) {
+      console.log(
+        `# round ${r.round}: ${r.order.join(" then ")}, load avg ${r.loadAvgStart} -> ${r.loadAvgEnd}`,
+      );
+    }
+    const phases = report.rounds.flatMap((r) => r.runs).flatMap((r) =>
+      [r.trainTiming, r.inferTiming, r.latencyTiming].filter((t) => t !== undefined)
+    );
+    console.log(
+      `# warm-up settled (last 3 steps within ${tolerance * 100}%) in ${
+        phases.filter((t) => t.stable).length
+      } of ${phases.length} phases (the others stopped at ${maxWarmup} warm-up steps); mean ${
+        (phases.reduce((a, t) => a + t.warmupSteps, 0) / Math.max(1, phases.length)).toFixed(1)
+      } warm-up steps`,
+    );
+    const summary = summarizeRounds(report.rounds.map((r) => r.runs));
+    report.runs = summary.filter((r) => r.backend !== "torch");
+    report.torchRuns = summary.filter((r) => r.backend === "torch");
+    printModels(report.runs, report.torchRuns, batch);
+    report.roundsCompleted = report.rounds.length;
+    await finish(report, values.out);
+    if (!final) printed.length = mark;
+  };
+  // Rounds: every (model, side) pair once per round, PyTorch and ours in alternating order, so slow
+  // phases of a shared machine fall on both sides alike; ratios are paired within a round.
+  const sides: string[] = [...backends, ...(torch ? ["torch"] : [])];
+  for (let round = 1; round <= rounds; round++) {
+    const runs: RunResult[] = [];
+    const load = loadAverage();
+    for (const m of models) {
+      for (const side of roundOrder(round, sides)) {
+        const t0 = performance.now();
+        // The first round runs ours first: PyTorch needs the model config our worker reports.
+        const r = side === "torch" ? await runTorch(m) : await runOurs(m, side as BackendName);
+        runs.push({ ...r, round });
+        console.error(
+          `  round ${round}/${rounds} ${modelLabel(m)} on ${side}: ${
+            ((performance.now() - t0) / 1000).toFixed(0)
+          } s`,
+        );
+      }
+    }
+    report.rounds.push({
+      round,
+      order: roundOrder(round, sides),
+      loadAvgStart: load,
+      loadAvgEnd: loadAverage(),
+      runs,
+    });
+    if (round < rounds && values.out) await summarize(false);
   }
-  printModels(report.runs, report.torchRuns, batch);
-  await finish(report, values.out);
+  await summarize(true);
 }
 
 function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): void {
@@ -639,18 +869,27 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
       r.gradCheckpoint ? "ckpt" : "",
       r.trainMicroBatch !== undefined && r.trainMicroBatch < batch ? `µb ${r.trainMicroBatch}` : "",
     ].filter(Boolean).join(", ");
+    // Median over rounds [min-max over rounds]; ratios paired within a round.
+    const range = (v: number | undefined, sp?: Spread) =>
+      sp && sp.n > 1 ? `${fmt(v)} [${fmt(sp.min)}-${fmt(sp.max)}]` : fmt(v);
+    const ratioRange = (sp: Spread | undefined, a?: number, b?: number) =>
+      sp
+        ? `${sp.median.toFixed(2)}x` + (sp.n > 1 ? ` [${sp.min.toFixed(2)}-${sp.max.toFixed(2)}]` : "")
+        : ratio(a, b);
     rows.push([
       modelLabel(r),
       r.backend,
       fmt(g, 3),
       r.inferMicroBatch !== undefined && r.inferMicroBatch < batch
-        ? `${fmt(r.inferImgS)} (µb ${r.inferMicroBatch})`
-        : fmt(r.inferImgS),
+        ? `${range(r.inferImgS, r.inferImgSSpread)} (µb ${r.inferMicroBatch})`
+        : range(r.inferImgS, r.inferImgSSpread),
       fmt(r.inferImgS && g ? r.inferImgS * g : undefined),
-      r.backend === "torch" ? "1.00x" : ratio(r.inferImgS, t?.inferImgS),
-      notes && r.trainImgS !== undefined ? `${fmt(r.trainImgS)} (${notes})` : fmt(r.trainImgS),
+      r.backend === "torch" ? "1.00x" : ratioRange(r.inferVsTorch, r.inferImgS, t?.inferImgS),
+      notes && r.trainImgS !== undefined
+        ? `${range(r.trainImgS, r.trainImgSSpread)} (${notes})`
+        : range(r.trainImgS, r.trainImgSSpread),
       fmt(r.trainImgS && g ? r.trainImgS * g * 3 : undefined),
-      r.backend === "torch" ? "1.00x" : ratio(r.trainImgS, t?.trainImgS),
+      r.backend === "torch" ? "1.00x" : ratioRange(r.trainVsTorch, r.trainImgS, t?.trainImgS),
       fmt(r.latencyMs, 2),
       notes && trainMem(r) !== undefined ? `${fmt(trainMem(r), 0)} (${notes})` : fmt(trainMem(r), 0),
       r.backend === "torch" ? "1.00x" : ratio(trainMem(r), trainMem(t)),
@@ -676,6 +915,9 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
     ],
     rows,
   ));
+  console.log(
+    "  (img/s: median over rounds [min-max over rounds]; vs torch: median of the per-round ratios [min-max]);",
+  );
   console.log("  (train mem = peak RSS during the training steps minus RSS before the model was built;");
   console.log(
     "   ckpt = gradient checkpointing of the transformer blocks; PyTorch never checkpoints, the reference;",
@@ -719,6 +961,54 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
   }
 }
 
+/**
+ * Where `--out` writes its provenance: `run.json` beside the output. A `run.json` already there is
+ * replaced only when it records a bench run that wrote this same output file; any other (a study's, a
+ * training run's, a bench writing another file) is refused with an error naming both files, before the
+ * bench starts.
+ *
+ * @example
+ * ```ts
+ * benchRunJsonPath("results/bench/bench.json"); // "results/bench/run.json"
+ * ```
+ */
+export function benchRunJsonPath(out: string): string {
+  const path = join(dirname(out), "run.json");
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return path;
+    throw e;
+  }
+  let prev: { experiment?: unknown; outputs?: unknown; command?: unknown } | null = null;
+  try {
+    prev = JSON.parse(text);
+  } catch { /* not JSON: not ours either */ }
+  const name = basename(out);
+  const outOf = (cmd: unknown) => {
+    if (!Array.isArray(cmd)) return undefined;
+    const i = cmd.indexOf("--out");
+    const v = i >= 0
+      ? cmd[i + 1]
+      : cmd.find((a) => typeof a === "string" && a.startsWith("--out="))?.slice(6);
+    return typeof v === "string" ? basename(v) : undefined;
+  };
+  const ours = prev !== null && typeof prev === "object" && prev.experiment === "bench" &&
+    (Array.isArray(prev.outputs) ? prev.outputs.includes(name) : outOf(prev.command) === name);
+  if (!ours) {
+    const what = prev !== null && typeof prev === "object"
+      ? `experiment ${JSON.stringify(prev.experiment ?? null)}` +
+        (Array.isArray(prev.outputs) ? `, outputs ${JSON.stringify(prev.outputs)}` : "")
+      : "not a run record";
+    throw new CliError(
+      `--out "${out}": "${path}" already records another run (${what}) and the bench would overwrite it; ` +
+        `write the bench into a folder of its own, e.g. --out results/bench/bench.json`,
+    );
+  }
+  return path;
+}
+
 /** What main() printed, kept when `--out` is given so the tables land beside the JSON. */
 const printed: string[] = [];
 
@@ -730,14 +1020,17 @@ let provenance: Promise<unknown> | undefined;
 
 async function finish(report: { machine: string }, out: string | undefined): Promise<void> {
   if (!out) return;
+  const runPath = benchRunJsonPath(out);
+  const txt = out.replace(/\.json$/, "") + ".txt";
   const run = {
     ...(await provenance) as object,
+    outputs: [basename(out), basename(txt)],
     finishedAt: new Date().toISOString(),
     machineState: report.machine,
+    machineStateEnd: machineState(),
   };
   writeFileAtomicSync(out, JSON.stringify(report, null, 2) + "\n");
-  writeFileAtomicSync(out.replace(/\.json$/, "") + ".txt", printed.join("\n") + "\n");
-  const runPath = join(dirname(out), "run.json");
+  writeFileAtomicSync(txt, printed.join("\n") + "\n");
   writeFileAtomicSync(runPath, JSON.stringify(run, null, 2) + "\n");
   console.log(`\nwrote ${out} (and .txt, the tables above) and ${runPath}`);
 }

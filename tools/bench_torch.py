@@ -2,20 +2,24 @@
 """PyTorch side of `deno task bench`: the same architectures, batch and thread count as tools/bench.ts.
 
 Usage: bench_torch.py '<json spec>'   (spec: {"config": <our model config JSON>, "batch": 64,
-       "threads": 2, "inferIters": 5, "trainIters": 3, "latencyIters": 20, "warmup": 1})
-Prints one JSON object: {"torch": version, "inferImgS", "latencyMs", "trainImgS", "peakRssMiB",
-"baseRssMiB", "threads"}. Architectures are rebuilt from our config JSON (lib/models/types.ts), with
+       "threads": 2, "inferIters": 10, "trainIters": 10, "latencyIters": 20, "warmup": 3, "maxWarmup": 12,
+       "tolerance": 0.05})
+Each phase warms up until its step time is stable (tools/bench_protocol.py, the rule tools/bench.ts uses:
+at least `warmup` steps, until the last 3 agree within `tolerance`, at most `maxWarmup`), then times its
+iterations. Prints one JSON object: {"torch": version, "inferImgS", "latencyMs", "trainImgS", "peakRssMiB",
+"baseRssMiB", "threads", "trainTiming", "inferTiming", "latencyTiming"} (timings: warm-up steps, whether
+the warm-up settled, every timed step in seconds). Architectures are rebuilt from our config JSON (lib/models/types.ts), with
 plain torch modules (no timm), so the bench needs only Debian's python3-torch.
 """
 import json
 import math
 import resource
 import sys
-import statistics
-import time
 
 import torch
 import torch.nn as nn
+
+from bench_protocol import time_until_stable
 import torch.nn.functional as F
 
 
@@ -184,18 +188,10 @@ def main():
     x = torch.randn(b, 3, size, size)
     y = torch.randint(0, classes, (b,))
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "baseRssMiB": base}
-    warm = spec.get("warmup", 1)
-
     def timed(fn, iters):
-        # Median of the timed iterations, as tools/bench.ts does on its side.
-        for _ in range(warm):
-            fn()
-        ts = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
+        # The same protocol as tools/bench.ts: warm up until stable, median of the timed iterations.
+        return time_until_stable(fn, min_warmup=spec.get("warmup", 3), max_warmup=spec.get("maxWarmup"),
+                                 tolerance=spec.get("tolerance", 0.05), iters=iters)
 
     if spec.get("trainIters", 0) > 0:
         model.train()
@@ -207,23 +203,21 @@ def main():
             loss.backward()
             opt.step()
 
-        out["trainImgS"] = b / timed(step, spec["trainIters"])
+        t = timed(step, spec["trainIters"])
+        out["trainImgS"] = b / t["medianS"]
+        out["trainTiming"] = t
         out["trainPeakRssMiB"] = rss_mib()
     model.eval()
     with torch.no_grad():
         if spec.get("inferIters", 0) > 0:
-            out["inferImgS"] = b / timed(lambda: logits_of(model, x), spec["inferIters"])
+            t = timed(lambda: logits_of(model, x), spec["inferIters"])
+            out["inferImgS"] = b / t["medianS"]
+            out["inferTiming"] = t
         if spec.get("latencyIters", 0) > 0:
             x1 = x[:1].contiguous()
-            for _ in range(warm + 1):
-                logits_of(model, x1)
-            ts = []
-            for _ in range(spec["latencyIters"]):
-                t0 = time.perf_counter()
-                logits_of(model, x1)
-                ts.append((time.perf_counter() - t0) * 1000)
-            ts.sort()
-            out["latencyMs"] = ts[len(ts) // 2]
+            t = timed(lambda: logits_of(model, x1), spec["latencyIters"])
+            out["latencyMs"] = t["medianS"] * 1000
+            out["latencyTiming"] = t
     out["peakRssMiB"] = rss_mib()
     print(json.dumps(out))
 

@@ -25,3 +25,4 @@ export * from "./benchmark.ts";
 export * from "./lesion_mask.ts";
 export * from "./froc.ts";
 export * from "./slide_auc.ts";
+export * from "./stable_timing.ts";

@@ -35,6 +35,11 @@ export interface ReportResult {
   files: string[];
   /** Formats skipped (e.g. PNG/SVG without Chromium), with the reason. */
   skipped: string[];
+  /**
+   * Figures that could not be rendered (PNG/SVG without Chromium) and were carried over unchanged from
+   * the previous folder instead of being deleted, relative to `dir`: they show the previous run.
+   */
+  kept: string[];
 }
 
 function safeRelative(path: string): string {
@@ -49,7 +54,9 @@ function safeRelative(path: string): string {
 /**
  * Writes an experiment's results folder `dir` from scratch: `results.{md,csv,json}`, `run.json`,
  * `figures/`, `images/` and extra files. Everything is written into a temporary sibling folder first,
- * then swapped in for `dir`; other folders under the same parent are never touched.
+ * then swapped in for `dir`; other folders under the same parent are never touched. The one thing carried
+ * over: a PNG/SVG of a figure in `content.figures` that cannot be rendered here (no Chromium) keeps its
+ * previous file (listed in `kept`), so a machine without Chromium does not delete committed figures.
  *
  * @example
  * ```ts
@@ -75,6 +82,7 @@ export async function writeReport(dir: string, content: ReportContent): Promise<
   const tmp = join(parent, `.${basename(dir)}.tmp-${tag}`);
   const files: string[] = [];
   const skipped: string[] = [];
+  const kept: string[] = [];
   const put = async (rel: string, data: string | Uint8Array) => {
     await writeFileAtomic(join(tmp, safeRelative(rel)), data);
     files.push(rel);
@@ -95,6 +103,19 @@ export async function writeReport(dir: string, content: ReportContent): Promise<
       });
       files.push(...r.written.map((p) => p.slice(tmp.length + 1)));
       skipped.push(...r.skipped.map((s) => s.slice(tmp.length + 1)));
+      // Static export unavailable (no Chromium): keep the figure the folder already had (e.g. a committed
+      // PNG) rather than delete it; the warning says it is the previous run's.
+      for (const ext of ["png", "svg"] as const) {
+        const rel = `figures/${name}.${ext}`;
+        if (!(content.figureFormats ?? ["html", "png", "svg"]).includes(ext)) continue;
+        if (r.written.includes(join(tmp, rel))) continue;
+        try {
+          await Deno.copyFile(join(dir, rel), join(tmp, rel));
+          kept.push(rel);
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        }
+      }
     }
     for (const [name, img] of Object.entries(content.images ?? {})) {
       await put(`images/${safeRelative(name)}.png`, img.png);
@@ -121,5 +142,10 @@ export async function writeReport(dir: string, content: ReportContent): Promise<
     throw e;
   }
   for (const s of skipped) console.warn(`writeReport: ${s}`);
-  return { dir, files, skipped };
+  if (kept.length) {
+    console.warn(
+      `writeReport: kept the previous ${kept.join(", ")} in ${dir} (not regenerated: no Chromium)`,
+    );
+  }
+  return { dir, files, skipped, kept };
 }

@@ -1,11 +1,13 @@
 /**
  * Pretrained timm checkpoints: {@link loadPretrained} reads a local safetensors file or downloads one
- * from the Hugging Face hub (cached in `data/weights/`, with a progress bar), then adapts it to the
+ * from the Hugging Face hub (cached in `data/weights/`, with a progress bar), pinned to a hub commit and
+ * checked against a SHA-256 (a mismatch is an error and leaves no file), then adapts it to the
  * model: position embeddings resampled to the model's patch grid, classification head replaced when
  * the class count differs, and the parts of a ResNet a truncated scorer does not have skipped.
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Model } from "../models/types.ts";
@@ -14,8 +16,26 @@ import { type RawTensor, readSafetensors } from "./safetensors.ts";
 import { loadStateDict, type LoadStateDictReport, pytorchShape } from "./state_dict.ts";
 import { resamplePosEmbed } from "./resample.ts";
 
-/** Known timm checkpoints by short name. */
-export const PRETRAINED: Record<string, { hubId: string; file: string; family: "resnet18" | "vit" }> = {
+/** A checkpoint on the Hugging Face hub, optionally pinned to a commit and a checksum. */
+export interface HubCheckpoint {
+  /** `owner/name` on the hub. */
+  hubId: string;
+  /** File in the repository. */
+  file: string;
+  family: "resnet18" | "vit";
+  /** Hub commit (40 hex digits) the file is downloaded from. */
+  revision?: string;
+  /** SHA-256 of the file (64 hex digits; the hub lists it on the file's page). */
+  sha256?: string;
+}
+
+/**
+ * Known timm checkpoints by short name. Their `revision` and `sha256` are not filled in: this project was
+ * built without network access to the hub, and a pin nobody checked would be worse than none. Until they
+ * are, downloading one needs `{ revision, sha256 }` (from the hub's file page) or `{ allowUnpinned: true }`,
+ * which prints the commit and checksum it got so they can be pinned here.
+ */
+export const PRETRAINED: Record<string, HubCheckpoint> = {
   resnet18: { hubId: "timm/resnet18.a1_in1k", file: "model.safetensors", family: "resnet18" },
   vit_small_patch16_224: {
     hubId: "timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
@@ -42,6 +62,15 @@ export interface PretrainedOptions {
   part?: "vit" | "cnn";
   /** Silence the download progress bar. */
   silent?: boolean;
+  /** Hub commit to download from (overrides the {@link PRETRAINED} pin). */
+  revision?: string;
+  /** Expected SHA-256 of the file, hex (overrides the {@link PRETRAINED} pin); also checks local files. */
+  sha256?: string;
+  /**
+   * Download from the hub's `main` without a revision or checksum pin (default false: refused). The
+   * commit and checksum received are printed so they can be pinned.
+   */
+  allowUnpinned?: boolean;
 }
 
 /** What {@link loadPretrained} did. */
@@ -53,8 +82,16 @@ export interface PretrainedReport extends LoadStateDictReport {
   replaced: string[];
 }
 
-function cacheName(hubId: string, file: string): string {
-  return `${hubId.replaceAll("/", "--")}--${file}`;
+function cacheName(hubId: string, revision: string, file: string): string {
+  return `${hubId.replaceAll("/", "--")}--${revision.slice(0, 12)}--${file}`;
+}
+
+/** SHA-256 of a file, hex. */
+async function sha256Of(file: string): Promise<string> {
+  const h = createHash("sha256");
+  const f = await Deno.open(file, { read: true });
+  for await (const chunk of f.readable) h.update(chunk); // the stream closes the file
+  return h.digest("hex");
 }
 
 function isHubId(s: string): boolean {
@@ -71,15 +108,38 @@ async function exists(p: string): Promise<boolean> {
 
 /**
  * Resolves `source` (a local path, a short name from {@link PRETRAINED}, or a hub id `owner/name`) to a
- * local file, downloading into the cache when needed. Offline, the error says where to put the file.
+ * local file, downloading into the cache when needed. Downloads are pinned: a hub commit (`revision`) and
+ * the file's SHA-256, from the options or the {@link PRETRAINED} entry; the bytes are hashed as they
+ * arrive and a mismatch is an error that leaves no file behind. A cached file (and a local path, when
+ * `sha256` is given) is checked too. Offline, the error says where to put the file.
  *
  * @example
  * ```ts
- * const file = await fetchPretrained("vit_small_patch16_224"); // data/weights/timm--vit_small...safetensors
+ * const file = await fetchPretrained("vit_small_patch16_224", {
+ *   revision: "<40-hex hub commit>",
+ *   sha256: "<64-hex SHA-256 from the hub's file page>",
+ * });
  * ```
  */
 export async function fetchPretrained(source: string, options: PretrainedOptions = {}): Promise<string> {
-  if (await exists(source)) return source;
+  const want = options.sha256?.toLowerCase();
+  if (want !== undefined && !/^[0-9a-f]{64}$/.test(want)) {
+    throw new RangeError(
+      `fetchPretrained: sha256 is ${JSON.stringify(options.sha256)}; expected 64 hex digits`,
+    );
+  }
+  const check = async (file: string, expected: string | undefined, what: string) => {
+    if (expected === undefined) return file;
+    const got = await sha256Of(file);
+    if (got !== expected) {
+      throw new Error(
+        `fetchPretrained: ${what} ${file} has SHA-256 ${got}, expected ${expected}; ` +
+          `delete it (or pass the right file) and try again`,
+      );
+    }
+    return file;
+  };
+  if (await exists(source)) return await check(source, want, "the file");
   const known = PRETRAINED[source];
   const hubId = known?.hubId ?? (isHubId(source) ? source : undefined);
   if (!hubId) {
@@ -91,9 +151,26 @@ export async function fetchPretrained(source: string, options: PretrainedOptions
     );
   }
   const file = known?.file ?? "model.safetensors";
+  const revision = options.revision ?? known?.revision;
+  const sha256 = want ?? known?.sha256?.toLowerCase();
+  if (revision !== undefined && !/^[0-9a-f]{40}$/.test(revision)) {
+    throw new RangeError(
+      `fetchPretrained: revision is ${JSON.stringify(revision)}; expected a hub commit (40 hex digits)`,
+    );
+  }
+  if ((revision === undefined || sha256 === undefined) && !options.allowUnpinned) {
+    throw new Error(
+      `fetchPretrained: "${source}" (${hubId}/${file}) is not pinned (revision ${
+        revision ?? "missing"
+      }, sha256 ${
+        sha256 ?? "missing"
+      }); pass { revision: "<hub commit>", sha256: "<file SHA-256>" } from the file's page on the hub, ` +
+        `or { allowUnpinned: true } to take whatever "main" holds now`,
+    );
+  }
   const dir = options.cacheDir ?? DEFAULT_WEIGHTS_DIR;
-  const dest = path.join(dir, cacheName(hubId, file));
-  if (await exists(dest)) return dest;
+  const dest = path.join(dir, cacheName(hubId, revision ?? "main", file));
+  if (await exists(dest)) return await check(dest, sha256, "the cached file");
   let endpoint = options.endpoint;
   if (!endpoint) {
     try {
@@ -102,7 +179,7 @@ export async function fetchPretrained(source: string, options: PretrainedOptions
       endpoint = undefined;
     }
   }
-  const url = `${endpoint ?? "https://huggingface.co"}/${hubId}/resolve/main/${file}`;
+  const url = `${endpoint ?? "https://huggingface.co"}/${hubId}/resolve/${revision ?? "main"}/${file}`;
   const offline = (why: string) =>
     new Error(
       `fetchPretrained: cannot download ${url} (${why}). Without network, download that file elsewhere and ` +
@@ -123,16 +200,27 @@ export async function fetchPretrained(source: string, options: PretrainedOptions
   const bar = new Progress(total || 1, { label: `download ${hubId}`, unit: "bytes", silent: options.silent });
   const tmp = `${dest}.${Deno.pid}.part`;
   const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  const hash = createHash("sha256");
   let ok = false;
+  let got = "";
   try {
-    let got = 0;
+    let n = 0;
     for await (const chunk of res.body) {
       let off = 0;
       while (off < chunk.length) off += await f.write(chunk.subarray(off));
-      got += chunk.length;
-      bar.update(total ? got : 0);
+      hash.update(chunk);
+      n += chunk.length;
+      bar.update(total ? n : 0);
     }
-    if (total && got !== total) throw offline(`connection closed after ${got} of ${total} bytes`);
+    if (total && n !== total) throw offline(`connection closed after ${n} of ${total} bytes`);
+    got = hash.digest("hex");
+    if (sha256 !== undefined && got !== sha256) {
+      throw new Error(
+        `fetchPretrained: ${url} has SHA-256 ${got}, expected ${sha256} (the pin for ${hubId}); ` +
+          `the download was deleted`,
+      );
+    }
+    await f.sync();
     ok = true;
   } finally {
     f.close();
@@ -140,6 +228,13 @@ export async function fetchPretrained(source: string, options: PretrainedOptions
     if (!ok) await Deno.remove(tmp).catch(() => {});
   }
   await Deno.rename(tmp, dest);
+  if (revision === undefined || sha256 === undefined) {
+    console.warn(
+      `fetchPretrained: ${hubId}/${file} downloaded unpinned; to pin it: { revision: "${
+        res.headers.get("x-repo-commit") ?? "<see the hub>"
+      }", sha256: "${got}" }`,
+    );
+  }
   return dest;
 }
 

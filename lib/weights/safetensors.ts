@@ -134,23 +134,54 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
       `${source}: header length ${n} exceeds the file size ${bytes.byteLength}; not a safetensors file?`,
     );
   }
-  let header: Record<string, unknown>;
+  let parsed: unknown;
   try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+    parsed = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
   } catch (e) {
     throw new Error(`${source}: header is not valid JSON (${(e as Error).message}); not a safetensors file?`);
   }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new Error(
+      `${source}: header is ${
+        parsed === null ? "null" : Array.isArray(parsed) ? "an array" : typeof parsed
+      }; ` +
+        `expected a JSON object of tensors ({"name": {"dtype", "shape", "data_offsets"}}); not a safetensors file?`,
+    );
+  }
+  const header = parsed as Record<string, unknown>;
   const base = 8 + n;
   const dataLen = bytes.byteLength - base;
   const tensors = new Map<string, RawTensor>();
   let metadata: Record<string, string> = {};
+  const spans: { name: string; begin: number; end: number }[] = [];
+  const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
   for (const [name, entry] of Object.entries(header)) {
     if (name === "__metadata__") {
-      metadata = (entry ?? {}) as Record<string, string>;
+      if (entry === null || entry === undefined) continue;
+      const bad = typeof entry !== "object" || Array.isArray(entry)
+        ? JSON.stringify(entry)
+        : Object.entries(entry).find(([, v]) => typeof v !== "string")?.[0];
+      if (bad !== undefined) {
+        throw new Error(
+          `${source}: __metadata__ ${
+            typeof entry === "object" && !Array.isArray(entry) ? `key "${bad}" is not a string` : `is ${bad}`
+          }; expected an object of string values`,
+        );
+      }
+      metadata = { ...entry as Record<string, string> };
       continue;
     }
-    const e = entry as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
-    const size = e.dtype ? DTYPE_BYTES[e.dtype] : undefined;
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
+      throw new Error(
+        `${source}: tensor "${name}" is ${
+          JSON.stringify(entry)
+        }; expected {"dtype", "shape", "data_offsets"}`,
+      );
+    }
+    const e = entry as { dtype?: string; shape?: unknown; data_offsets?: unknown };
+    const size = typeof e.dtype === "string" && Object.hasOwn(DTYPE_BYTES, e.dtype)
+      ? DTYPE_BYTES[e.dtype]
+      : undefined;
     if (size === undefined) {
       throw new Error(
         `${source}: tensor "${name}" has dtype ${JSON.stringify(e.dtype)}; expected one of ${
@@ -161,16 +192,39 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
     if (!Array.isArray(e.shape) || !Array.isArray(e.data_offsets) || e.data_offsets.length !== 2) {
       throw new Error(`${source}: tensor "${name}" lacks a shape or data_offsets [begin, end]`);
     }
-    const count = e.shape.reduce((a, b) => a * b, 1);
-    const [begin, end] = e.data_offsets;
-    if (!(begin >= 0 && end <= dataLen && end - begin === count * size)) {
+    if (!e.shape.every(isCount)) {
       throw new Error(
-        `${source}: tensor "${name}" data_offsets [${begin}, ${end}] do not fit shape [${e.shape}] of ${e.dtype} ` +
+        `${source}: tensor "${name}" has shape ${JSON.stringify(e.shape)}; expected non-negative integers`,
+      );
+    }
+    const shape = e.shape as number[];
+    const [begin, end] = e.data_offsets;
+    if (!isCount(begin) || !isCount(end) || end < begin) {
+      throw new Error(
+        `${source}: tensor "${name}" has data_offsets ${JSON.stringify(e.data_offsets)}; ` +
+          `expected two non-negative integers [begin, end] with begin <= end`,
+      );
+    }
+    const count = shape.reduce((a, b) => a * b, 1);
+    if (!(end <= dataLen && end - begin === count * size)) {
+      throw new Error(
+        `${source}: tensor "${name}" data_offsets [${begin}, ${end}] do not fit shape [${shape}] of ${e.dtype} ` +
           `in ${dataLen} data bytes (file truncated?)`,
       );
     }
+    spans.push({ name, begin, end });
     const data = decode(name, e.dtype!, bytes.subarray(base + begin, base + end), count, source);
-    tensors.set(name, { dtype: e.dtype!, shape: [...e.shape], data });
+    tensors.set(name, { dtype: e.dtype!, shape: [...shape], data });
+  }
+  spans.sort((p, q) => p.begin - q.begin || p.end - q.end);
+  for (let i = 1; i < spans.length; i++) {
+    const [p, q] = [spans[i - 1], spans[i]];
+    if (q.begin < p.end) {
+      throw new Error(
+        `${source}: tensors "${p.name}" [${p.begin}, ${p.end}] and "${q.name}" [${q.begin}, ${q.end}] ` +
+          `overlap; expected each tensor's bytes to be its own`,
+      );
+    }
   }
   return { tensors, metadata };
 }
@@ -227,9 +281,11 @@ export function serializeSafetensors(
     header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + count * 4] };
     offset += count * 4;
   }
-  let json = JSON.stringify(header);
-  while ((8 + json.length) % 8 !== 0) json += " "; // header padded to 8 bytes, as the spec allows
-  const headerBytes = new TextEncoder().encode(json);
+  // The header is padded with spaces (as the spec allows) so the data starts 8-byte aligned: counted in
+  // UTF-8 bytes, the unit of the length field, not in UTF-16 code units (non-ASCII metadata differ).
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const headerBytes = new Uint8Array(json.length + ((8 - ((8 + json.length) % 8)) % 8)).fill(0x20);
+  headerBytes.set(json);
   const out = new Uint8Array(8 + headerBytes.byteLength + offset);
   const dv = new DataView(out.buffer);
   dv.setBigUint64(0, BigInt(headerBytes.byteLength), true);
