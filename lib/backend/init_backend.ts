@@ -2,9 +2,11 @@
  * Backend selection: one call, {@link initBackend}, picks and initialises the tfjs backend that the
  * whole library computes on.
  *
- * Order for `"auto"`: tfjs-node (native TensorFlow, where its binding loads), then `"native"` (tfjs
- * wasm with its heavy kernels in the system BLAS through Deno FFI, where the BLAS loads), then `"wasm"`
- * (embedded, always available offline), never the slow pure-JS `"cpu"` unless asked for.
+ * Order for `"auto"`: `"webgpu"` on a hardware GPU adapter (Metal, Vulkan, D3D12; never on a software
+ * rasteriser such as Mesa llvmpipe/lavapipe or SwiftShader, which is slower than the CPU backends),
+ * then tfjs-node (native TensorFlow, where its binding loads), then `"native"` (tfjs wasm with its heavy
+ * kernels in the system BLAS through Deno FFI, where the BLAS loads), then `"wasm"` (embedded, always
+ * available offline), never the slow pure-JS `"cpu"` unless asked for.
  *
  * @module
  */
@@ -16,9 +18,10 @@ import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { registerWasmTrainingKernels } from "./wasm_kernels.ts";
 import { loadNativeBackend } from "./native.ts";
+import { formatAdapter, loadWebGPUBackend, probeWebGPU, type WebGPUAdapterReport } from "./webgpu.ts";
 
 /** Backends that {@link initBackend} understands. */
-export type BackendChoice = "auto" | "node" | "native" | "wasm" | "cpu";
+export type BackendChoice = "auto" | "webgpu" | "node" | "native" | "wasm" | "cpu";
 
 /** The backends a choice can resolve to. */
 export type BackendName = Exclude<BackendChoice, "auto">;
@@ -33,10 +36,12 @@ export interface BackendInfo {
   reason: string;
   /** The backends that were tried and why they were not used. */
   rejected: { name: BackendName; reason: string }[];
+  /** With `"webgpu"`: the adapter (name, software or not, limits). */
+  adapter?: WebGPUAdapterReport;
 }
 
 /** Valid choices, for argument validation. */
-export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "node", "native", "wasm", "cpu"];
+export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "webgpu", "node", "native", "wasm", "cpu"];
 
 let current: BackendInfo | undefined;
 
@@ -102,8 +107,23 @@ function firstLine(e: unknown): string {
   return msg.split("\n")[0].slice(0, 200);
 }
 
-async function activate(name: BackendName, threads?: number): Promise<string | undefined> {
+async function activate(name: BackendName, threads?: number, auto = false): Promise<string | undefined> {
   switch (name) {
+    case "webgpu": {
+      if (auto) {
+        // Probe first: auto must not create a device (or load the package) for a software adapter.
+        const p = await probeWebGPU();
+        if (!p.ok) return p.reason;
+        if (p.report.software) {
+          return `adapter ${formatAdapter(p.report)} is a software rasteriser, slower than the CPU ` +
+            `backends; use TFJS_BACKEND=webgpu to force it`;
+        }
+      }
+      const r = await loadWebGPUBackend();
+      if (!r.ok) return r.reason;
+      if (!(await tf.setBackend(r.tfBackend))) return `tf.setBackend('${r.tfBackend}') failed`;
+      return undefined;
+    }
     case "node": {
       const why = await tryNode();
       if (why) return why;
@@ -152,8 +172,8 @@ export async function initBackend(
   const rejected: BackendInfo["rejected"] = [];
   let info: BackendInfo | undefined;
   if (choice === "auto") {
-    for (const name of ["node", "native", "wasm"] as const) {
-      const why = await activate(name, options.threads);
+    for (const name of ["webgpu", "node", "native", "wasm"] as const) {
+      const why = await activate(name, options.threads, true);
       if (why === undefined) {
         info = {
           name,
@@ -176,8 +196,15 @@ export async function initBackend(
     if (why !== undefined) throw new Error(`initBackend("${choice}"): ${why}`);
     info = { name: choice, tfBackend: tf.getBackend(), reason: `requested "${choice}"`, rejected };
   }
+  if (info.name === "webgpu") {
+    const p = await probeWebGPU();
+    if (p.ok) info.adapter = p.report;
+  }
   current = info;
-  if (log) console.log(`[backend] using ${info.name} (tfjs '${info.tfBackend}'): ${info.reason}`);
+  if (log) {
+    console.log(`[backend] using ${info.name} (tfjs '${info.tfBackend}'): ${info.reason}`);
+    if (info.adapter) console.log(`[backend] WebGPU adapter ${formatAdapter(info.adapter)}`);
+  }
   return info;
 }
 
