@@ -5,7 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assertEquals, assertRejects } from "./_assert.ts";
-import { WEBGPU_SKIP_REASON } from "./_backends.ts";
+import { assertClose, seededRandom, WEBGPU_SKIP_REASON } from "./_backends.ts";
 import {
   GpuMemoryError,
   initBackend,
@@ -195,5 +195,31 @@ Deno.test({
     releasePooledGpuBuffers();
     const m = tf.memory() as unknown as { numBytesAllocatedInGPU: number; numBytesInGPU: number };
     assertEquals(m.numBytesAllocatedInGPU, m.numBytesInGPU);
+  },
+});
+
+Deno.test({
+  name: "webgpu kernels: UnsortedSegmentSum (gather's gradient) matches cpu, with and without segment ids",
+  ...gpu,
+  fn: async () => {
+    const run = async () => {
+      const x = tf.tensor3d(seededRandom(4 * 3 * 2, 9), [4, 3, 2]);
+      const ids = tf.tensor1d([2, 0, 2, 1], "int32");
+      const empty = tf.zeros([0, 3, 2]);
+      const noIds = tf.tensor1d([], "int32");
+      const a = tf.unsortedSegmentSum(x, ids, 3);
+      const b = tf.unsortedSegmentSum(empty, noIds, 3);
+      const out = [await a.data(), await b.array()];
+      tf.dispose([x, ids, empty, noIds, a, b]);
+      return out;
+    };
+    await initBackend("cpu", { log: false });
+    const want = await run();
+    await initBackend("webgpu", { log: false });
+    const before = tf.memory().numTensors;
+    const got = await run();
+    assertEquals(tf.memory().numTensors, before);
+    assertClose(got[0] as Float32Array, want[0] as Float32Array, 1e-6, "segment sum");
+    assertEquals(got[1], want[1]);
   },
 });

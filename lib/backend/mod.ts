@@ -13,3 +13,4 @@ export * from "./init_backend.ts";
 export * from "./wasm_kernels.ts";
 export * from "./native.ts";
 export * from "./webgpu.ts";
+export * from "./webgpu_kernels.ts";

@@ -18,6 +18,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { registerWebGPUTrainingKernels } from "./webgpu_kernels.ts";
 
 /** The tfjs backend name of the WebGPU backend. */
 export const WEBGPU_TF_BACKEND = "webgpu";
@@ -254,6 +255,7 @@ export function loadWebGPUBackend(): Promise<WebGPULoadResult> {
       return { ok: false, reason: `@tensorflow/tfjs-backend-webgpu did not load (${firstLine(e)})` };
     }
     const { adapter, report } = probe;
+    registerWebGPUTrainingKernels(WEBGPU_TF_BACKEND);
     // The package registers a factory of its own (priority 3, above wasm) on import; ours reuses the
     // adapter probed above, keeps the default backend order, and adds the guards.
     tf.removeBackend(WEBGPU_TF_BACKEND);

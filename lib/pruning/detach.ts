@@ -20,5 +20,15 @@ import * as tf from "@tensorflow/tfjs-core";
  * ```
  */
 export function detach<T extends tf.Tensor>(x: T): T {
-  return tf.engine().makeTensorFromTensorInfo({ dataId: x.dataId, shape: x.shape, dtype: x.dtype }) as T;
+  const engine = tf.engine() as unknown as {
+    state: { tensorInfo: WeakMap<object, { backend: tf.KernelBackend }> };
+  };
+  const owner = engine.state.tensorInfo.get(x.dataId)?.backend ?? tf.backend();
+  // The backend counts references per data id: the alias holds one, so disposing either tensor keeps
+  // the data for the other.
+  owner.incRef(x.dataId);
+  return tf.engine().makeTensorFromTensorInfo(
+    { dataId: x.dataId, shape: x.shape, dtype: x.dtype },
+    owner,
+  ) as T;
 }
