@@ -24,7 +24,14 @@ import * as tf from "@tensorflow/tfjs-core";
 import { parseArgs } from "node:util";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { dirname, join } from "node:path";
-import { type BackendName, initBackend, loadNativeBackend, nativeBackendStatus } from "../lib/backend/mod.ts";
+import {
+  type BackendName,
+  formatAdapter,
+  initBackend,
+  loadNativeBackend,
+  nativeBackendStatus,
+  probeWebGPU,
+} from "../lib/backend/mod.ts";
 import { writeFileAtomicSync } from "../lib/util/mod.ts";
 
 /** One measured (model, backend) pair. */
@@ -47,6 +54,9 @@ interface RunResult {
   error?: string;
   config?: unknown;
   torch?: string;
+  /** webgpu: the adapter's name, and whether it is a software rasteriser (then never compared to PyTorch). */
+  adapter?: string;
+  software?: boolean;
 }
 
 interface WorkerSpec {
@@ -93,7 +103,7 @@ function seeded(n: number, seed: number): Float32Array {
 // ------------------------------------------------------------------ worker (one model, one backend)
 
 async function worker(spec: WorkerSpec): Promise<RunResult> {
-  await initBackend(spec.backend, { log: false, threads: spec.threads });
+  const info = await initBackend(spec.backend, { log: false, threads: spec.threads });
   const { createModel } = await import("../lib/models/mod.ts");
   const { AdamW } = await import("../lib/train/adamw.ts");
   const { crossEntropy } = await import("../lib/train/losses.ts");
@@ -122,6 +132,7 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
     baseRssMiB: base,
     gradCheckpoint: ckpt,
     config: model.config,
+    ...(info.adapter ? { adapter: info.adapter.name, software: info.adapter.software } : {}),
   };
   const owned: tf.Tensor[] = [];
   // Median of the timed iterations: one slow iteration (a GC, another process) does not move it.
@@ -406,7 +417,7 @@ async function main(): Promise<void> {
     args: Deno.args,
     options: {
       worker: { type: "string" },
-      backends: { type: "string", default: "native,wasm" },
+      backends: { type: "string" },
       models: {
         type: "string",
         default: "resnet18,vit_small,hybrid_small@0.4,hybrid_small@0.5,hybrid_small@0.6",
@@ -435,11 +446,13 @@ async function main(): Promise<void> {
   }
   if (values.help) {
     console.log(
-      "usage: deno run -A tools/bench.ts [--backends native,wasm[,cpu]] [--models resnet18,vit_small,hybrid_small@0.5]\n" +
+      "usage: deno run -A tools/bench.ts [--backends native,wasm[,webgpu][,cpu]] [--models resnet18,vit_small,hybrid_small@0.5]\n" +
         "  [--batch 64] [--threads 2] [--infer-iters 3] [--train-iters 2] [--latency-iters 10] [--warmup 1]\n" +
         "  [--no-torch] [--kernels-only] [--no-kernels] [--no-grad-checkpoint] [--out results/bench.json]\n" +
         '  ViT and hybrid training use gradient checkpointing ("ckpt") unless --no-grad-checkpoint;\n' +
-        "  PyTorch never does (the reference).",
+        "  PyTorch never does (the reference). Default backends: native,wasm, plus webgpu on a hardware GPU;\n" +
+        "  on a software adapter (llvmpipe, lavapipe, SwiftShader) webgpu runs only when asked and is not\n" +
+        "  compared to PyTorch.",
     );
     return;
   }
@@ -461,10 +474,13 @@ async function main(): Promise<void> {
   const latencyIters = int("latency-iters", values["latency-iters"]!, 0);
   const warmup = int("warmup", values.warmup!, 0);
   const gradCheckpoint = !values["no-grad-checkpoint"];
-  const requested = values.backends!.split(",").map((s) => s.trim()).filter(Boolean);
+  const gpu = await probeWebGPU();
+  const requested =
+    (values.backends ?? (gpu.ok && !gpu.report.software ? "native,wasm,webgpu" : "native,wasm"))
+      .split(",").map((s) => s.trim()).filter(Boolean);
   for (const b of requested) {
-    if (!["native", "wasm", "cpu", "node"].includes(b)) {
-      throw new Error(`--backends: unknown backend "${b}"; expected native, wasm, cpu or node`);
+    if (!["native", "wasm", "webgpu", "cpu", "node"].includes(b)) {
+      throw new Error(`--backends: unknown backend "${b}"; expected native, wasm, webgpu, cpu or node`);
     }
   }
   const models = values.models!.split(",").map((s) => s.trim()).filter(Boolean).map((m) => {
@@ -489,6 +505,19 @@ async function main(): Promise<void> {
   );
   const backends: BackendName[] = [];
   for (const b of requested as BackendName[]) {
+    if (b === "webgpu") {
+      if (!gpu.ok) {
+        console.log(`# webgpu: unavailable, skipped: ${gpu.reason}`);
+        continue;
+      }
+      console.log(`# webgpu: adapter ${formatAdapter(gpu.report)}`);
+      if (gpu.report.software) {
+        console.log(
+          "# webgpu: SOFTWARE adapter (the GPU is emulated on the CPU): its numbers are measured but not " +
+            "compared to PyTorch (vs torch: sw)",
+        );
+      }
+    }
     if (b === "native") {
       const r = await loadNativeBackend({ threads });
       if (!r.ok) {
@@ -639,7 +668,8 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
     }
     const g = gm(r);
     const t = r.backend === "torch" ? undefined : torchOf(r);
-    const ratio = (a?: number, b?: number) => (a !== undefined && b ? `${(a / b).toFixed(2)}x` : "-");
+    const ratio = (a?: number, b?: number) =>
+      r.software ? "sw" : a !== undefined && b ? `${(a / b).toFixed(2)}x` : "-";
     const trainMem = (x?: RunResult) =>
       x?.trainPeakRssMiB !== undefined && x.baseRssMiB !== undefined
         ? x.trainPeakRssMiB - x.baseRssMiB
@@ -650,7 +680,7 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
     ].filter(Boolean).join(", ");
     rows.push([
       modelLabel(r),
-      r.backend,
+      r.adapter ? `${r.backend} (${r.adapter}${r.software ? ", software" : ""})` : r.backend,
       fmt(g, 3),
       r.inferMicroBatch !== undefined && r.inferMicroBatch < batch
         ? `${fmt(r.inferImgS)} (µb ${r.inferMicroBatch})`
@@ -690,7 +720,10 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
     "   ckpt = gradient checkpointing of the transformer blocks; PyTorch never checkpoints, the reference;",
   );
   console.log(
-    "   µb n = the batch did not fit the 4 GiB wasm heap and ran as micro-batches of n, one optimiser step)",
+    "   µb n = the batch did not fit the 4 GiB wasm heap and ran as micro-batches of n, one optimiser step;",
+  );
+  console.log(
+    "   sw = webgpu on a software adapter: measured, not compared; webgpu train mem is host RSS, not GPU memory)",
   );
 
   // Hybrid efficiency: measured speed-up over the plain ViT vs what the GMACs ratio promises.
