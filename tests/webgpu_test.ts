@@ -223,3 +223,26 @@ Deno.test({
     assertEquals(got[1], want[1]);
   },
 });
+
+Deno.test({
+  name: "webgpu kernels: AddN of more tensors than a shader may bind matches cpu (gradient clipping sums 32)",
+  ...gpu,
+  fn: async () => {
+    const run = async () => {
+      const xs = Array.from({ length: 33 }, (_, i) => tf.tensor2d(seededRandom(6, i + 1), [2, 3]));
+      const s = tf.addN(xs);
+      const g = tf.grad((a: tf.Tensor) => tf.addN(xs.map((x) => tf.mul(a, x))).sum())(xs[0]);
+      const out = [await s.data(), await g.data()];
+      tf.dispose([...xs, s, g]);
+      return out;
+    };
+    await initBackend("cpu", { log: false });
+    const want = await run();
+    await initBackend("webgpu", { log: false });
+    const before = tf.memory().numTensors;
+    const got = await run();
+    assertEquals(tf.memory().numTensors, before);
+    assertClose(got[0], want[0], 1e-6, "addN of 33");
+    assertClose(got[1], want[1], 1e-6, "gradient through addN of 33");
+  },
+});
