@@ -8,27 +8,53 @@
  * loads). Set `TEST_BACKENDS=wasm` to restrict.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type BackendName, initBackend, loadNativeBackend } from "../lib/backend/mod.ts";
+import { type BackendName, initBackend, loadNativeBackend, probeWebGPU } from "../lib/backend/mod.ts";
 
 export type TF = typeof tf;
 
 const nativeAvailable = (await loadNativeBackend()).ok;
+const gpuProbe = await probeWebGPU();
 
-/** Backends the suites run on: wasm and cpu always, native when its BLAS loads. */
+/**
+ * Why the webgpu backend is not tested here (no adapter at all), or undefined when it is: a software
+ * adapter (Mesa llvmpipe in CI) counts, since correctness is what the tests check.
+ */
+export const WEBGPU_SKIP_REASON: string | undefined = gpuProbe.ok ? undefined : gpuProbe.reason;
+
+/**
+ * Backends the suites run on: wasm and cpu always, native when its BLAS loads. `webgpu` joins only the
+ * tests that ask for it (`{ gpu: true }`: the parity cases and `webgpu_test.ts`), since the software adapter
+ * of CI is slow; `TEST_BACKENDS=webgpu` runs every suite on it.
+ */
 export const TEST_BACKENDS: BackendName[] = (() => {
   const env = Deno.env.get("TEST_BACKENDS");
   if (env) return env.split(",").map((s) => s.trim()) as BackendName[];
-  return nativeAvailable ? ["native", "wasm", "cpu"] : ["wasm", "cpu"];
+  return [...(nativeAvailable ? ["native"] as const : []), "wasm", "cpu"];
 })();
 
-/** Registers `fn` as one Deno test per backend in {@link TEST_BACKENDS}. */
+/** The webgpu backend when an adapter exists (and `TEST_BACKENDS` does not exclude it), else nothing. */
+export const GPU_TEST_BACKENDS: BackendName[] = (() => {
+  const env = Deno.env.get("TEST_BACKENDS");
+  if (env) return TEST_BACKENDS.includes("webgpu") ? ["webgpu"] : [];
+  return gpuProbe.ok ? ["webgpu"] : [];
+})();
+if (WEBGPU_SKIP_REASON && !Deno.env.get("TEST_BACKENDS")) {
+  console.warn(`tests: skipping the webgpu backend: ${WEBGPU_SKIP_REASON}`);
+}
+
+/**
+ * Registers `fn` as one Deno test per backend in {@link TEST_BACKENDS}, plus webgpu with `gpu: true` where
+ * an adapter exists.
+ */
 export function forEachBackend(
   name: string,
   fn: (t: TF, backend: BackendName) => void | Promise<void>,
-  options: { backends?: BackendName[]; ignore?: boolean } = {},
+  options: { backends?: BackendName[]; ignore?: boolean; gpu?: boolean } = {},
 ): void {
-  for (const backend of options.backends ?? TEST_BACKENDS) {
-    if (!TEST_BACKENDS.includes(backend)) continue;
+  const enabled = [...TEST_BACKENDS, ...(options.gpu ? GPU_TEST_BACKENDS : [])];
+  const wanted = [...(options.backends ?? TEST_BACKENDS), ...(options.gpu ? GPU_TEST_BACKENDS : [])];
+  for (const backend of new Set(wanted)) {
+    if (!enabled.includes(backend)) continue;
     Deno.test({
       name: `${name} [${backend}]`,
       ignore: options.ignore,

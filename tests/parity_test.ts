@@ -177,5 +177,6 @@ for (const name of cases) {
         model.dispose();
       }
     },
+    { gpu: true },
   );
 }

@@ -30,7 +30,14 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { basename, dirname, join } from "node:path";
-import { type BackendName, initBackend, loadNativeBackend, nativeBackendStatus } from "../lib/backend/mod.ts";
+import {
+  type BackendName,
+  formatAdapter,
+  initBackend,
+  loadNativeBackend,
+  nativeBackendStatus,
+  probeWebGPU,
+} from "../lib/backend/mod.ts";
 import { writeFileAtomicSync } from "../lib/util/mod.ts";
 import { CliError, intFlag, parseCli, runCli } from "./cli.ts";
 import { type Spread, spread, type StableTiming, timeUntilStable } from "../lib/metrics/stable_timing.ts";
@@ -55,6 +62,9 @@ interface RunResult {
   error?: string;
   config?: unknown;
   torch?: string;
+  /** webgpu: the adapter's name, and whether it is a software rasteriser (then never compared to PyTorch). */
+  adapter?: string;
+  software?: boolean;
   /** Warm-up and timed steps of each phase (one round). */
   trainTiming?: StableTiming;
   inferTiming?: StableTiming;
@@ -121,7 +131,7 @@ function seeded(n: number, seed: number): Float32Array {
 // ------------------------------------------------------------------ worker (one model, one backend)
 
 async function worker(spec: WorkerSpec): Promise<RunResult> {
-  await initBackend(spec.backend, { log: false, threads: spec.threads });
+  const info = await initBackend(spec.backend, { log: false, threads: spec.threads });
   const { createModel } = await import("../lib/models/mod.ts");
   const { AdamW } = await import("../lib/train/adamw.ts");
   const { crossEntropy } = await import("../lib/train/losses.ts");
@@ -150,6 +160,7 @@ async function worker(spec: WorkerSpec): Promise<RunResult> {
     baseRssMiB: base,
     gradCheckpoint: ckpt,
     config: model.config,
+    ...(info.adapter ? { adapter: info.adapter.name, software: info.adapter.software } : {}),
   };
   const owned: tf.Tensor[] = [];
   // Warm up until the step time is stable, then the median of the timed steps: one slow step (a GC,
@@ -540,7 +551,7 @@ function modelLabel(r: { model: string; keepRatio?: number }): string {
 async function main(): Promise<void> {
   const { values } = parseCli(Deno.args, {
     worker: { type: "string" },
-    backends: { type: "string", default: "native,wasm" },
+    backends: { type: "string" },
     models: {
       type: "string",
       default: "resnet18,vit_small,hybrid_small@0.4,hybrid_small@0.5,hybrid_small@0.6",
@@ -573,7 +584,7 @@ async function main(): Promise<void> {
   }
   if (values.help) {
     console.log(
-      "usage: deno run -A tools/bench.ts [--backends native,wasm[,cpu]] [--models resnet18,vit_small,hybrid_small@0.5]\n" +
+      "usage: deno run -A tools/bench.ts [--backends native,wasm[,webgpu][,cpu]] [--models resnet18,vit_small,hybrid_small@0.5]\n" +
         "  [--batch 64] [--threads 2] [--infer-iters 10] [--train-iters 10] [--latency-iters 20]\n" +
         "  [--warmup 3] [--max-warmup 12] [--tolerance 0.05] [--rounds 3] [--quick]\n" +
         "  [--no-torch] [--kernels-only] [--no-kernels] [--no-grad-checkpoint] [--out results/bench/bench.json]\n" +
@@ -582,7 +593,9 @@ async function main(): Promise<void> {
         "  in alternating order, and tables show the median over rounds with the min-max range.\n" +
         "  --quick: batch 8, 2 rounds, 1-3 warm-up steps, 2 timed steps, no kernels (a smoke test, not a claim).\n" +
         '  ViT and hybrid training use gradient checkpointing ("ckpt") unless --no-grad-checkpoint;\n' +
-        "  PyTorch never does (the reference).",
+        "  PyTorch never does (the reference). Default backends: native,wasm, plus webgpu on a hardware GPU;\n" +
+        "  on a software adapter (llvmpipe, lavapipe, SwiftShader) webgpu runs only when asked and is not\n" +
+        "  compared to PyTorch.",
     );
     return;
   }
@@ -619,10 +632,13 @@ async function main(): Promise<void> {
     throw new Error(`--tolerance: expected a fraction in [0, 1), got "${values.tolerance}"`);
   }
   const gradCheckpoint = !values["no-grad-checkpoint"];
-  const requested = values.backends!.split(",").map((s) => s.trim()).filter(Boolean);
+  const gpu = await probeWebGPU();
+  const requested =
+    (values.backends ?? (gpu.ok && !gpu.report.software ? "native,wasm,webgpu" : "native,wasm"))
+      .split(",").map((s) => s.trim()).filter(Boolean);
   for (const b of requested) {
-    if (!["native", "wasm", "cpu", "node"].includes(b)) {
-      throw new CliError(`--backends: unknown backend "${b}"; expected native, wasm, cpu or node`);
+    if (!["native", "wasm", "webgpu", "cpu", "node"].includes(b)) {
+      throw new CliError(`--backends: unknown backend "${b}"; expected native, wasm, webgpu, cpu or node`);
     }
   }
   const models = values.models!.split(",").map((s) => s.trim()).filter(Boolean).map((m) => {
@@ -651,6 +667,19 @@ async function main(): Promise<void> {
   );
   const backends: BackendName[] = [];
   for (const b of requested as BackendName[]) {
+    if (b === "webgpu") {
+      if (!gpu.ok) {
+        console.log(`# webgpu: unavailable, skipped: ${gpu.reason}`);
+        continue;
+      }
+      console.log(`# webgpu: adapter ${formatAdapter(gpu.report)}`);
+      if (gpu.report.software) {
+        console.log(
+          "# webgpu: SOFTWARE adapter (the GPU is emulated on the CPU): its numbers are measured but not " +
+            "compared to PyTorch (vs torch: sw)",
+        );
+      }
+    }
     if (b === "native") {
       const r = await loadNativeBackend({ threads });
       if (!r.ok) {
@@ -860,7 +889,8 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
     }
     const g = gm(r);
     const t = r.backend === "torch" ? undefined : torchOf(r);
-    const ratio = (a?: number, b?: number) => (a !== undefined && b ? `${(a / b).toFixed(2)}x` : "-");
+    const ratio = (a?: number, b?: number) =>
+      r.software ? "sw" : a !== undefined && b ? `${(a / b).toFixed(2)}x` : "-";
     const trainMem = (x?: RunResult) =>
       x?.trainPeakRssMiB !== undefined && x.baseRssMiB !== undefined
         ? x.trainPeakRssMiB - x.baseRssMiB
@@ -873,12 +903,12 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
     const range = (v: number | undefined, sp?: Spread) =>
       sp && sp.n > 1 ? `${fmt(v)} [${fmt(sp.min)}-${fmt(sp.max)}]` : fmt(v);
     const ratioRange = (sp: Spread | undefined, a?: number, b?: number) =>
-      sp
+      sp && !r.software
         ? `${sp.median.toFixed(2)}x` + (sp.n > 1 ? ` [${sp.min.toFixed(2)}-${sp.max.toFixed(2)}]` : "")
         : ratio(a, b);
     rows.push([
       modelLabel(r),
-      r.backend,
+      r.adapter ? `${r.backend} (${r.adapter}${r.software ? ", software" : ""})` : r.backend,
       fmt(g, 3),
       r.inferMicroBatch !== undefined && r.inferMicroBatch < batch
         ? `${range(r.inferImgS, r.inferImgSSpread)} (µb ${r.inferMicroBatch})`
@@ -923,7 +953,8 @@ function printModels(runs: RunResult[], torchRuns: RunResult[], batch: number): 
     "   ckpt = gradient checkpointing of the transformer blocks; PyTorch never checkpoints, the reference;",
   );
   console.log(
-    "   µb n = the batch did not fit the 4 GiB wasm heap and ran as micro-batches of n, one optimiser step)",
+    "   µb n = the batch did not fit the 4 GiB wasm heap and ran as micro-batches of n, one optimiser step;\n" +
+      "   sw = webgpu on a software adapter: measured, not compared; webgpu train mem is host RSS, not GPU memory)",
   );
 
   // Hybrid efficiency: measured speed-up over the plain ViT vs what the GMACs ratio promises.

@@ -52,7 +52,7 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --init-from DIR       initialise the weights from an earlier run folder (its model.safetensors): a ViT run
                         → this ViT or the hybrid's ViT; a hybrid run → this hybrid
   --cnn-from DIR        hybrid: take the CNN scorer (and heads) from an earlier hybrid run; skips stage 1
-  --backend NAME        auto | node | native | wasm | cpu (default: $TFJS_BACKEND or auto)
+  --backend NAME        auto | webgpu | node | native | wasm | cpu (default: $TFJS_BACKEND or auto)
   --out DIR             output folder (default results/runs/<model>_<strategy>_k<keep>_<dataset>_<profile>_s<seed>)
   --resume              continue from the checkpoint in --out (its model, dataset and config must match)
   --force-resume        with --resume: continue although they differ (the differences are recorded)

@@ -2,9 +2,11 @@
  * Backend selection: one call, {@link initBackend}, picks and initialises the tfjs backend that the
  * whole library computes on.
  *
- * Order for `"auto"`: tfjs-node (native TensorFlow, where its binding loads), then `"native"` (tfjs
- * wasm with its heavy kernels in the system BLAS through Deno FFI, where the BLAS loads), then `"wasm"`
- * (embedded, always available offline), never the slow pure-JS `"cpu"` unless asked for.
+ * Order for `"auto"`: `"webgpu"` on a hardware GPU adapter (Metal, Vulkan, D3D12; never on a software
+ * rasteriser such as Mesa llvmpipe/lavapipe or SwiftShader, which is slower than the CPU backends),
+ * then tfjs-node (native TensorFlow, where its binding loads), then `"native"` (tfjs wasm with its heavy
+ * kernels in the system BLAS through Deno FFI, where the BLAS loads), then `"wasm"` (embedded, always
+ * available offline), never the slow pure-JS `"cpu"` unless asked for.
  *
  * @module
  */
@@ -16,9 +18,10 @@ import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { registerWasmTrainingKernels } from "./wasm_kernels.ts";
 import { loadNativeBackend, nativeBackendStatus } from "./native.ts";
+import { formatAdapter, loadWebGPUBackend, probeWebGPU, type WebGPUAdapterReport } from "./webgpu.ts";
 
 /** Backends that {@link initBackend} understands. */
-export type BackendChoice = "auto" | "node" | "native" | "wasm" | "cpu";
+export type BackendChoice = "auto" | "webgpu" | "node" | "native" | "wasm" | "cpu";
 
 /** The backends a choice can resolve to. */
 export type BackendName = Exclude<BackendChoice, "auto">;
@@ -35,10 +38,12 @@ export interface BackendInfo {
   summary: string;
   /** The backends that were tried and why they were not used (the full error text). */
   rejected: { name: BackendName; reason: string }[];
+  /** With `"webgpu"`: the adapter (name, software or not, limits). */
+  adapter?: WebGPUAdapterReport;
 }
 
 /** Valid choices, for argument validation. */
-export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "node", "native", "wasm", "cpu"];
+export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "webgpu", "node", "native", "wasm", "cpu"];
 
 let current: BackendInfo | undefined;
 
@@ -131,6 +136,8 @@ export function backendSummary(name: BackendName): string {
       return "wasm: embedded WebAssembly";
     case "cpu":
       return "cpu: plain JavaScript (slow; for checks only)";
+    case "webgpu":
+      return "webgpu: the GPU through WebGPU";
   }
 }
 
@@ -151,8 +158,23 @@ function firstLine(e: unknown): string {
   return msg.split("\n")[0].slice(0, 200);
 }
 
-async function activate(name: BackendName, threads?: number): Promise<string | undefined> {
+async function activate(name: BackendName, threads?: number, auto = false): Promise<string | undefined> {
   switch (name) {
+    case "webgpu": {
+      if (auto) {
+        // Probe first: auto must not create a device (or load the package) for a software adapter.
+        const p = await probeWebGPU();
+        if (!p.ok) return p.reason;
+        if (p.report.software) {
+          return `adapter ${formatAdapter(p.report)} is a software rasteriser, slower than the CPU ` +
+            `backends; use TFJS_BACKEND=webgpu to force it`;
+        }
+      }
+      const r = await loadWebGPUBackend();
+      if (!r.ok) return r.reason;
+      if (!(await tf.setBackend(r.tfBackend))) return `tf.setBackend('${r.tfBackend}') failed`;
+      return undefined;
+    }
     case "node": {
       const why = await tryNode();
       if (why) return why;
@@ -203,8 +225,8 @@ export async function initBackend(
   const rejected: BackendInfo["rejected"] = [];
   let info: BackendInfo | undefined;
   if (choice === "auto") {
-    for (const name of ["node", "native", "wasm"] as const) {
-      const why = await activate(name, options.threads);
+    for (const name of ["webgpu", "node", "native", "wasm"] as const) {
+      const why = await activate(name, options.threads, true);
       if (why === undefined) {
         info = {
           name,
@@ -234,6 +256,15 @@ export async function initBackend(
       rejected,
     };
   }
+  if (info.name === "webgpu") {
+    const p = await probeWebGPU();
+    if (p.ok) {
+      info.adapter = p.report;
+      info.summary = `webgpu: ${p.report.name}${
+        p.report.software ? " (a software adapter, slower than the CPU)" : ""
+      }`;
+    }
+  }
   current = info;
   if (log) {
     console.log(`backend ${info.summary}`);
@@ -241,6 +272,7 @@ export async function initBackend(
       console.log(`  chosen: ${info.reason} (tfjs '${info.tfBackend}')`);
       for (const r of info.rejected) console.log(`  ${r.name} not used: ${r.reason}`);
     }
+    if (info.adapter) console.log(`  WebGPU adapter ${formatAdapter(info.adapter)}`);
   }
   return info;
 }

@@ -1,5 +1,5 @@
 /**
- * Compute backends: {@link initBackend} and the kernels that let the wasm backend train.
+ * Compute backends: {@link initBackend}, the kernels that let the wasm backend train, the WebGPU backend.
  *
  * @example
  * ```ts
@@ -12,3 +12,5 @@
 export * from "./init_backend.ts";
 export * from "./wasm_kernels.ts";
 export * from "./native.ts";
+export * from "./webgpu.ts";
+export * from "./webgpu_kernels.ts";

@@ -10,7 +10,9 @@
 import * as tf from "@tensorflow/tfjs-core";
 
 /**
- * Same values, no tape connection (reads the data synchronously).
+ * Same values, no tape connection: a new tensor on the same backend data (no copy, no read: the
+ * WebGPU backend cannot read GPU data synchronously in Deno), created outside any kernel so the gradient
+ * tape does not see it. Tracked by the enclosing `tf.tidy` like any tensor.
  *
  * @example
  * ```ts
@@ -18,5 +20,15 @@ import * as tf from "@tensorflow/tfjs-core";
  * ```
  */
 export function detach<T extends tf.Tensor>(x: T): T {
-  return tf.tensor(x.dataSync(), x.shape, x.dtype) as T;
+  const engine = tf.engine() as unknown as {
+    state: { tensorInfo: WeakMap<object, { backend: tf.KernelBackend }> };
+  };
+  const owner = engine.state.tensorInfo.get(x.dataId)?.backend ?? tf.backend();
+  // The backend counts references per data id: the alias holds one, so disposing either tensor keeps
+  // the data for the other.
+  owner.incRef(x.dataId);
+  return tf.engine().makeTensorFromTensorInfo(
+    { dataId: x.dataId, shape: x.shape, dtype: x.dtype },
+    owner,
+  ) as T;
 }

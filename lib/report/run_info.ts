@@ -5,6 +5,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { webgpuAdapter, type WebGPUAdapterReport } from "../backend/webgpu.ts";
 
 /** Provenance of one experiment run. */
 export interface RunInfo {
@@ -34,6 +35,8 @@ export interface RunInfo {
     memoryBytes: number | null;
     os: string;
     arch: string;
+    /** The GPU adapter, when the run computed on the webgpu backend (`software` marks an emulated GPU). */
+    gpu?: WebGPUAdapterReport;
   };
   versions: { deno: string; v8: string; typescript: string; tfjs: string };
   /** The command line (script and arguments). */
@@ -118,6 +121,7 @@ export async function collectRunInfo(input: RunInfoInput = {}): Promise<RunInfo>
       memoryBytes,
       os: Deno.build.os,
       arch: Deno.build.arch,
+      ...((backend ?? currentBackend()) === "webgpu" && webgpuAdapter() ? { gpu: webgpuAdapter() } : {}),
     },
     versions: { ...Deno.version, tfjs: tf.version_core },
     command: [Deno.mainModule, ...Deno.args],

@@ -5,11 +5,16 @@
  * it fits). Model state changed by the trial steps (batch-norm statistics) is restored afterwards.
  * Given a switch for gradient checkpointing, it also tries the model with checkpointing when the batch
  * asked for does not fit without, and keeps checkpointing only when that allows a larger batch.
+ * On the WebGPU backend each trial runs inside GPU error scopes (an out-of-memory error fails that batch
+ * size instead of corrupting later steps), the largest tensor of a step is kept under the adapter's
+ * `maxStorageBufferBindingSize` (one buffer cannot be larger), and the GPU buffers pooled by the trials
+ * are released afterwards.
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { Model } from "../models/types.ts";
+import { releasePooledGpuBuffers, webgpuAdapter, withGpuErrorScope } from "../backend/webgpu.ts";
 import { crossEntropy } from "./losses.ts";
 
 /** One measurement of {@link findBatchSize}. */
@@ -17,6 +22,8 @@ export interface BatchSizeTrial {
   batchSize: number;
   /** Peak tensor bytes during the step (NaN if it failed). */
   peakBytes: number;
+  /** Bytes of the largest tensor the step made (NaN if it failed). */
+  maxTensorBytes?: number;
   /** Error message when the step failed (e.g. out of memory). */
   error?: string;
 }
@@ -66,10 +73,16 @@ export interface FindBatchSizeOptions {
 
 async function measure(trial: (n: number) => void, n: number): Promise<BatchSizeTrial> {
   try {
-    const info = await tf.profile(() => {
-      trial(n);
-    });
-    return { batchSize: n, peakBytes: info.peakBytes };
+    const info = await tf.profile(() =>
+      withGpuErrorScope(`training step at batch size ${n}`, () => trial(n))
+    );
+    let maxTensorBytes = 0;
+    for (const k of info.kernels) {
+      for (const shape of k.outputShapes) {
+        maxTensorBytes = Math.max(maxTensorBytes, 4 * shape.reduce((a, b) => a * b, 1));
+      }
+    }
+    return { batchSize: n, peakBytes: info.peakBytes, maxTensorBytes };
   } catch (e) {
     return { batchSize: n, peakBytes: NaN, error: (e as Error).message.split("\n")[0].slice(0, 200) };
   }
@@ -152,6 +165,20 @@ async function search(options: FindBatchSizeOptions): Promise<BatchSizeReport> {
     }
     const mult = options.multipleOf ?? 8;
     let guess = perImage > 0 ? Math.floor((budgetBytes - fixed) / perImage) : maxBatchSize;
+    // WebGPU: no tensor may exceed what one storage buffer binding holds (the largest tensor of a step
+    // grows with the batch: activations, attention scores).
+    const gpu = tf.getBackend() === "webgpu" ? webgpuAdapter() : undefined;
+    let limitNote = "";
+    if (gpu && t1.maxTensorBytes) {
+      const limit = Math.min(gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+      const byLimit = Math.floor(limit / (t1.maxTensorBytes / n1));
+      if (byLimit < guess) {
+        guess = byLimit;
+        limitNote =
+          `; capped by the adapter's maxStorageBufferBindingSize (${(limit / 2 ** 20).toFixed(0)} MiB, ` +
+          `"${gpu.name}")`;
+      }
+    }
     guess = Math.min(maxBatchSize, Math.max(minBs, guess));
     if (guess >= mult && guess < maxBatchSize) guess = Math.floor(guess / mult) * mult;
     for (let n = guess; n >= minBs; n = n === minBs ? minBs - 1 : Math.max(minBs, Math.floor(n / 2))) {
@@ -166,7 +193,8 @@ async function search(options: FindBatchSizeOptions): Promise<BatchSizeReport> {
           perImageBytes: perImage,
           trials,
           method:
-            "tf.profile peakBytes of one training step; linear fit from two small batches, then verified",
+            "tf.profile peakBytes of one training step; linear fit from two small batches, then verified" +
+            limitNote,
         };
       }
     }
@@ -183,6 +211,7 @@ async function search(options: FindBatchSizeOptions): Promise<BatchSizeReport> {
       for (const [k, v] of options.restore) v.assign(snapshot.get(k)!);
       tf.dispose([...snapshot.values()]);
     }
+    releasePooledGpuBuffers(); // tfjs-webgpu pools a buffer of every size the trials made
   }
 }
 
