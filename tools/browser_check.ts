@@ -19,10 +19,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { basename, join, resolve } from "node:path";
+import { basename, join, relative, resolve } from "node:path";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { findChromium } from "../lib/viz/export_figure.ts";
 import { PLOTLY_MIME } from "../lib/viz/figure.ts";
+import { runDir, studyPlan } from "../lib/experiment/study.ts";
+import { parseProfile } from "../lib/profile.ts";
 
 const root = resolve(new URL("..", import.meta.url).pathname);
 
@@ -418,7 +420,7 @@ export async function startJupyter(dir: string, env: Record<string, string> = {}
  *
  * @example
  * ```ts
- * const dir = await projectCopy(["study_quick/vit"]);
+ * const dir = await projectCopy(["study_quick_fashion-mnist/vit"]);
  * ```
  */
 export async function projectCopy(runs: readonly string[] = []): Promise<string> {
@@ -529,7 +531,10 @@ export async function checkLiveNotebook(
 
 /** Runs of `results/runs/` a notebook starts from (copied into the server's project copy). */
 const NEEDS_RUNS: Record<string, (profile: string) => string[]> = {
-  "03_hybrid": (profile) => [`study_${profile}/vit`],
+  // The study's own folder for the ViT run (keyed by profile, dataset and seed), relative to results/runs.
+  "03_hybrid": (profile) => [
+    relative(join("results", "runs"), runDir(studyPlan(parseProfile(profile, "browser_check")), "vit")),
+  ],
 };
 
 function report(r: PageCheck): void {
