@@ -35,6 +35,7 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
                         when it lets a larger batch fit (default: the profile's, on for full only)
   --lr X                peak learning rate (default from the profile)
   --weight-decay X      AdamW decoupled weight decay (default from the profile)
+  --decay-on WHICH      weights (not norms, biases, tokens; default) | all (PyTorch's AdamW on every parameter)
   --warmup-epochs N     linear warm-up epochs (default from the profile)
   --label-smoothing X   in [0, 1) (default 0.1)
   --clip X              global gradient-norm clip, 0 = off (default 1)
@@ -117,6 +118,7 @@ try {
       "grad-checkpoint": { type: "string" },
       lr: { type: "string" },
       "weight-decay": { type: "string" },
+      "decay-on": { type: "string" },
       "warmup-epochs": { type: "string" },
       "label-smoothing": { type: "string" },
       clip: { type: "string" },
@@ -178,6 +180,7 @@ const options: TrainingRunOptions = {
   ),
   lr: num("lr", a.lr, (v) => v > 0, "a positive number"),
   weightDecay: num("weight-decay", a["weight-decay"], (v) => v >= 0, "a number ≥ 0"),
+  decayOn: oneOf("decay-on", a["decay-on"], ["weights", "all"] as const),
   warmupEpochs: num("warmup-epochs", a["warmup-epochs"], isInt(0), "an integer ≥ 0"),
   labelSmoothing: num("label-smoothing", a["label-smoothing"], (v) => v >= 0 && v < 1, "in [0, 1)"),
   clip: num("clip", a.clip, (v) => v >= 0, "a number ≥ 0"),

@@ -47,6 +47,11 @@ export interface TrainingRunOptions {
   gradCheckpoint?: boolean | "auto";
   lr?: number;
   weightDecay?: number;
+  /**
+   * Which parameters weight decay applies to: `"weights"` (timm's rule: not norms, biases, position
+   * embedding and tokens) or `"all"` (PyTorch's `AdamW(model.parameters())`). Default `"weights"`.
+   */
+  decayOn?: "weights" | "all";
   warmupEpochs?: number;
   /** In [0, 1) (default 0.1). */
   labelSmoothing?: number;
@@ -138,6 +143,7 @@ export interface ResolvedRunOptions {
   gradCheckpoint?: boolean | "auto";
   lr: number;
   weightDecay: number;
+  decayOn: "weights" | "all";
   warmupEpochs: number;
   labelSmoothing: number;
   clipNorm: number;
@@ -265,6 +271,12 @@ function resolveMemory(o: TrainingRunOptions, prof: TrainProfile, family: ModelF
   return { batchSizeMax, budgetMiB, gradCheckpoint };
 }
 
+function checkDecayOn(v: unknown): "weights" | "all" {
+  const d = v ?? "weights";
+  check(d === "weights" || d === "all", "decayOn", v, '"weights" or "all"');
+  return d as "weights" | "all";
+}
+
 /** Optimiser and schedule. */
 function resolveOptimizer(o: TrainingRunOptions, prof: TrainProfile) {
   return {
@@ -274,6 +286,7 @@ function resolveOptimizer(o: TrainingRunOptions, prof: TrainProfile) {
     lr: optional(o.lr, "lr", isNum((v) => v > 0), "a positive number") ?? prof.lr,
     weightDecay: optional(o.weightDecay, "weightDecay", isNum((v) => v >= 0), "a number ≥ 0") ??
       prof.weightDecay,
+    decayOn: checkDecayOn(o.decayOn),
     warmupEpochs: optional(o.warmupEpochs, "warmupEpochs", isInt(0), "an integer ≥ 0") ??
       prof.warmupEpochs,
     labelSmoothing:

@@ -435,6 +435,7 @@ function runConfig(
     gradCheckpoint: opts.family === "resnet18" ? undefined : mem.gradCheckpoint,
     lr: opts.lr,
     weightDecay: opts.weightDecay,
+    decayOn: opts.decayOn,
     warmupEpochs: opts.warmupEpochs,
     labelSmoothing: opts.labelSmoothing,
     clipNorm: opts.clipNorm,
@@ -484,7 +485,7 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
   const common = {
     lr: opts.lr,
     warmupSteps: opts.warmupEpochs * run.stepsPerEpoch,
-    optimizer: { weightDecay: opts.weightDecay },
+    optimizer: { weightDecay: opts.weightDecay, decay: opts.decayOn === "all" ? () => true : undefined },
     clipNorm: opts.clipNorm,
     labelSmoothing: opts.labelSmoothing,
     seed: opts.seed,

@@ -50,7 +50,20 @@ export function resolveViTConfig(c: ViTConfig): Required<ViTConfig> {
   if (c.gradCheckpoint !== undefined && typeof c.gradCheckpoint !== "boolean") {
     throw new Error(`${where}: gradCheckpoint ${JSON.stringify(c.gradCheckpoint)} is not a boolean`);
   }
-  return { ...c, inChans: c.inChans ?? 3, lnEps: c.lnEps ?? 1e-6, gradCheckpoint: c.gradCheckpoint ?? false };
+  if (c.init !== undefined && c.init !== "timm" && c.init !== "torch") {
+    throw new Error(`${where}: init ${JSON.stringify(c.init)} is not "timm" or "torch"`);
+  }
+  if (c.distillToken !== undefined && typeof c.distillToken !== "boolean") {
+    throw new Error(`${where}: distillToken ${JSON.stringify(c.distillToken)} is not a boolean`);
+  }
+  return {
+    ...c,
+    inChans: c.inChans ?? 3,
+    lnEps: c.lnEps ?? 1e-6,
+    gradCheckpoint: c.gradCheckpoint ?? false,
+    init: c.init ?? "timm",
+    distillToken: c.distillToken ?? false,
+  };
 }
 
 /** Options of {@link ViT.block}. */
@@ -139,13 +152,22 @@ export class ViT implements Model {
   constructor(config: ViTConfig, options: { seed?: number } = {}) {
     this.c = resolveViTConfig(config);
     this.config = structuredClone(config);
+    this.store = new ParamStore(options.seed ?? 0);
+    this.initParams();
+  }
+
+  /** Creates every parameter with the configured initialisation (`init`: timm or PyTorch defaults). */
+  private initParams(): void {
     const c = this.c;
-    const s = (this.store = new ParamStore(options.seed ?? 0));
+    const s = this.store;
     const d = c.embedDim;
     const hidden = Math.round(d * c.mlpRatio);
     const fanIn = c.inChans * c.patchSize ** 2;
-    s.add("cls_token", [1, 1, d], s.normal(d, 1e-6), "plain");
-    s.add("pos_embed", [1, this.numPatches + 1, d], s.normal((this.numPatches + 1) * d, 0.02, true), "plain");
+    const torch = c.init === "torch";
+    const prefix = this.numPrefixTokens;
+    s.add("cls_token", [1, 1, d], torch ? new Float32Array(d) : s.normal(d, 1e-6), "plain");
+    if (c.distillToken) s.add("dist_token", [1, 1, d], s.normal(d, 0.02, !torch), "plain");
+    s.add("pos_embed", [1, this.numPatches + prefix, d], s.normal((this.numPatches + prefix) * d, 0.02, !torch), "plain");
     s.add(
       "patch_embed.proj.weight",
       [c.patchSize, c.patchSize, c.inChans, d],
@@ -153,25 +175,26 @@ export class ViT implements Model {
       "conv2d",
     );
     s.add("patch_embed.proj.bias", [d], s.uniform(d, 1 / Math.sqrt(fanIn)), "plain");
+    const linear = (name: string, cin: number, cout: number) => {
+      s.linear(`${name}.weight`, cin, cout, torch ? "torch" : "trunc_normal");
+      if (torch) s.add(`${name}.bias`, [cout], s.uniform(cout, 1 / Math.sqrt(cin)), "plain");
+      else s.fill(`${name}.bias`, cout, 0);
+    };
     for (let i = 0; i < c.depth; i++) {
       const p = `blocks.${i}`;
       s.fill(`${p}.norm1.weight`, d, 1);
       s.fill(`${p}.norm1.bias`, d, 0);
-      s.linear(`${p}.attn.qkv.weight`, d, 3 * d);
-      s.fill(`${p}.attn.qkv.bias`, 3 * d, 0);
-      s.linear(`${p}.attn.proj.weight`, d, d);
-      s.fill(`${p}.attn.proj.bias`, d, 0);
+      linear(`${p}.attn.qkv`, d, 3 * d);
+      linear(`${p}.attn.proj`, d, d);
       s.fill(`${p}.norm2.weight`, d, 1);
       s.fill(`${p}.norm2.bias`, d, 0);
-      s.linear(`${p}.mlp.fc1.weight`, d, hidden);
-      s.fill(`${p}.mlp.fc1.bias`, hidden, 0);
-      s.linear(`${p}.mlp.fc2.weight`, hidden, d);
-      s.fill(`${p}.mlp.fc2.bias`, d, 0);
+      linear(`${p}.mlp.fc1`, d, hidden);
+      linear(`${p}.mlp.fc2`, hidden, d);
     }
     s.fill("norm.weight", d, 1);
     s.fill("norm.bias", d, 0);
-    s.linear("head.weight", d, c.numClasses);
-    s.fill("head.bias", c.numClasses, 0);
+    linear("head", d, c.numClasses);
+    if (c.distillToken) linear("head_dist", d, c.numClasses);
   }
 
   /** Patch grid side (imgSize / patchSize). */
@@ -182,6 +205,11 @@ export class ViT implements Model {
   /** Number of patch tokens N (CLS excluded). */
   get numPatches(): number {
     return this.gridSize ** 2;
+  }
+
+  /** Tokens before the patch tokens: CLS, and the distillation token with `distillToken`. */
+  get numPrefixTokens(): number {
+    return this.c.distillToken ? 2 : 1;
   }
 
   /** Number of blocks. */
