@@ -47,6 +47,8 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --train-subset N      class-balanced training subset (default from the profile)
   --eval-subset N       evaluation subset (default from the profile)
   --eval-split NAME     val | test (default test)
+  --token-dropout R     ViT (strategy none): train on a random subset of the patch tokens per image, keep
+                        ratio drawn per batch uniformly in [R, 1] ("MIN,MAX" for another upper end)
   --no-augment          no random crop / flip
   --override JSON       model config overrides, e.g. '{"embedDim":96}'
   --seed N              seed of init, data order and pruning noise (default 0)
@@ -98,6 +100,15 @@ const oneOf = <T extends string>(
   return raw as T;
 };
 
+function tokenDropoutFlag(raw: string | undefined): { min: number; max: number } | undefined {
+  if (raw === undefined) return undefined;
+  const parts = raw.split(",").map((p) => Number(p));
+  const [min, max] = parts.length === 1 ? [parts[0], 1] : parts;
+  const ok = parts.length <= 2 && raw.trim() !== "" && min > 0 && min <= max && max <= 1;
+  if (!ok) fail(`--token-dropout "${raw}" is not MIN or MIN,MAX with 0 < MIN <= MAX <= 1`);
+  return { min, max };
+}
+
 let parsed;
 try {
   parsed = parseArgs({
@@ -130,6 +141,7 @@ try {
       "eval-subset": { type: "string" },
       "eval-split": { type: "string" },
       "no-augment": { type: "boolean" },
+      "token-dropout": { type: "string" },
       override: { type: "string" },
       seed: { type: "string" },
       "init-from": { type: "string" },
@@ -192,6 +204,7 @@ const options: TrainingRunOptions = {
   evalSubset: num("eval-subset", a["eval-subset"], isInt(1), "an integer ≥ 1"),
   evalSplit: oneOf("eval-split", a["eval-split"], ["val", "test"] as const),
   augment: !a["no-augment"],
+  tokenDropout: tokenDropoutFlag(a["token-dropout"]),
   override,
   seed: num("seed", a.seed, isInt(0), "an integer ≥ 0"),
   initFrom: a["init-from"],

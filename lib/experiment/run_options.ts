@@ -11,7 +11,7 @@ import type { DatasetName } from "../data/mod.ts";
 import { parseDatasetName } from "../data/mod.ts";
 import { listModels, type ModelFamily } from "../models/mod.ts";
 import { parseProfile, profileFromEnv, type ProfileName } from "../profile.ts";
-import type { StrategyName } from "../pruning/mod.ts";
+import { checkTokenDropout, type StrategyName, type TokenDropout } from "../pruning/mod.ts";
 import { type TrainCallbacks, type TrainProfile, trainProfile } from "../train/mod.ts";
 import { pathExists } from "../util/mod.ts";
 import { checkStrategyFor } from "./evaluate_strategy.ts";
@@ -73,6 +73,12 @@ export interface TrainingRunOptions {
   evalSplit?: "val" | "test";
   /** Random crop / flip (default true). */
   augment?: boolean;
+  /**
+   * ViT (strategy none) only: token dropout while training. Each batch keeps a ratio drawn uniformly in
+   * `[min, max]` of the patch tokens, a random subset per image, gathered (the blocks run on fewer
+   * tokens). A number `m` means `{min: m, max: 1}`. Default: none. Evaluation uses the full grid.
+   */
+  tokenDropout?: TokenDropout | number;
   /** Model config overrides, e.g. `{ embedDim: 96 }`. */
   override?: Record<string, unknown>;
   /** Seed of init, data order and pruning noise (default 0). */
@@ -157,6 +163,7 @@ export interface ResolvedRunOptions {
   seed: number;
   override: Record<string, unknown>;
   augment: boolean;
+  tokenDropout?: TokenDropout;
   log: boolean;
 }
 
@@ -318,6 +325,19 @@ function resolveData(o: TrainingRunOptions, prof: TrainProfile) {
   };
 }
 
+/** Token dropout: a range (or its lower end), for a plain ViT only. */
+function resolveTokenDropout(o: TrainingRunOptions, family: ModelFamily, strategy: StrategyName) {
+  if (o.tokenDropout === undefined) return undefined;
+  const d = typeof o.tokenDropout === "number" ? { min: o.tokenDropout, max: 1 } : o.tokenDropout;
+  checkTokenDropout(d, "runTraining: tokenDropout");
+  if (family !== "vit" || strategy !== "none") {
+    throw new Error(
+      `runTraining: tokenDropout needs model "vit" with strategy "none"; got a ${family} with strategy "${strategy}"`,
+    );
+  }
+  return { min: d.min, max: d.max };
+}
+
 /** initFrom / cnnFrom must name finished runs; resume / overwrite / forceResume must be booleans. */
 async function checkRunFolders(o: TrainingRunOptions, family: ModelFamily): Promise<void> {
   if (o.cnnFrom !== undefined && family !== "hybrid") {
@@ -385,6 +405,7 @@ export async function resolveRunOptions(o: TrainingRunOptions): Promise<Resolved
     ...resolveData(o, prof),
     log: o.log ?? true,
   };
+  resolved.tokenDropout = resolveTokenDropout(o, model.family, resolved.strategyName);
   await checkRunFolders(o, model.family);
   return resolved;
 }

@@ -21,6 +21,8 @@ import {
   maskedHybridForward,
   singleStage,
   type StrategyName,
+  tokenDropoutIndices,
+  vitOf,
 } from "../pruning/mod.ts";
 import { collectRunInfo, type RunInfo } from "../report/mod.ts";
 import {
@@ -28,6 +30,7 @@ import {
   crossEntropy,
   type EpochInfo,
   findBatchSize,
+  type LossFn,
   train,
   type TrainBatch,
   trainHybridTwoStage,
@@ -444,6 +447,7 @@ function runConfig(
     distill: hybrid ? opts.distill : undefined,
     selection: hybrid ? opts.selection : undefined,
     augment: opts.augment,
+    tokenDropout: opts.tokenDropout,
     seed: opts.seed,
     initFrom: opts.raw.initFrom,
     cnnFrom: opts.raw.cnnFrom,
@@ -517,13 +521,6 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
     });
     return r.stage2 ? [r.stage1, r.stage2] : [r.stage1];
   }
-  const { strategy, schedule } = run;
-  const loss = run.pruned
-    ? ({ model: m, batch, rng }: { model: Model; batch: TrainBatch; rng: Rng }) => {
-      const { logits } = strategy.forward(m, batch.x, { schedule, training: true, rng });
-      return { loss: crossEntropy(logits, batch.y, { labelSmoothing: opts.labelSmoothing }), logits };
-    }
-    : undefined;
   return [
     await train({
       ...common,
@@ -532,12 +529,32 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
       eval: run.evalSource,
       stepsPerEpoch: run.stepsPerEpoch,
       epochs: opts.epochs,
-      loss,
+      loss: singleModelLoss(run),
       evalLogits: run.evalLogits,
       outDir: run.outDir,
       resume: o.resume,
     }),
   ];
+}
+
+/** The loss of a ResNet18 or ViT run: under its pruning strategy, with token dropout, or the default. */
+function singleModelLoss(run: BuiltRun): LossFn | undefined {
+  const { opts, strategy, schedule } = run;
+  const ce = (logits: tf.Tensor2D, y: tf.Tensor) =>
+    crossEntropy(logits, y, { labelSmoothing: opts.labelSmoothing });
+  if (run.pruned) {
+    return ({ model: m, batch, rng }) => {
+      const { logits } = strategy.forward(m, batch.x, { schedule, training: true, rng });
+      return { loss: ce(logits, batch.y), logits };
+    };
+  }
+  const dropout = opts.tokenDropout;
+  if (!dropout) return undefined;
+  return ({ model: m, batch, rng }) => {
+    const keepIndices = tokenDropoutIndices(rng, batch.x.shape[0], vitOf(m).numPatches, dropout);
+    const { logits } = m.forward(batch.x, { training: true, keepIndices });
+    return { loss: ce(logits, batch.y), logits };
+  };
 }
 
 /** The fields of result.json every run has, finished or not. */

@@ -75,7 +75,13 @@ export function resolveResNetConfig(
   if (c.init !== undefined && c.init !== "torchvision" && c.init !== "torch") {
     throw new Error(`${where}: init ${JSON.stringify(c.init)} is not "torchvision" or "torch"`);
   }
-  return { ...c, stages, bnEps: c.bnEps ?? 1e-5, bnMomentum: c.bnMomentum ?? 0.1, init: c.init ?? "torchvision" };
+  return {
+    ...c,
+    stages,
+    bnEps: c.bnEps ?? 1e-5,
+    bnMomentum: c.bnMomentum ?? 0.1,
+    init: c.init ?? "torchvision",
+  };
 }
 
 /**
@@ -108,7 +114,12 @@ export class ResNet18 implements Model {
       const fanIn = cv.k * cv.k * cv.cin;
       if (this.c.init === "torch") {
         const n = fanIn * cv.cout;
-        s.add(`${cv.name}.weight`, [cv.k, cv.k, cv.cin, cv.cout], s.uniform(n, 1 / Math.sqrt(fanIn)), "conv2d");
+        s.add(
+          `${cv.name}.weight`,
+          [cv.k, cv.k, cv.cin, cv.cout],
+          s.uniform(n, 1 / Math.sqrt(fanIn)),
+          "conv2d",
+        );
       } else s.conv(`${cv.name}.weight`, cv.k, cv.cin, cv.cout);
       const bn = ResNet18.bnName(cv.name);
       s.fill(`${bn}.weight`, cv.cout, 1);

@@ -167,7 +167,12 @@ export class ViT implements Model {
     const prefix = this.numPrefixTokens;
     s.add("cls_token", [1, 1, d], torch ? new Float32Array(d) : s.normal(d, 1e-6), "plain");
     if (c.distillToken) s.add("dist_token", [1, 1, d], s.normal(d, 0.02, !torch), "plain");
-    s.add("pos_embed", [1, this.numPatches + prefix, d], s.normal((this.numPatches + prefix) * d, 0.02, !torch), "plain");
+    s.add(
+      "pos_embed",
+      [1, this.numPatches + prefix, d],
+      s.normal((this.numPatches + prefix) * d, 0.02, !torch),
+      "plain",
+    );
     s.add(
       "patch_embed.proj.weight",
       [c.patchSize, c.patchSize, c.inChans, d],
