@@ -49,6 +49,10 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --eval-split NAME     val | test (default test)
   --token-dropout R     ViT (strategy none): train on a random subset of the patch tokens per image, keep
                         ratio drawn per batch uniformly in [R, 1] ("MIN,MAX" for another upper end)
+  --teacher DIR         ViT: DeiT distillation from a trained ResNet18 run folder (adds a distillation token
+                        and head; inference averages both heads)
+  --distill-mode MODE   with --teacher: hard (CE on the teacher's class, default) | soft (KL)
+  --distill-temperature T  with --distill-mode soft (default 1)
   --no-augment          no random crop / flip
   --override JSON       model config overrides, e.g. '{"embedDim":96}'
   --seed N              seed of init, data order and pruning noise (default 0)
@@ -142,6 +146,9 @@ try {
       "eval-split": { type: "string" },
       "no-augment": { type: "boolean" },
       "token-dropout": { type: "string" },
+      teacher: { type: "string" },
+      "distill-mode": { type: "string" },
+      "distill-temperature": { type: "string" },
       override: { type: "string" },
       seed: { type: "string" },
       "init-from": { type: "string" },
@@ -205,6 +212,9 @@ const options: TrainingRunOptions = {
   evalSplit: oneOf("eval-split", a["eval-split"], ["val", "test"] as const),
   augment: !a["no-augment"],
   tokenDropout: tokenDropoutFlag(a["token-dropout"]),
+  teacher: a.teacher,
+  distillMode: oneOf("distill-mode", a["distill-mode"], ["hard", "soft"] as const),
+  distillTemperature: num("distill-temperature", a["distill-temperature"], (v) => v > 0, "a positive number"),
   override,
   seed: num("seed", a.seed, isInt(0), "an integer ≥ 0"),
   initFrom: a["init-from"],

@@ -79,6 +79,15 @@ export interface TrainingRunOptions {
    * tokens). A number `m` means `{min: m, max: 1}`. Default: none. Evaluation uses the full grid.
    */
   tokenDropout?: TokenDropout | number;
+  /**
+   * ViT only: DeiT-style distillation from a trained ResNet18 run folder (its `model.safetensors`). The ViT
+   * gets a distillation token and head (`dist_token`, `head_dist`); inference averages both heads.
+   */
+  teacher?: string;
+  /** With `teacher`: `"hard"` (default, CE on the teacher's class) or `"soft"` (KL at `distillTemperature`). */
+  distillMode?: "hard" | "soft";
+  /** With `teacher` and `distillMode: "soft"`: temperature (default 1). */
+  distillTemperature?: number;
   /** Model config overrides, e.g. `{ embedDim: 96 }`. */
   override?: Record<string, unknown>;
   /** Seed of init, data order and pruning noise (default 0). */
@@ -164,6 +173,8 @@ export interface ResolvedRunOptions {
   override: Record<string, unknown>;
   augment: boolean;
   tokenDropout?: TokenDropout;
+  /** DeiT distillation (with `teacher`). */
+  deit?: { teacher: string; mode: "hard" | "soft"; temperature: number };
   log: boolean;
 }
 
@@ -338,6 +349,24 @@ function resolveTokenDropout(o: TrainingRunOptions, family: ModelFamily, strateg
   return { min: d.min, max: d.max };
 }
 
+/** DeiT distillation: a teacher run folder for a ViT, hard or soft. */
+function resolveDeit(o: TrainingRunOptions, family: ModelFamily) {
+  if (o.teacher === undefined) {
+    for (const k of ["distillMode", "distillTemperature"] as const) {
+      if (o[k] !== undefined) throw new Error(`runTraining: ${k} ${JSON.stringify(o[k])} needs teacher`);
+    }
+    return undefined;
+  }
+  check(typeof o.teacher === "string" && o.teacher.length > 0, "teacher", o.teacher, "a run folder");
+  if (family !== "vit") {
+    throw new Error(`runTraining: teacher ${JSON.stringify(o.teacher)} needs model "vit"; got a ${family}`);
+  }
+  const mode = o.distillMode ?? "hard";
+  check(mode === "hard" || mode === "soft", "distillMode", mode, '"hard" or "soft"');
+  const temperature = optional(o.distillTemperature, "distillTemperature", isNum((v) => v > 0), "> 0") ?? 1;
+  return { teacher: o.teacher, mode, temperature };
+}
+
 /** initFrom / cnnFrom must name finished runs; resume / overwrite / forceResume must be booleans. */
 async function checkRunFolders(o: TrainingRunOptions, family: ModelFamily): Promise<void> {
   if (o.cnnFrom !== undefined && family !== "hybrid") {
@@ -345,7 +374,9 @@ async function checkRunFolders(o: TrainingRunOptions, family: ModelFamily): Prom
       `runTraining: cnnFrom ${JSON.stringify(o.cnnFrom)} needs the hybrid; model "${o.model}" is a ${family}`,
     );
   }
-  for (const [name, dir] of [["initFrom", o.initFrom], ["cnnFrom", o.cnnFrom]] as const) {
+  for (
+    const [name, dir] of [["initFrom", o.initFrom], ["cnnFrom", o.cnnFrom], ["teacher", o.teacher]] as const
+  ) {
     if (dir === undefined) continue;
     check(typeof dir === "string" && dir.length > 0, name, dir, "a run folder");
     if (
@@ -406,6 +437,7 @@ export async function resolveRunOptions(o: TrainingRunOptions): Promise<Resolved
     log: o.log ?? true,
   };
   resolved.tokenDropout = resolveTokenDropout(o, model.family, resolved.strategyName);
+  resolved.deit = resolveDeit(o, model.family);
   await checkRunFolders(o, model.family);
   return resolved;
 }

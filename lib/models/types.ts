@@ -138,6 +138,10 @@ export interface ForwardOptions {
 export interface ForwardAux {
   /** Hybrid with `cnnHead`, or ResNet18: the CNN classification logits `[B, classes]`. */
   cnnLogits?: tf.Tensor2D;
+  /** ViT with a distillation token: the CLS head's logits (`logits` is the average of both heads). */
+  clsLogits?: tf.Tensor2D;
+  /** ViT with a distillation token: the distillation head's logits. */
+  distLogits?: tf.Tensor2D;
   /** Importance scores `[B, N]`, one per ViT patch (hybrid / ResNet18 with an importance head). */
   scores?: tf.Tensor2D;
   /** Patch indices `[B, k]` the ViT ran on at the end (CLS excluded, int32). */

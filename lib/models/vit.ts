@@ -227,7 +227,8 @@ export class ViT implements Model {
   }
 
   /**
-   * Patch embedding + CLS token + position embedding: `[B, H, W, C]` → `[B, 1 + N, D]`. Call inside `tf.tidy`.
+   * Patch embedding + CLS (and distillation) token + position embedding: `[B, H, W, C]` → `[B, P + N, D]`
+   * with P = {@link ViT.numPrefixTokens}. Call inside `tf.tidy`.
    */
   embed(x: tf.Tensor4D): tf.Tensor3D {
     const c = this.c;
@@ -240,8 +241,9 @@ export class ViT implements Model {
     const d = c.embedDim;
     const proj = conv2d(x, this.p("patch_embed.proj.weight") as tf.Tensor4D, c.patchSize, 0);
     const patches = tf.reshape(tf.add(proj, this.p("patch_embed.proj.bias")), [b, this.numPatches, d]);
-    const cls = tf.tile(this.p("cls_token"), [b, 1, 1]);
-    return tf.add(tf.concat([cls, patches], 1), this.p("pos_embed")) as tf.Tensor3D;
+    const prefix = [tf.tile(this.p("cls_token"), [b, 1, 1])];
+    if (c.distillToken) prefix.push(tf.tile(this.p("dist_token"), [b, 1, 1]));
+    return tf.add(tf.concat([...prefix, patches], 1), this.p("pos_embed")) as tf.Tensor3D;
   }
 
   /**
@@ -382,12 +384,29 @@ export class ViT implements Model {
     return this.c.gradCheckpoint;
   }
 
-  /** Final norm and the CLS-token head: `[B, T, D]` → logits `[B, classes]`. Call inside `tf.tidy`. */
+  /**
+   * Final norm and the CLS-token head: `[B, T, D]` → logits `[B, classes]`. With a distillation token, the
+   * average of both heads (DeiT's inference). Call inside `tf.tidy`.
+   */
   forwardHead(tokens: tf.Tensor3D): tf.Tensor2D {
+    const h = this.forwardHeads(tokens);
+    return h.dist ? tf.div(tf.add(h.cls, h.dist), 2) as tf.Tensor2D : h.cls;
+  }
+
+  /**
+   * Both heads' logits: `cls` from the CLS token (`head`) and, with a distillation token, `dist` from it
+   * (`head_dist`); timm's distilled training output. Call inside `tf.tidy`.
+   */
+  forwardHeads(tokens: tf.Tensor3D): { cls: tf.Tensor2D; dist?: tf.Tensor2D } {
     const [b, , d] = tokens.shape;
-    const cls = tf.reshape(tf.slice(tokens, [0, 0, 0], [b, 1, d]), [b, d]);
-    const normed = layerNorm(cls, this.p("norm.weight"), this.p("norm.bias"), this.c.lnEps);
-    return linear(normed, this.p("head.weight"), this.p("head.bias")) as tf.Tensor2D;
+    const head = (i: number, name: string) => {
+      const tok = tf.reshape(tf.slice(tokens, [0, i, 0], [b, 1, d]), [b, d]);
+      const normed = layerNorm(tok, this.p("norm.weight"), this.p("norm.bias"), this.c.lnEps);
+      return linear(normed, this.p(`${name}.weight`), this.p(`${name}.bias`)) as tf.Tensor2D;
+    };
+    return this.c.distillToken
+      ? { cls: head(0, "head"), dist: head(1, "head_dist") }
+      : { cls: head(0, "head") };
   }
 
   /**
@@ -407,7 +426,8 @@ export class ViT implements Model {
     preselected?: { keptIndices: tf.Tensor2D; numPatches: number },
   ): { tokens: tf.Tensor3D; keptIndices?: tf.Tensor2D; attention: tf.Tensor4D[]; tokensPerBlock: number[] } {
     const [b, t] = tokens.shape;
-    const n = preselected ? preselected.numPatches : t - 1;
+    const prefix = this.numPrefixTokens;
+    const n = preselected ? preselected.numPatches : t - prefix;
     if ((options.keepIndices || preselected) && options.tokenMask) {
       throw new Error("ViT.forward: give keepIndices or tokenMask, not both");
     }
@@ -419,7 +439,7 @@ export class ViT implements Model {
         throw new Error(`ViT.forward: keepIndices shape [${ki.shape}] is not [${b}, k] with 1 <= k <= ${n}`);
       }
       kept = ki.dtype === "int32" ? ki : (tf.cast(ki, "int32") as tf.Tensor2D);
-      x = gatherTokens(tokens, kept, 1);
+      x = gatherTokens(tokens, kept, prefix);
     }
     let mask: tf.Tensor2D | undefined;
     if (options.tokenMask) {
@@ -427,7 +447,7 @@ export class ViT implements Model {
       if (m.rank !== 2 || m.shape[0] !== b || m.shape[1] !== n) {
         throw new Error(`ViT.forward: tokenMask shape [${m.shape}] is not [${b}, ${n}]`);
       }
-      mask = tf.concat([tf.ones([b, 1]), tf.cast(m, "float32")], 1) as tf.Tensor2D;
+      mask = tf.concat([tf.ones([b, prefix]), tf.cast(m, "float32")], 1) as tf.Tensor2D;
     }
     const reducer = options.reducer;
     const attention: tf.Tensor4D[] = [];
@@ -478,10 +498,12 @@ export class ViT implements Model {
   forward(x: tf.Tensor4D, options: ForwardOptions = {}): ForwardOutput {
     return tf.tidy(() => {
       const r = this.forwardTokens(this.embed(x), options);
-      const logits = this.forwardHead(r.tokens);
+      const heads = this.forwardHeads(r.tokens);
+      const logits = heads.dist ? tf.div(tf.add(heads.cls, heads.dist), 2) as tf.Tensor2D : heads.cls;
       const out: ForwardOutput = { logits };
       if (options.returnAux || options.returnAttention) {
         const aux: ForwardAux = { tokensPerBlock: r.tokensPerBlock };
+        if (heads.dist) Object.assign(aux, { clsLogits: heads.cls, distLogits: heads.dist });
         if (r.keptIndices) {
           aux.keptIndices = r.keptIndices === options.keepIndices ? tf.clone(r.keptIndices) : r.keptIndices;
         }
@@ -522,12 +544,12 @@ export class ViT implements Model {
     const k = options.keepRatio === undefined || options.keepRatio >= 1
       ? n
       : Math.max(1, Math.min(n, Math.round(options.keepRatio * n)));
-    const perBlock = options.tokensPerBlock ?? new Array(c.depth).fill(k + 1);
+    const perBlock = options.tokensPerBlock ?? new Array(c.depth).fill(k + this.numPrefixTokens);
     if (perBlock.length !== c.depth) {
       throw new Error(`ViT.gmacs: tokensPerBlock has ${perBlock.length} entries, expected depth ${c.depth}`);
     }
     for (const t of perBlock) macs += t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * hidden;
-    macs += d * c.numClasses;
+    macs += d * c.numClasses * (c.distillToken ? 2 : 1);
     return { total: macs / 1e9, vit: macs / 1e9 };
   }
 
