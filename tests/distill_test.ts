@@ -166,3 +166,34 @@ Deno.test({
     }
   },
 });
+
+forEachBackend(
+  'init "torch": ViT linears and ResNet18 convs uniform ±1/√fan_in; the default is unchanged',
+  async () => {
+    const vit = createModel("vit_test", { init: "torch" }) as unknown as ViT;
+    const timm = createModel("vit_test") as unknown as ViT;
+    const w = await vit.stateDict().get("blocks.0.mlp.fc1.weight")!.data();
+    const bound = 1 / Math.sqrt(64);
+    const max = Array.from(w).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    assert(max <= bound && max > 0.95 * bound, `max ${max} vs bound ${bound}`);
+    assert((await vit.stateDict().get("head.bias")!.data()).some((v) => v !== 0));
+    assert((await timm.stateDict().get("head.bias")!.data()).every((v) => v === 0));
+    const t = await timm.stateDict().get("blocks.0.mlp.fc1.weight")!.data();
+    assert(t.every((v) => Math.abs(v) <= 0.04 + 1e-7), "timm: truncated normal std 0.02 (±2 std)");
+    const r = createModel("resnet18_test", { init: "torch" });
+    const c = await r.stateDict().get("layer1.0.conv1.weight")!.data();
+    const fanIn = 9 * (r.config as { width: number }).width;
+    assert(c.every((v) => Math.abs(v) <= 1 / Math.sqrt(fanIn)));
+    assertThrows(() => createModel("vit_test", { init: "xavier" }), Error, '"xavier"');
+    for (const m of [vit, timm, r]) m.dispose();
+  },
+);
+
+Deno.test("resolveRunOptions() decayOn: the profile's default (all for cpu), validated", async () => {
+  const { resolveRunOptions } = await import("../lib/experiment/mod.ts");
+  assertEquals((await resolveRunOptions({ model: "vit", profile: "cpu" })).decayOn, "all");
+  assertEquals((await resolveRunOptions({ model: "vit", profile: "quick" })).decayOn, "weights");
+  let err: Error | undefined;
+  await resolveRunOptions({ model: "vit", decayOn: "some" as "all" }).catch((e) => err = e);
+  assert(err?.message.includes('decayOn "some"'), err?.message);
+});

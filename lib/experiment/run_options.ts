@@ -49,7 +49,8 @@ export interface TrainingRunOptions {
   weightDecay?: number;
   /**
    * Which parameters weight decay applies to: `"weights"` (timm's rule: not norms, biases, position
-   * embedding and tokens) or `"all"` (PyTorch's `AdamW(model.parameters())`). Default `"weights"`.
+   * embedding and tokens) or `"all"` (PyTorch's `AdamW(model.parameters())`). Default: the profile's
+   * (`"all"` for cpu, `"weights"` for quick and full).
    */
   decayOn?: "weights" | "all";
   warmupEpochs?: number;
@@ -304,7 +305,7 @@ function resolveOptimizer(o: TrainingRunOptions, prof: TrainProfile) {
     lr: optional(o.lr, "lr", isNum((v) => v > 0), "a positive number") ?? prof.lr,
     weightDecay: optional(o.weightDecay, "weightDecay", isNum((v) => v >= 0), "a number ≥ 0") ??
       prof.weightDecay,
-    decayOn: checkDecayOn(o.decayOn),
+    decayOn: checkDecayOn(o.decayOn ?? prof.decayOn),
     warmupEpochs: optional(o.warmupEpochs, "warmupEpochs", isInt(0), "an integer ≥ 0") ??
       prof.warmupEpochs,
     labelSmoothing:
