@@ -8,22 +8,30 @@ import { assertClose, forEachBackend, relErr } from "./_backends.ts";
 import { createModelFromConfig, type Model, modelConfigFromPyTorch } from "../lib/models/mod.ts";
 import { exportStateDict, loadStateDict, type RawTensor, readSafetensors } from "../lib/weights/mod.ts";
 
-const dir = new URL("../../shared/fixtures/parity/", import.meta.url);
+/** Shared reference cases, and the repository's own (tools/make_parity_fixture.py). */
+const dirs = [
+  new URL("../../shared/fixtures/parity/", import.meta.url),
+  new URL("./fixtures/parity/", import.meta.url),
+];
 
-function listCases(): string[] {
-  try {
-    return [...Deno.readDirSync(dir)]
-      .filter((e) => e.isFile && e.name.endsWith(".case.safetensors"))
-      .map((e) => e.name.replace(/\.case\.safetensors$/, ""))
-      .sort();
-  } catch {
-    return [];
-  }
+function listCases(): { name: string; dir: URL }[] {
+  return dirs.flatMap((dir) => {
+    try {
+      return [...Deno.readDirSync(dir)]
+        .filter((e) => e.isFile && e.name.endsWith(".case.safetensors"))
+        .map((e) => ({ name: e.name.replace(/\.case\.safetensors$/, ""), dir }))
+        .sort((a, b) => a.name.localeCompare(b.name));
+    } catch {
+      return [];
+    }
+  });
 }
 
 const cases = listCases();
 if (cases.length === 0) {
-  console.warn(`parity_test: no parity cases found in ${dir.pathname}; skipping PyTorch parity`);
+  console.warn(
+    `parity_test: no parity cases found in ${dirs.map((d) => d.pathname)}; skipping PyTorch parity`,
+  );
   Deno.test({ name: "PyTorch parity cases present", ignore: true, fn: () => {} });
 }
 
@@ -87,7 +95,7 @@ async function checkEvalLogits(
   assertClose(second, ref.data, 1e-4, `${name} logits_eval (pre-step running stats)`);
 }
 
-for (const name of cases) {
+for (const { name, dir } of cases) {
   forEachBackend(
     `PyTorch parity: ${name} matches eval, pruned and training logits, loss and gradients`,
     async () => {

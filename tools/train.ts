@@ -35,6 +35,8 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
                         when it lets a larger batch fit (default: the profile's, on for full only)
   --lr X                peak learning rate (default from the profile)
   --weight-decay X      AdamW decoupled weight decay (default from the profile)
+  --decay-on WHICH      weights (not norms, biases, tokens) | all (PyTorch's AdamW on every parameter)
+                        (default from the profile: all for cpu, weights for quick and full)
   --warmup-epochs N     linear warm-up epochs (default from the profile)
   --label-smoothing X   in [0, 1) (default 0.1)
   --clip X              global gradient-norm clip, 0 = off (default 1)
@@ -46,6 +48,12 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --train-subset N      class-balanced training subset (default from the profile)
   --eval-subset N       evaluation subset (default from the profile)
   --eval-split NAME     val | test (default test)
+  --token-dropout R     ViT (strategy none): train on a random subset of the patch tokens per image, keep
+                        ratio drawn per batch uniformly in [R, 1] ("MIN,MAX" for another upper end)
+  --teacher DIR         ViT: DeiT distillation from a trained ResNet18 run folder (adds a distillation token
+                        and head; inference averages both heads)
+  --distill-mode MODE   with --teacher: hard (CE on the teacher's class, default) | soft (KL)
+  --distill-temperature T  with --distill-mode soft (default 1)
   --no-augment          no random crop / flip
   --override JSON       model config overrides, e.g. '{"embedDim":96}'
   --seed N              seed of init, data order and pruning noise (default 0)
@@ -97,6 +105,15 @@ const oneOf = <T extends string>(
   return raw as T;
 };
 
+function tokenDropoutFlag(raw: string | undefined): { min: number; max: number } | undefined {
+  if (raw === undefined) return undefined;
+  const parts = raw.split(",").map((p) => Number(p));
+  const [min, max] = parts.length === 1 ? [parts[0], 1] : parts;
+  const ok = parts.length <= 2 && raw.trim() !== "" && min > 0 && min <= max && max <= 1;
+  if (!ok) fail(`--token-dropout "${raw}" is not MIN or MIN,MAX with 0 < MIN <= MAX <= 1`);
+  return { min, max };
+}
+
 let parsed;
 try {
   parsed = parseArgs({
@@ -117,6 +134,7 @@ try {
       "grad-checkpoint": { type: "string" },
       lr: { type: "string" },
       "weight-decay": { type: "string" },
+      "decay-on": { type: "string" },
       "warmup-epochs": { type: "string" },
       "label-smoothing": { type: "string" },
       clip: { type: "string" },
@@ -128,6 +146,10 @@ try {
       "eval-subset": { type: "string" },
       "eval-split": { type: "string" },
       "no-augment": { type: "boolean" },
+      "token-dropout": { type: "string" },
+      teacher: { type: "string" },
+      "distill-mode": { type: "string" },
+      "distill-temperature": { type: "string" },
       override: { type: "string" },
       seed: { type: "string" },
       "init-from": { type: "string" },
@@ -178,6 +200,7 @@ const options: TrainingRunOptions = {
   ),
   lr: num("lr", a.lr, (v) => v > 0, "a positive number"),
   weightDecay: num("weight-decay", a["weight-decay"], (v) => v >= 0, "a number ≥ 0"),
+  decayOn: oneOf("decay-on", a["decay-on"], ["weights", "all"] as const),
   warmupEpochs: num("warmup-epochs", a["warmup-epochs"], isInt(0), "an integer ≥ 0"),
   labelSmoothing: num("label-smoothing", a["label-smoothing"], (v) => v >= 0 && v < 1, "in [0, 1)"),
   clip: num("clip", a.clip, (v) => v >= 0, "a number ≥ 0"),
@@ -189,6 +212,10 @@ const options: TrainingRunOptions = {
   evalSubset: num("eval-subset", a["eval-subset"], isInt(1), "an integer ≥ 1"),
   evalSplit: oneOf("eval-split", a["eval-split"], ["val", "test"] as const),
   augment: !a["no-augment"],
+  tokenDropout: tokenDropoutFlag(a["token-dropout"]),
+  teacher: a.teacher,
+  distillMode: oneOf("distill-mode", a["distill-mode"], ["hard", "soft"] as const),
+  distillTemperature: num("distill-temperature", a["distill-temperature"], (v) => v > 0, "a positive number"),
   override,
   seed: num("seed", a.seed, isInt(0), "an integer ≥ 0"),
   initFrom: a["init-from"],

@@ -11,7 +11,7 @@ import type { DatasetName } from "../data/mod.ts";
 import { parseDatasetName } from "../data/mod.ts";
 import { listModels, type ModelFamily } from "../models/mod.ts";
 import { parseProfile, profileFromEnv, type ProfileName } from "../profile.ts";
-import type { StrategyName } from "../pruning/mod.ts";
+import { checkTokenDropout, type StrategyName, type TokenDropout } from "../pruning/mod.ts";
 import { type TrainCallbacks, type TrainProfile, trainProfile } from "../train/mod.ts";
 import { pathExists } from "../util/mod.ts";
 import { checkStrategyFor } from "./evaluate_strategy.ts";
@@ -47,6 +47,12 @@ export interface TrainingRunOptions {
   gradCheckpoint?: boolean | "auto";
   lr?: number;
   weightDecay?: number;
+  /**
+   * Which parameters weight decay applies to: `"weights"` (timm's rule: not norms, biases, position
+   * embedding and tokens) or `"all"` (PyTorch's `AdamW(model.parameters())`). Default: the profile's
+   * (`"all"` for cpu, `"weights"` for quick and full).
+   */
+  decayOn?: "weights" | "all";
   warmupEpochs?: number;
   /** In [0, 1) (default 0.1). */
   labelSmoothing?: number;
@@ -68,6 +74,21 @@ export interface TrainingRunOptions {
   evalSplit?: "val" | "test";
   /** Random crop / flip (default true). */
   augment?: boolean;
+  /**
+   * ViT (strategy none) only: token dropout while training. Each batch keeps a ratio drawn uniformly in
+   * `[min, max]` of the patch tokens, a random subset per image, gathered (the blocks run on fewer
+   * tokens). A number `m` means `{min: m, max: 1}`. Default: none. Evaluation uses the full grid.
+   */
+  tokenDropout?: TokenDropout | number;
+  /**
+   * ViT only: DeiT-style distillation from a trained ResNet18 run folder (its `model.safetensors`). The ViT
+   * gets a distillation token and head (`dist_token`, `head_dist`); inference averages both heads.
+   */
+  teacher?: string;
+  /** With `teacher`: `"hard"` (default, CE on the teacher's class) or `"soft"` (KL at `distillTemperature`). */
+  distillMode?: "hard" | "soft";
+  /** With `teacher` and `distillMode: "soft"`: temperature (default 1). */
+  distillTemperature?: number;
   /** Model config overrides, e.g. `{ embedDim: 96 }`. */
   override?: Record<string, unknown>;
   /** Seed of init, data order and pruning noise (default 0). */
@@ -138,6 +159,7 @@ export interface ResolvedRunOptions {
   gradCheckpoint?: boolean | "auto";
   lr: number;
   weightDecay: number;
+  decayOn: "weights" | "all";
   warmupEpochs: number;
   labelSmoothing: number;
   clipNorm: number;
@@ -151,6 +173,9 @@ export interface ResolvedRunOptions {
   seed: number;
   override: Record<string, unknown>;
   augment: boolean;
+  tokenDropout?: TokenDropout;
+  /** DeiT distillation (with `teacher`). */
+  deit?: { teacher: string; mode: "hard" | "soft"; temperature: number };
   log: boolean;
 }
 
@@ -265,6 +290,12 @@ function resolveMemory(o: TrainingRunOptions, prof: TrainProfile, family: ModelF
   return { batchSizeMax, budgetMiB, gradCheckpoint };
 }
 
+function checkDecayOn(v: unknown): "weights" | "all" {
+  const d = v ?? "weights";
+  check(d === "weights" || d === "all", "decayOn", v, '"weights" or "all"');
+  return d as "weights" | "all";
+}
+
 /** Optimiser and schedule. */
 function resolveOptimizer(o: TrainingRunOptions, prof: TrainProfile) {
   return {
@@ -274,6 +305,7 @@ function resolveOptimizer(o: TrainingRunOptions, prof: TrainProfile) {
     lr: optional(o.lr, "lr", isNum((v) => v > 0), "a positive number") ?? prof.lr,
     weightDecay: optional(o.weightDecay, "weightDecay", isNum((v) => v >= 0), "a number ≥ 0") ??
       prof.weightDecay,
+    decayOn: checkDecayOn(o.decayOn ?? prof.decayOn),
     warmupEpochs: optional(o.warmupEpochs, "warmupEpochs", isInt(0), "an integer ≥ 0") ??
       prof.warmupEpochs,
     labelSmoothing:
@@ -305,6 +337,37 @@ function resolveData(o: TrainingRunOptions, prof: TrainProfile) {
   };
 }
 
+/** Token dropout: a range (or its lower end), for a plain ViT only. */
+function resolveTokenDropout(o: TrainingRunOptions, family: ModelFamily, strategy: StrategyName) {
+  if (o.tokenDropout === undefined) return undefined;
+  const d = typeof o.tokenDropout === "number" ? { min: o.tokenDropout, max: 1 } : o.tokenDropout;
+  checkTokenDropout(d, "runTraining: tokenDropout");
+  if (family !== "vit" || strategy !== "none") {
+    throw new Error(
+      `runTraining: tokenDropout needs model "vit" with strategy "none"; got a ${family} with strategy "${strategy}"`,
+    );
+  }
+  return { min: d.min, max: d.max };
+}
+
+/** DeiT distillation: a teacher run folder for a ViT, hard or soft. */
+function resolveDeit(o: TrainingRunOptions, family: ModelFamily) {
+  if (o.teacher === undefined) {
+    for (const k of ["distillMode", "distillTemperature"] as const) {
+      if (o[k] !== undefined) throw new Error(`runTraining: ${k} ${JSON.stringify(o[k])} needs teacher`);
+    }
+    return undefined;
+  }
+  check(typeof o.teacher === "string" && o.teacher.length > 0, "teacher", o.teacher, "a run folder");
+  if (family !== "vit") {
+    throw new Error(`runTraining: teacher ${JSON.stringify(o.teacher)} needs model "vit"; got a ${family}`);
+  }
+  const mode = o.distillMode ?? "hard";
+  check(mode === "hard" || mode === "soft", "distillMode", mode, '"hard" or "soft"');
+  const temperature = optional(o.distillTemperature, "distillTemperature", isNum((v) => v > 0), "> 0") ?? 1;
+  return { teacher: o.teacher, mode, temperature };
+}
+
 /** initFrom / cnnFrom must name finished runs; resume / overwrite / forceResume must be booleans. */
 async function checkRunFolders(o: TrainingRunOptions, family: ModelFamily): Promise<void> {
   if (o.cnnFrom !== undefined && family !== "hybrid") {
@@ -312,7 +375,9 @@ async function checkRunFolders(o: TrainingRunOptions, family: ModelFamily): Prom
       `runTraining: cnnFrom ${JSON.stringify(o.cnnFrom)} needs the hybrid; model "${o.model}" is a ${family}`,
     );
   }
-  for (const [name, dir] of [["initFrom", o.initFrom], ["cnnFrom", o.cnnFrom]] as const) {
+  for (
+    const [name, dir] of [["initFrom", o.initFrom], ["cnnFrom", o.cnnFrom], ["teacher", o.teacher]] as const
+  ) {
     if (dir === undefined) continue;
     check(typeof dir === "string" && dir.length > 0, name, dir, "a run folder");
     if (
@@ -372,6 +437,8 @@ export async function resolveRunOptions(o: TrainingRunOptions): Promise<Resolved
     ...resolveData(o, prof),
     log: o.log ?? true,
   };
+  resolved.tokenDropout = resolveTokenDropout(o, model.family, resolved.strategyName);
+  resolved.deit = resolveDeit(o, model.family);
   await checkRunFolders(o, model.family);
   return resolved;
 }

@@ -14,20 +14,25 @@ import { join } from "node:path";
 import { type BackendInfo, currentBackend, initBackend } from "../backend/mod.ts";
 import { AUGMENT_CIFAR, type Dataset, loadDataset } from "../data/mod.ts";
 import { macroF1 } from "../metrics/mod.ts";
-import { createModel, type Hybrid, type Model, type ModelFamily } from "../models/mod.ts";
+import { createModel, type ForwardOutput, type Hybrid, type Model, type ModelFamily } from "../models/mod.ts";
+import { loadModel } from "../weights/model_file.ts";
 import {
   createStrategy,
   type KeepSchedule,
   maskedHybridForward,
   singleStage,
   type StrategyName,
+  tokenDropoutIndices,
+  vitOf,
 } from "../pruning/mod.ts";
 import { collectRunInfo, type RunInfo } from "../report/mod.ts";
 import {
   type BatchSizeReport,
   crossEntropy,
+  deitLoss,
   type EpochInfo,
   findBatchSize,
+  type LossFn,
   train,
   type TrainBatch,
   trainHybridTwoStage,
@@ -75,6 +80,13 @@ export interface TrainingResultJson {
   initFrom?: string;
   /** Hybrid run folder whose CNN was reused (stage 1 skipped), if any. */
   cnnFrom?: string;
+  /** DeiT teacher run folder, if any. */
+  teacher?: string;
+  /**
+   * Training cost of the DeiT teacher: GMACs of its forward pass per training image (run once per image
+   * and epoch, without gradient). Not an inference cost: the teacher does not run at inference.
+   */
+  teacherGmacsPerTrainImage?: number;
   /** Epoch summaries of every stage. */
   epochs: EpochInfo[];
   /** Provenance (`run.json`), attached by {@link loadRunResult}; not stored in `result.json`. */
@@ -109,6 +121,8 @@ export interface BuiltRun {
   numClasses: number;
   model: Model;
   hybrid?: Hybrid;
+  /** The DeiT teacher (a trained ResNet18), with `teacher`; disposed with the run. */
+  teacher?: Model;
   pruned: boolean;
   schedule: KeepSchedule;
   strategy: ReturnType<typeof createStrategy>;
@@ -160,6 +174,7 @@ export async function runTraining(options: TrainingRunOptions): Promise<Training
     };
   } finally {
     if (!keepModel) run.model.dispose();
+    run.teacher?.dispose();
   }
 }
 
@@ -185,8 +200,10 @@ export async function buildRun(opts: ResolvedRunOptions): Promise<BuiltRun> {
   const outDir = o.out ?? join("results", "runs", runName);
   const numClasses = trainDs.classes.length;
   const model = createRunModel(opts, numClasses);
+  let teacher: Model | undefined;
   try {
     await initRunWeights(opts, model, say);
+    teacher = opts.deit ? await loadTeacher(opts.deit.teacher, numClasses, say) : undefined;
     const schedule: KeepSchedule = singleStage(opts.keep, opts.location);
     const strategy = createStrategy(opts.strategyName, { seed: opts.seed + 1 });
     const hybrid = opts.family === "hybrid" ? model as Hybrid : undefined;
@@ -221,6 +238,7 @@ export async function buildRun(opts: ResolvedRunOptions): Promise<BuiltRun> {
       numClasses,
       model,
       hybrid,
+      teacher,
       pruned,
       schedule,
       strategy,
@@ -241,8 +259,27 @@ export async function buildRun(opts: ResolvedRunOptions): Promise<BuiltRun> {
     };
   } catch (e) {
     model.dispose();
+    teacher?.dispose();
     throw e;
   }
+}
+
+/** The DeiT teacher: a ResNet18 run's model.safetensors, checked against the dataset's classes. */
+async function loadTeacher(dir: string, numClasses: number, say: (m: string) => void): Promise<Model> {
+  const file = dir.endsWith(".safetensors") ? dir : join(dir, "model.safetensors");
+  const teacher = await loadModel(file).catch((e: Error) => {
+    throw new Error(`runTraining: teacher "${dir}": ${e.message}`);
+  });
+  const c = teacher.config as { numClasses?: number };
+  if (teacher.family !== "resnet18" || c.numClasses !== numClasses) {
+    teacher.dispose();
+    throw new Error(
+      `runTraining: teacher "${dir}" is a ${teacher.family} with ${c.numClasses} classes; expected a resnet18 ` +
+        `run with ${numClasses}`,
+    );
+  }
+  say(`teacher ${file}: ${teacher.gmacs().total.toFixed(4)} GMACs per image, once per training image`);
+  return teacher;
 }
 
 async function loadRunData(opts: ResolvedRunOptions): Promise<{ trainDs: Dataset; evalDs: Dataset }> {
@@ -272,6 +309,7 @@ function createRunModel(opts: ResolvedRunOptions, numClasses: number): Model {
     overrides.vit = { ...v, numClasses };
     overrides.resnet = { ...r, numClasses };
   } else overrides.numClasses = numClasses;
+  if (opts.deit) overrides.distillToken = true;
   const model = createModel(opts.preset, overrides, { seed: opts.seed });
   if (opts.family !== "resnet18") {
     // Now that the depth is known.
@@ -435,6 +473,7 @@ function runConfig(
     gradCheckpoint: opts.family === "resnet18" ? undefined : mem.gradCheckpoint,
     lr: opts.lr,
     weightDecay: opts.weightDecay,
+    decayOn: opts.decayOn,
     warmupEpochs: opts.warmupEpochs,
     labelSmoothing: opts.labelSmoothing,
     clipNorm: opts.clipNorm,
@@ -443,6 +482,10 @@ function runConfig(
     distill: hybrid ? opts.distill : undefined,
     selection: hybrid ? opts.selection : undefined,
     augment: opts.augment,
+    tokenDropout: opts.tokenDropout,
+    teacher: opts.deit?.teacher,
+    distillMode: opts.deit?.mode,
+    distillTemperature: opts.deit?.mode === "soft" ? opts.deit.temperature : undefined,
     seed: opts.seed,
     initFrom: opts.raw.initFrom,
     cnnFrom: opts.raw.cnnFrom,
@@ -484,7 +527,7 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
   const common = {
     lr: opts.lr,
     warmupSteps: opts.warmupEpochs * run.stepsPerEpoch,
-    optimizer: { weightDecay: opts.weightDecay },
+    optimizer: { weightDecay: opts.weightDecay, decay: opts.decayOn === "all" ? () => true : undefined },
     clipNorm: opts.clipNorm,
     labelSmoothing: opts.labelSmoothing,
     seed: opts.seed,
@@ -516,13 +559,6 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
     });
     return r.stage2 ? [r.stage1, r.stage2] : [r.stage1];
   }
-  const { strategy, schedule } = run;
-  const loss = run.pruned
-    ? ({ model: m, batch, rng }: { model: Model; batch: TrainBatch; rng: Rng }) => {
-      const { logits } = strategy.forward(m, batch.x, { schedule, training: true, rng });
-      return { loss: crossEntropy(logits, batch.y, { labelSmoothing: opts.labelSmoothing }), logits };
-    }
-    : undefined;
   return [
     await train({
       ...common,
@@ -531,12 +567,43 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
       eval: run.evalSource,
       stepsPerEpoch: run.stepsPerEpoch,
       epochs: opts.epochs,
-      loss,
+      loss: singleModelLoss(run),
+      prepare: run.teacher ? ({ batch }) => ({ teacher: run.teacher!.forward(batch.x).logits }) : undefined,
       evalLogits: run.evalLogits,
       outDir: run.outDir,
       resume: o.resume,
     }),
   ];
+}
+
+/**
+ * The loss of a ResNet18 or ViT run: under its pruning strategy and/or with token dropout; with a
+ * teacher, DeiT's loss on both heads (the teacher's logits come from `prepare`). Undefined: the default.
+ */
+function singleModelLoss(run: BuiltRun): LossFn | undefined {
+  const { opts, strategy, schedule } = run;
+  const dropout = opts.tokenDropout;
+  const deit = opts.deit;
+  if (!run.pruned && !dropout && !deit) return undefined;
+  const labelSmoothing = opts.labelSmoothing;
+  return ({ model: m, batch, rng, prepared }) => {
+    let out: ForwardOutput;
+    if (run.pruned) out = strategy.forward(m, batch.x, { schedule, training: true, rng, returnAux: !!deit });
+    else {
+      const keepIndices = dropout
+        ? tokenDropoutIndices(rng, batch.x.shape[0], vitOf(m).numPatches, dropout)
+        : undefined;
+      out = m.forward(batch.x, { training: true, keepIndices, returnAux: !!deit });
+    }
+    if (!deit) return { loss: crossEntropy(out.logits, batch.y, { labelSmoothing }), logits: out.logits };
+    const { clsLogits, distLogits } = out.aux!;
+    const r = deitLoss(clsLogits!, distLogits!, batch.y as tf.Tensor1D, prepared.teacher as tf.Tensor2D, {
+      mode: deit.mode,
+      temperature: deit.temperature,
+      labelSmoothing,
+    });
+    return { loss: r.loss, logits: out.logits, parts: r.parts };
+  };
 }
 
 /** The fields of result.json every run has, finished or not. */
@@ -558,6 +625,8 @@ function resultBase(run: BuiltRun, results: TrainResult[]) {
     backend: run.backend.name,
     initFrom: opts.raw.initFrom,
     cnnFrom: opts.raw.cnnFrom,
+    teacher: opts.deit?.teacher,
+    teacherGmacsPerTrainImage: run.teacher?.gmacs().total,
     epochs: results.flatMap((r) => r.epochs),
   };
 }

@@ -118,7 +118,7 @@ export class Hybrid implements Model {
         // Caller-chosen tokens (e.g. an oracle or a soft training mask) override the scorer.
         r = this.vit.forwardTokens(tokens, options);
       } else {
-        const sel = selectTopK(tokens, scores, { keepRatio: ratio, prefixTokens: 1 });
+        const sel = selectTopK(tokens, scores, { keepRatio: ratio, prefixTokens: this.vit.numPrefixTokens });
         let kept = sel.tokens;
         if (training && (this.config.scoreGradient ?? "straight_through") === "straight_through") {
           const b = sel.indices.shape[0];

@@ -154,6 +154,8 @@ const OPTIONAL_KEYS = new Set([
   "scoreGradient",
   "selectorHead",
   "selectorHidden",
+  "init",
+  "distillToken",
 ]);
 
 /** Options of {@link createModel}. */
@@ -254,6 +256,7 @@ export function modelConfigFromPyTorch(raw: Record<string, unknown>, imgSize?: n
       depth: camel.depth as number,
       numHeads: camel.numHeads as number,
       mlpRatio: (camel.mlpRatio as number) ?? 4,
+      ...(camel.distillToken === true ? { distillToken: true } : {}),
     };
   }
   if (camel.model === "hybrid") {

@@ -79,7 +79,16 @@ export function resolveResNetConfig(
       throw new Error(`${where}: importance.hidden ${hidden} is not a multiple of 4, at least 4`);
     }
   }
-  return { ...c, stages, bnEps: c.bnEps ?? 1e-5, bnMomentum: c.bnMomentum ?? 0.1 };
+  if (c.init !== undefined && c.init !== "torchvision" && c.init !== "torch") {
+    throw new Error(`${where}: init ${JSON.stringify(c.init)} is not "torchvision" or "torch"`);
+  }
+  return {
+    ...c,
+    stages,
+    bnEps: c.bnEps ?? 1e-5,
+    bnMomentum: c.bnMomentum ?? 0.1,
+    init: c.init ?? "torchvision",
+  };
 }
 
 /**
@@ -108,7 +117,17 @@ export class ResNet18 implements Model {
     this.convs = ResNet18.convSpecs(this.c);
     const s = this.store;
     for (const cv of this.convs) {
-      s.conv(`${cv.name}.weight`, cv.k, cv.cin, cv.cout);
+      // torchvision: Kaiming normal (fan_out); plain nn.Conv2d: uniform ±1/√fan_in (std 1/√(3·fan_in)).
+      const fanIn = cv.k * cv.k * cv.cin;
+      if (this.c.init === "torch") {
+        const n = fanIn * cv.cout;
+        s.add(
+          `${cv.name}.weight`,
+          [cv.k, cv.k, cv.cin, cv.cout],
+          s.uniform(n, 1 / Math.sqrt(fanIn)),
+          "conv2d",
+        );
+      } else s.conv(`${cv.name}.weight`, cv.k, cv.cin, cv.cout);
       const bn = ResNet18.bnName(cv.name);
       s.fill(`${bn}.weight`, cv.cout, 1);
       s.fill(`${bn}.bias`, cv.cout, 0);

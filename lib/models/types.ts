@@ -51,6 +51,11 @@ export interface ResNetConfig {
   bnEps?: number;
   /** Batch-norm momentum in PyTorch's sense (new = (1-m)*old + m*batch; default 0.1). */
   bnMomentum?: number;
+  /**
+   * Conv initialisation: `"torchvision"` (Kaiming normal, fan_out, as torchvision's ResNet) or `"torch"`
+   * (plain `nn.Conv2d`'s default, uniform ±1/√fan_in). Default `"torchvision"`.
+   */
+  init?: "torchvision" | "torch";
 }
 
 /** Configuration of {@link Model} family `"vit"` (plain JSON, timm's VisionTransformer). */
@@ -73,6 +78,18 @@ export interface ViTConfig {
    * training step for far less memory. No effect on inference. Default false.
    */
   gradCheckpoint?: boolean;
+  /**
+   * Initialisation: `"timm"` (truncated normal std 0.02 for linears, zero biases; timm's ViT) or `"torch"`
+   * (PyTorch's module defaults: linear weights and biases uniform ±1/√fan_in, i.e. kaiming_uniform with
+   * a=√5; position embedding normal std 0.02, class token zero). Default `"timm"`. Only the initial
+   * weights differ.
+   */
+  init?: "timm" | "torch";
+  /**
+   * DeiT's distillation token (`dist_token`, after CLS) and head (`head_dist`): training returns both
+   * heads' logits, inference their average. Pruning keeps both prefix tokens. Default false.
+   */
+  distillToken?: boolean;
 }
 
 /** Configuration of {@link Model} family `"hybrid"`: a ResNet18 scores patches, a ViT runs on the top-k. */
@@ -134,6 +151,10 @@ export interface ForwardOptions {
 export interface ForwardAux {
   /** Hybrid with `cnnHead`, or ResNet18: the CNN classification logits `[B, classes]`. */
   cnnLogits?: tf.Tensor2D;
+  /** ViT with a distillation token: the CLS head's logits (`logits` is the average of both heads). */
+  clsLogits?: tf.Tensor2D;
+  /** ViT with a distillation token: the distillation head's logits. */
+  distLogits?: tf.Tensor2D;
   /** Importance scores `[B, N]`, one per ViT patch (hybrid / ResNet18 with an importance head). */
   scores?: tf.Tensor2D;
   /** Patch indices `[B, k]` the ViT ran on at the end (CLS excluded, int32). */

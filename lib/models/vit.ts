@@ -50,7 +50,20 @@ export function resolveViTConfig(c: ViTConfig): Required<ViTConfig> {
   if (c.gradCheckpoint !== undefined && typeof c.gradCheckpoint !== "boolean") {
     throw new Error(`${where}: gradCheckpoint ${JSON.stringify(c.gradCheckpoint)} is not a boolean`);
   }
-  return { ...c, inChans: c.inChans ?? 3, lnEps: c.lnEps ?? 1e-6, gradCheckpoint: c.gradCheckpoint ?? false };
+  if (c.init !== undefined && c.init !== "timm" && c.init !== "torch") {
+    throw new Error(`${where}: init ${JSON.stringify(c.init)} is not "timm" or "torch"`);
+  }
+  if (c.distillToken !== undefined && typeof c.distillToken !== "boolean") {
+    throw new Error(`${where}: distillToken ${JSON.stringify(c.distillToken)} is not a boolean`);
+  }
+  return {
+    ...c,
+    inChans: c.inChans ?? 3,
+    lnEps: c.lnEps ?? 1e-6,
+    gradCheckpoint: c.gradCheckpoint ?? false,
+    init: c.init ?? "timm",
+    distillToken: c.distillToken ?? false,
+  };
 }
 
 /** Options of {@link ViT.block}. */
@@ -139,13 +152,27 @@ export class ViT implements Model {
   constructor(config: ViTConfig, options: { seed?: number } = {}) {
     this.c = resolveViTConfig(config);
     this.config = structuredClone(config);
+    this.store = new ParamStore(options.seed ?? 0);
+    this.initParams();
+  }
+
+  /** Creates every parameter with the configured initialisation (`init`: timm or PyTorch defaults). */
+  private initParams(): void {
     const c = this.c;
-    const s = (this.store = new ParamStore(options.seed ?? 0));
+    const s = this.store;
     const d = c.embedDim;
     const hidden = Math.round(d * c.mlpRatio);
     const fanIn = c.inChans * c.patchSize ** 2;
-    s.add("cls_token", [1, 1, d], s.normal(d, 1e-6), "plain");
-    s.add("pos_embed", [1, this.numPatches + 1, d], s.normal((this.numPatches + 1) * d, 0.02, true), "plain");
+    const torch = c.init === "torch";
+    const prefix = this.numPrefixTokens;
+    s.add("cls_token", [1, 1, d], torch ? new Float32Array(d) : s.normal(d, 1e-6), "plain");
+    if (c.distillToken) s.add("dist_token", [1, 1, d], s.normal(d, 0.02, !torch), "plain");
+    s.add(
+      "pos_embed",
+      [1, this.numPatches + prefix, d],
+      s.normal((this.numPatches + prefix) * d, 0.02, !torch),
+      "plain",
+    );
     s.add(
       "patch_embed.proj.weight",
       [c.patchSize, c.patchSize, c.inChans, d],
@@ -153,25 +180,26 @@ export class ViT implements Model {
       "conv2d",
     );
     s.add("patch_embed.proj.bias", [d], s.uniform(d, 1 / Math.sqrt(fanIn)), "plain");
+    const linear = (name: string, cin: number, cout: number) => {
+      s.linear(`${name}.weight`, cin, cout, torch ? "torch" : "trunc_normal");
+      if (torch) s.add(`${name}.bias`, [cout], s.uniform(cout, 1 / Math.sqrt(cin)), "plain");
+      else s.fill(`${name}.bias`, cout, 0);
+    };
     for (let i = 0; i < c.depth; i++) {
       const p = `blocks.${i}`;
       s.fill(`${p}.norm1.weight`, d, 1);
       s.fill(`${p}.norm1.bias`, d, 0);
-      s.linear(`${p}.attn.qkv.weight`, d, 3 * d);
-      s.fill(`${p}.attn.qkv.bias`, 3 * d, 0);
-      s.linear(`${p}.attn.proj.weight`, d, d);
-      s.fill(`${p}.attn.proj.bias`, d, 0);
+      linear(`${p}.attn.qkv`, d, 3 * d);
+      linear(`${p}.attn.proj`, d, d);
       s.fill(`${p}.norm2.weight`, d, 1);
       s.fill(`${p}.norm2.bias`, d, 0);
-      s.linear(`${p}.mlp.fc1.weight`, d, hidden);
-      s.fill(`${p}.mlp.fc1.bias`, hidden, 0);
-      s.linear(`${p}.mlp.fc2.weight`, hidden, d);
-      s.fill(`${p}.mlp.fc2.bias`, d, 0);
+      linear(`${p}.mlp.fc1`, d, hidden);
+      linear(`${p}.mlp.fc2`, hidden, d);
     }
     s.fill("norm.weight", d, 1);
     s.fill("norm.bias", d, 0);
-    s.linear("head.weight", d, c.numClasses);
-    s.fill("head.bias", c.numClasses, 0);
+    linear("head", d, c.numClasses);
+    if (c.distillToken) linear("head_dist", d, c.numClasses);
   }
 
   /** Patch grid side (imgSize / patchSize). */
@@ -184,6 +212,11 @@ export class ViT implements Model {
     return this.gridSize ** 2;
   }
 
+  /** Tokens before the patch tokens: CLS, and the distillation token with `distillToken`. */
+  get numPrefixTokens(): number {
+    return this.c.distillToken ? 2 : 1;
+  }
+
   /** Number of blocks. */
   get depth(): number {
     return this.c.depth;
@@ -194,7 +227,8 @@ export class ViT implements Model {
   }
 
   /**
-   * Patch embedding + CLS token + position embedding: `[B, H, W, C]` → `[B, 1 + N, D]`. Call inside `tf.tidy`.
+   * Patch embedding + CLS (and distillation) token + position embedding: `[B, H, W, C]` → `[B, P + N, D]`
+   * with P = {@link ViT.numPrefixTokens}. Call inside `tf.tidy`.
    */
   embed(x: tf.Tensor4D): tf.Tensor3D {
     const c = this.c;
@@ -207,8 +241,9 @@ export class ViT implements Model {
     const d = c.embedDim;
     const proj = conv2d(x, this.p("patch_embed.proj.weight") as tf.Tensor4D, c.patchSize, 0);
     const patches = tf.reshape(tf.add(proj, this.p("patch_embed.proj.bias")), [b, this.numPatches, d]);
-    const cls = tf.tile(this.p("cls_token"), [b, 1, 1]);
-    return tf.add(tf.concat([cls, patches], 1), this.p("pos_embed")) as tf.Tensor3D;
+    const prefix = [tf.tile(this.p("cls_token"), [b, 1, 1])];
+    if (c.distillToken) prefix.push(tf.tile(this.p("dist_token"), [b, 1, 1]));
+    return tf.add(tf.concat([...prefix, patches], 1), this.p("pos_embed")) as tf.Tensor3D;
   }
 
   /**
@@ -349,12 +384,29 @@ export class ViT implements Model {
     return this.c.gradCheckpoint;
   }
 
-  /** Final norm and the CLS-token head: `[B, T, D]` → logits `[B, classes]`. Call inside `tf.tidy`. */
+  /**
+   * Final norm and the CLS-token head: `[B, T, D]` → logits `[B, classes]`. With a distillation token, the
+   * average of both heads (DeiT's inference). Call inside `tf.tidy`.
+   */
   forwardHead(tokens: tf.Tensor3D): tf.Tensor2D {
+    const h = this.forwardHeads(tokens);
+    return h.dist ? tf.div(tf.add(h.cls, h.dist), 2) as tf.Tensor2D : h.cls;
+  }
+
+  /**
+   * Both heads' logits: `cls` from the CLS token (`head`) and, with a distillation token, `dist` from it
+   * (`head_dist`); timm's distilled training output. Call inside `tf.tidy`.
+   */
+  forwardHeads(tokens: tf.Tensor3D): { cls: tf.Tensor2D; dist?: tf.Tensor2D } {
     const [b, , d] = tokens.shape;
-    const cls = tf.reshape(tf.slice(tokens, [0, 0, 0], [b, 1, d]), [b, d]);
-    const normed = layerNorm(cls, this.p("norm.weight"), this.p("norm.bias"), this.c.lnEps);
-    return linear(normed, this.p("head.weight"), this.p("head.bias")) as tf.Tensor2D;
+    const head = (i: number, name: string) => {
+      const tok = tf.reshape(tf.slice(tokens, [0, i, 0], [b, 1, d]), [b, d]);
+      const normed = layerNorm(tok, this.p("norm.weight"), this.p("norm.bias"), this.c.lnEps);
+      return linear(normed, this.p(`${name}.weight`), this.p(`${name}.bias`)) as tf.Tensor2D;
+    };
+    return this.c.distillToken
+      ? { cls: head(0, "head"), dist: head(1, "head_dist") }
+      : { cls: head(0, "head") };
   }
 
   /**
@@ -374,7 +426,8 @@ export class ViT implements Model {
     preselected?: { keptIndices: tf.Tensor2D; numPatches: number },
   ): { tokens: tf.Tensor3D; keptIndices?: tf.Tensor2D; attention: tf.Tensor4D[]; tokensPerBlock: number[] } {
     const [b, t] = tokens.shape;
-    const n = preselected ? preselected.numPatches : t - 1;
+    const prefix = this.numPrefixTokens;
+    const n = preselected ? preselected.numPatches : t - prefix;
     if ((options.keepIndices || preselected) && options.tokenMask) {
       throw new Error("ViT.forward: give keepIndices or tokenMask, not both");
     }
@@ -386,7 +439,7 @@ export class ViT implements Model {
         throw new Error(`ViT.forward: keepIndices shape [${ki.shape}] is not [${b}, k] with 1 <= k <= ${n}`);
       }
       kept = ki.dtype === "int32" ? ki : (tf.cast(ki, "int32") as tf.Tensor2D);
-      x = gatherTokens(tokens, kept, 1);
+      x = gatherTokens(tokens, kept, prefix);
     }
     let mask: tf.Tensor2D | undefined;
     if (options.tokenMask) {
@@ -394,7 +447,7 @@ export class ViT implements Model {
       if (m.rank !== 2 || m.shape[0] !== b || m.shape[1] !== n) {
         throw new Error(`ViT.forward: tokenMask shape [${m.shape}] is not [${b}, ${n}]`);
       }
-      mask = tf.concat([tf.ones([b, 1]), tf.cast(m, "float32")], 1) as tf.Tensor2D;
+      mask = tf.concat([tf.ones([b, prefix]), tf.cast(m, "float32")], 1) as tf.Tensor2D;
     }
     const reducer = options.reducer;
     const attention: tf.Tensor4D[] = [];
@@ -445,10 +498,12 @@ export class ViT implements Model {
   forward(x: tf.Tensor4D, options: ForwardOptions = {}): ForwardOutput {
     return tf.tidy(() => {
       const r = this.forwardTokens(this.embed(x), options);
-      const logits = this.forwardHead(r.tokens);
+      const heads = this.forwardHeads(r.tokens);
+      const logits = heads.dist ? tf.div(tf.add(heads.cls, heads.dist), 2) as tf.Tensor2D : heads.cls;
       const out: ForwardOutput = { logits };
       if (options.returnAux || options.returnAttention) {
         const aux: ForwardAux = { tokensPerBlock: r.tokensPerBlock };
+        if (heads.dist) Object.assign(aux, { clsLogits: heads.cls, distLogits: heads.dist });
         if (r.keptIndices) {
           aux.keptIndices = r.keptIndices === options.keepIndices ? tf.clone(r.keptIndices) : r.keptIndices;
         }
@@ -489,12 +544,12 @@ export class ViT implements Model {
     const k = options.keepRatio === undefined || options.keepRatio >= 1
       ? n
       : Math.max(1, Math.min(n, Math.round(options.keepRatio * n)));
-    const perBlock = options.tokensPerBlock ?? new Array(c.depth).fill(k + 1);
+    const perBlock = options.tokensPerBlock ?? new Array(c.depth).fill(k + this.numPrefixTokens);
     if (perBlock.length !== c.depth) {
       throw new Error(`ViT.gmacs: tokensPerBlock has ${perBlock.length} entries, expected depth ${c.depth}`);
     }
     for (const t of perBlock) macs += t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * hidden;
-    macs += d * c.numClasses;
+    macs += d * c.numClasses * (c.distillToken ? 2 : 1);
     return { total: macs / 1e9, vit: macs / 1e9 };
   }
 

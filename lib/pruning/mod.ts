@@ -18,3 +18,4 @@ export * from "./topk_mask.ts";
 export * from "./token_merging.ts";
 export * from "./strategies.ts";
 export * from "./masked_forward.ts";
+export * from "./token_dropout.ts";

@@ -125,7 +125,9 @@ function byScores(
   return (tokens, ctx) => {
     // Hard selection needs no gradient: select on detached scores (see detach.ts).
     const s = detach(score(ctx, tokens));
-    const sel = selectTopK(tokens, s, { keep: ctx.keep, prefixTokens: 1 });
+    // Prefix tokens (CLS, and DeiT's distillation token) are the ones without a patch index.
+    const prefixTokens = tokens.shape[1] - ctx.keptIndices.shape[1];
+    const sel = selectTopK(tokens, s, { keep: ctx.keep, prefixTokens });
     const kept = tf.squeeze(batchGather(tf.expandDims(ctx.keptIndices, 2), sel.indices), [2]) as tf.Tensor2D;
     const [b, t] = s.shape;
     if (!fuseWeights || ctx.keep >= t) return { tokens: sel.tokens, keptIndices: kept };
@@ -185,10 +187,12 @@ function runWithReduction(
       { training: options.training, reducer, returnAttention: options.returnAttention },
       pre,
     );
-    const logits = vit.forwardHead(r.tokens);
+    const heads = vit.forwardHeads(r.tokens);
+    const logits = heads.dist ? tf.div(tf.add(heads.cls, heads.dist), 2) as tf.Tensor2D : heads.cls;
     const out: ForwardOutput = { logits };
     if (options.returnAux || options.returnAttention) {
       const aux: ForwardAux = { ...extraAux, tokensPerBlock: r.tokensPerBlock };
+      if (heads.dist) Object.assign(aux, { clsLogits: heads.cls, distLogits: heads.dist });
       if (r.keptIndices) aux.keptIndices = r.keptIndices;
       if (options.returnAttention) aux.attention = r.attention;
       out.aux = aux;
@@ -201,7 +205,11 @@ function runWithReduction(
 function vitGmacs(model: Model, schedule: KeepSchedule, fuse = false): number {
   const vit = vitOf(model);
   const n = vit.numPatches;
-  const counts = tokensPerBlock(schedule, n, vit.config.depth).map((c) => (fuse && c < n + 1 ? c + 1 : c));
+  // tokensPerBlock counts CLS as the one prefix token; add the distillation token if any, and the fused one.
+  const extra = vit.numPrefixTokens - 1;
+  const counts = tokensPerBlock(schedule, n, vit.config.depth).map((c) =>
+    (fuse && c < n + 1 ? c + 1 : c) + extra
+  );
   return vit.gmacs({ tokensPerBlock: counts }).total;
 }
 
@@ -289,8 +297,9 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
           const reduce = byScores((ctx) => {
             const att = ctx.attention!; // [B, H, T, T]
             const [b, h, t] = att.shape;
-            const cls = tf.slice(att, [0, 0, 0, 1], [b, h, 1, t - 1]);
-            return tf.reshape(tf.mean(cls, 1), [b, t - 1]) as tf.Tensor2D;
+            const n = ctx.keptIndices.shape[1];
+            const cls = tf.slice(att, [0, 0, 0, t - n], [b, h, 1, n]);
+            return tf.reshape(tf.mean(cls, 1), [b, n]) as tf.Tensor2D;
           }, fuse ? (s) => s : undefined);
           return runWithReduction(vitOf(model), x, o.schedule, reduce, true, o);
         },
@@ -300,6 +309,11 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
       return {
         name,
         forward: (model, x, o) => {
+          if (vitOf(model).numPrefixTokens !== 1) {
+            throw new Error(
+              'pruning: strategy "merge" supports a ViT with one prefix token (no distillToken)',
+            );
+          }
           const reduce: ReduceFn = (tokens, ctx) => {
             const r = mergeToCount(tokens, ctx.keptIndices, ctx.keep);
             r.sizes.dispose();

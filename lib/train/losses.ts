@@ -1,6 +1,6 @@
 /**
  * Training losses: cross-entropy with label smoothing, DynamicViT's keep-ratio loss, KL distillation
- * from an unpruned teacher, and the hybrid's weighted sum of them with an auxiliary CNN loss.
+ * from an unpruned teacher, DeiT's distillation-token loss, and the hybrid's weighted sum of them with an auxiliary CNN loss.
  * Every function is synchronous and tidy; each returns a scalar tensor the caller owns.
  *
  * @module
@@ -138,6 +138,48 @@ export interface HybridLossInputs {
   teacherLogits?: tf.Tensor;
   /** The CNN's own classification logits. */
   cnnLogits?: tf.Tensor;
+}
+
+/** Options of {@link deitLoss}. */
+export interface DeitLossOptions {
+  /** `"hard"` (default): cross-entropy against the teacher's argmax; `"soft"`: {@link distillationKL}. */
+  mode?: "hard" | "soft";
+  /** Weight of the distillation term; the label term gets `1 − alpha` (default 0.5, DeiT's). */
+  alpha?: number;
+  /** Temperature of the soft mode (default 1). */
+  temperature?: number;
+  /** Label smoothing of the label term (the hard distillation term is unsmoothed, as DeiT). */
+  labelSmoothing?: number;
+}
+
+/**
+ * DeiT's distillation loss: `(1 − α)·CE(clsLogits, labels) + α·D`, with `D` the cross-entropy of the
+ * distillation head against the teacher's predicted class (hard) or `T²·KL(teacher ‖ student)` at
+ * temperature T (soft, averaged per image; DeiT divides its summed KL by batch × classes instead).
+ * The teacher's logits must be a constant to the gradient (made outside `tf.variableGrads`).
+ *
+ * @example
+ * ```ts
+ * const loss = deitLoss(cls, dist, labels, teacherLogits, { mode: "hard" });
+ * ```
+ */
+export function deitLoss(
+  clsLogits: tf.Tensor2D,
+  distLogits: tf.Tensor2D,
+  labels: tf.Tensor1D,
+  teacherLogits: tf.Tensor2D,
+  options: DeitLossOptions = {},
+): { loss: tf.Scalar; parts: { ce: tf.Scalar; distill: tf.Scalar } } {
+  const mode = options.mode ?? "hard";
+  const alpha = options.alpha ?? 0.5;
+  if (mode !== "hard" && mode !== "soft") throw new Error(`deitLoss: mode "${mode}" is not "hard" or "soft"`);
+  if (!(alpha >= 0 && alpha <= 1)) throw new Error(`deitLoss: alpha ${alpha} is not in [0, 1]`);
+  const ce = crossEntropy(clsLogits, labels, { labelSmoothing: options.labelSmoothing });
+  const distill = mode === "hard"
+    ? tf.tidy(() => crossEntropy(distLogits, tf.cast(tf.argMax(teacherLogits, 1), "int32")))
+    : distillationKL(distLogits, teacherLogits, { temperature: options.temperature });
+  const loss = tf.tidy(() => tf.add(tf.mul(ce, 1 - alpha), tf.mul(distill, alpha)) as tf.Scalar);
+  return { loss, parts: { ce, distill } };
 }
 
 /**

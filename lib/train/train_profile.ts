@@ -22,6 +22,8 @@ export interface TrainProfile {
   batchSize: number;
   lr: number;
   weightDecay: number;
+  /** Which parameters weight decay applies to (see `TrainingRunOptions.decayOn`). */
+  decayOn: "weights" | "all";
   warmupEpochs: number;
   /**
    * Gradient checkpointing of the ViT blocks (ViT and hybrid runs): off where the models are small
@@ -42,6 +44,7 @@ const PROFILES: Record<ProfileName, TrainProfile> = {
     batchSize: 64,
     lr: 1e-3,
     weightDecay: 0.05,
+    decayOn: "weights",
     warmupEpochs: 0,
     gradCheckpoint: false,
     models: {
@@ -58,14 +61,22 @@ const PROFILES: Record<ProfileName, TrainProfile> = {
     batchSize: 128,
     lr: 1e-3,
     weightDecay: 0.05,
+    // PyTorch's AdamW(model.parameters()), the reference recipe's (within noise on Fashion-MNIST val; README).
+    decayOn: "all",
     warmupEpochs: 1,
     gradCheckpoint: false,
     models: {
-      resnet18: { preset: "resnet18", overrides: { width: 16 } },
-      vit: { preset: "vit_tiny", overrides: { embedDim: 128, depth: 4, numHeads: 4 } },
+      // PyTorch's default initialisation learns far faster from 5-10k images than timm's / torchvision's
+      // (ViT +13.5, ResNet18 +2.6 points on Fashion-MNIST val after 3 epochs; README).
+      resnet18: { preset: "resnet18", overrides: { width: 16, init: "torch" } },
+      vit: { preset: "vit_tiny", overrides: { embedDim: 128, depth: 4, numHeads: 4, init: "torch" } },
       hybrid: {
         preset: "hybrid_tiny",
-        overrides: { vit: { embedDim: 128, depth: 4, numHeads: 4 }, resnet: { width: 8 }, scoreStage: 1 },
+        overrides: {
+          vit: { embedDim: 128, depth: 4, numHeads: 4, init: "torch" },
+          resnet: { width: 8, init: "torch" },
+          scoreStage: 1,
+        },
       },
     },
   },
@@ -75,6 +86,7 @@ const PROFILES: Record<ProfileName, TrainProfile> = {
     batchSize: 128,
     lr: 5e-4,
     weightDecay: 0.05,
+    decayOn: "weights",
     warmupEpochs: 5,
     gradCheckpoint: true,
     models: {
