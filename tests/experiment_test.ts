@@ -392,6 +392,44 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "runTraining() trains the hybrid with the selector options (ViT attention target, rank distillation, keep range)",
+  ...opts,
+  fn: async () => {
+    await baseRun("vit");
+    await assertRejects(
+      () => runTraining({ ...tiny, model: "hybrid", selectorTarget: "nope" as "cam" }),
+      Error,
+      'selectorTarget "nope"',
+    );
+    await assertRejects(
+      () => runTraining({ ...tiny, model: "hybrid", keepRange: [0.9, 0.1] }),
+      Error,
+      "keepRange [0.9,0.1]",
+    );
+    const out = join(root!, "hybrid_selector");
+    const r = await runTraining({
+      ...tiny,
+      model: "hybrid",
+      initFrom: join(root!, "vit"),
+      selectorTarget: "vit_attention",
+      rankDistill: 0.5,
+      keepRange: [0.4, 0.8],
+      selection: "gather",
+      cnnMode: "lower-lr",
+      out,
+    });
+    assert(r.completed);
+    const config = JSON.parse(await Deno.readTextFile(join(out, "config.json")));
+    assertEquals([config.selectorTarget, config.rankDistill, config.keepRange], ["vit_attention", 0.5, [
+      0.4,
+      0.8,
+    ]]);
+    assertEquals(r.result.epochs.length, 2, "both stages trained");
+  },
+});
+
+Deno.test({
   name: "experiment tests: clean up the shared run folders",
   ...opts,
   fn: async () => {

@@ -12,6 +12,7 @@ import { runTraining, type TrainingRunOptions } from "../lib/experiment/mod.ts";
 import { listModels } from "../lib/models/mod.ts";
 import { parseProfile } from "../lib/profile.ts";
 import { parseStrategy } from "../lib/pruning/mod.ts";
+import { SELECTOR_TARGETS } from "../lib/train/mod.ts";
 
 const USAGE = `Usage: deno task train --model MODEL [options]
 
@@ -45,6 +46,10 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --distill X           hybrid stage 2: weight of KL distillation from the unpruned ViT (default 0)
   --selection MODE      hybrid stage 2: topk (straight-through mask, default) | threshold (DynamicViT,
                         with the ratio penalty) | gather (real gathering, cheapest; needs --cnn-mode lower-lr)
+  --selector-target T   hybrid stage 1: what the selector learns to rank by: auto (mask, else the CNN's CAM;
+                        default) | cam | mask | vit_attention (the ViT's CLS attention; with --init-from a ViT)
+  --rank-distill X      hybrid stage 2: weight of KL(ViT's CLS attention ‖ selector scores) (default 0)
+  --keep-range LO,HI    hybrid stage 2: keep ratio drawn per batch in [LO, HI] (one model for every ratio)
   --train-subset N      class-balanced training subset (default from the profile)
   --eval-subset N       evaluation subset (default from the profile)
   --eval-split NAME     val | test (default test)
@@ -86,6 +91,14 @@ function num(
   return v;
 }
 const isInt = (min: number) => (v: number) => Number.isInteger(v) && v >= min;
+function keepRange(raw: string | undefined): [number, number] | undefined {
+  if (raw === undefined) return undefined;
+  const v = raw.split(",").map((x) => Number(x.trim()));
+  if (v.length !== 2 || !(v[0] > 0 && v[0] <= v[1] && v[1] <= 1)) {
+    fail(`--keep-range "${raw}" is not LO,HI with 0 < LO <= HI <= 1`);
+  }
+  return [v[0], v[1]];
+}
 const tryParse = <T>(f: () => T): T => {
   try {
     return f();
@@ -142,6 +155,9 @@ try {
       "cnn-lr-scale": { type: "string" },
       distill: { type: "string" },
       selection: { type: "string" },
+      "selector-target": { type: "string" },
+      "rank-distill": { type: "string" },
+      "keep-range": { type: "string" },
       "train-subset": { type: "string" },
       "eval-subset": { type: "string" },
       "eval-split": { type: "string" },
@@ -208,6 +224,9 @@ const options: TrainingRunOptions = {
   cnnLrScale: num("cnn-lr-scale", a["cnn-lr-scale"], (v) => v > 0, "a positive number"),
   distill: num("distill", a.distill, (v) => v >= 0, "a number ≥ 0"),
   selection: oneOf("selection", a.selection, ["topk", "threshold", "gather"] as const),
+  selectorTarget: oneOf("selector-target", a["selector-target"], SELECTOR_TARGETS),
+  rankDistill: num("rank-distill", a["rank-distill"], (v) => v >= 0, "a number ≥ 0"),
+  keepRange: keepRange(a["keep-range"]),
   trainSubset: num("train-subset", a["train-subset"], isInt(1), "an integer ≥ 1"),
   evalSubset: num("eval-subset", a["eval-subset"], isInt(1), "an integer ≥ 1"),
   evalSplit: oneOf("eval-split", a["eval-split"], ["val", "test"] as const),

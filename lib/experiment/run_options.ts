@@ -12,7 +12,13 @@ import { parseDatasetName } from "../data/mod.ts";
 import { listModels, type ModelFamily } from "../models/mod.ts";
 import { parseProfile, profileFromEnv, type ProfileName } from "../profile.ts";
 import { checkTokenDropout, type StrategyName, type TokenDropout } from "../pruning/mod.ts";
-import { type TrainCallbacks, type TrainProfile, trainProfile } from "../train/mod.ts";
+import {
+  SELECTOR_TARGETS,
+  type SelectorTarget,
+  type TrainCallbacks,
+  type TrainProfile,
+  trainProfile,
+} from "../train/mod.ts";
 import { pathExists } from "../util/mod.ts";
 import { checkStrategyFor } from "./evaluate_strategy.ts";
 
@@ -66,6 +72,16 @@ export interface TrainingRunOptions {
   distill?: number;
   /** Hybrid stage 2 selection (default `"topk"`; `"gather"` needs `cnnMode: "lower-lr"`). */
   selection?: "topk" | "threshold" | "gather";
+  /**
+   * Hybrid stage 1: what the selector learns to rank by (default `"auto"`: the mask where the data has one,
+   * else the CNN's class activation map; `"vit_attention"`: the ViT's own CLS attention, for a hybrid whose
+   * ViT is the trained full-token ViT via `initFrom`).
+   */
+  selectorTarget?: SelectorTarget;
+  /** Hybrid stage 2: weight of the ranking distillation to the ViT's CLS attention (default 0). */
+  rankDistill?: number;
+  /** Hybrid stage 2: draw the keep ratio per batch in `[lo, hi]` (one model for every ratio; default off). */
+  keepRange?: [number, number];
   /** Class-balanced training subset (default from the profile). */
   trainSubset?: number;
   /** Evaluation subset (default from the profile). */
@@ -166,6 +182,9 @@ export interface ResolvedRunOptions {
   cnnMode: "frozen" | "lower-lr";
   cnnLrScale: number;
   distill: number;
+  selectorTarget: SelectorTarget;
+  rankDistill: number;
+  keepRange?: [number, number];
   selection: "topk" | "threshold" | "gather";
   trainSubset?: number;
   evalSubset?: number;
@@ -259,7 +278,21 @@ function resolveHybrid(o: TrainingRunOptions) {
       'runTraining: selection "gather" needs cnnMode "lower-lr" (it trains the CNN\'s batch norm)',
     );
   }
-  return { cnnMode, cnnLrScale, distill, selection };
+  const selectorTarget = o.selectorTarget ?? "auto";
+  check(
+    SELECTOR_TARGETS.includes(selectorTarget),
+    "selectorTarget",
+    selectorTarget,
+    SELECTOR_TARGETS.join(", "),
+  );
+  const rankDistill = optional(o.rankDistill, "rankDistill", isNum((v) => v >= 0), "a number ≥ 0") ?? 0;
+  const keepRange = optional(
+    o.keepRange,
+    "keepRange",
+    (v) => Array.isArray(v) && v.length === 2 && v[0] > 0 && v[0] <= v[1] && v[1] <= 1,
+    "[lo, hi] with 0 < lo <= hi <= 1",
+  );
+  return { cnnMode, cnnLrScale, distill, selection, selectorTarget, rankDistill, keepRange };
 }
 
 /** Batch size, memory budget and gradient checkpointing. */

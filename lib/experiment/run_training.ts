@@ -227,7 +227,7 @@ export async function buildRun(opts: ResolvedRunOptions): Promise<BuiltRun> {
     // Each evaluation pass draws random selections from the same seed, so results do not depend on how
     // many evaluations ran before (e.g. after resume).
     let evalRng = new Rng(opts.seed + 2);
-    const config = runConfig(opts, model, trainDs.name, schedule, mem);
+    const config = runConfig(opts, model, trainDs, schedule, mem);
     return {
       opts,
       runName,
@@ -442,7 +442,8 @@ function trainSourceOf(
       seed: opts.seed,
       epoch,
       dropLast: true,
-      augment: opts.augment ? AUGMENT_CIFAR : undefined,
+      // A dataset may declare its own augmentation (histology: dihedral + stain jitter); CIFAR's otherwise.
+      augment: opts.augment ? (trainDs.augmentation ?? AUGMENT_CIFAR) : undefined,
     });
     return (function* () {
       for (const b of it) yield withMask(b as TrainBatch & { indices: Int32Array });
@@ -454,10 +455,11 @@ function trainSourceOf(
 function runConfig(
   opts: ResolvedRunOptions,
   model: Model,
-  dataset: string,
+  trainDs: Dataset,
   schedule: KeepSchedule,
   mem: MemoryChoice,
 ): Record<string, unknown> {
+  const dataset = trainDs.name;
   const hybrid = opts.family === "hybrid";
   return {
     model: opts.raw.model,
@@ -481,7 +483,12 @@ function runConfig(
     cnnLrScale: hybrid && opts.cnnMode === "lower-lr" ? opts.cnnLrScale : undefined,
     distill: hybrid ? opts.distill : undefined,
     selection: hybrid ? opts.selection : undefined,
+    selectorTarget: hybrid && opts.selectorTarget !== "auto" ? opts.selectorTarget : undefined,
+    rankDistill: hybrid && opts.rankDistill > 0 ? opts.rankDistill : undefined,
+    keepRange: hybrid ? opts.keepRange : undefined,
     augment: opts.augment,
+    // Recorded only where it is not CIFAR's crop + flip (so runs from before keep their identity).
+    augmentation: opts.augment && trainDs.augmentation ? trainDs.augmentation : undefined,
     tokenDropout: opts.tokenDropout,
     teacher: opts.deit?.teacher,
     distillMode: opts.deit?.mode,
@@ -543,15 +550,16 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
       train: run.trainSource,
       eval: run.evalSource,
       stepsPerEpoch: run.stepsPerEpoch,
-      stage1: { ...common, epochs: opts.stage1Epochs, lr: opts.lr },
+      stage1: { ...common, epochs: opts.stage1Epochs, lr: opts.lr, importanceTarget: opts.selectorTarget },
       stage2: {
         ...common,
         epochs: opts.epochs,
         cnnMode: opts.cnnMode,
         cnnLrScale: opts.cnnLrScale,
         keepRatio: opts.keep,
+        keepRatioRange: opts.keepRange,
         selection: opts.selection,
-        loss: { labelSmoothing: opts.labelSmoothing, distill: opts.distill },
+        loss: { labelSmoothing: opts.labelSmoothing, distill: opts.distill, rankDistill: opts.rankDistill },
       },
       outDir: run.outDir,
       resume: o.resume,
@@ -710,6 +718,7 @@ async function recordRun(
     extra: {
       batchSize: run.batchReport ?? { batchSize: run.batchSize, method: "fixed (no memoryBudgetMiB)" },
       backendReason: run.backend.reason,
+      backendRejected: run.backend.rejected,
       ...(claim.status === "forced" ? { forcedResume: claim.differences } : {}),
     },
   });
