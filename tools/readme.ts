@@ -80,10 +80,78 @@ async function studyClaims(root: string): Promise<string> {
   return text.split("\n").filter((l) => l.startsWith("- ")).join("\n");
 }
 
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+interface BenchRun {
+  model: string;
+  backend: string;
+  keepRatio?: number;
+  inferImgS?: number;
+  trainImgS?: number;
+  gradCheckpoint?: boolean;
+  error?: string;
+  inferImgSSpread?: Spread;
+  trainImgSSpread?: Spread;
+  inferVsTorch?: Spread;
+  trainVsTorch?: Spread;
+}
+
+const MODEL_NAMES: Record<string, string> = { resnet18: "ResNet18", vit_small: "ViT-Small" };
+
+/** The speed table: native vs PyTorch per model, median [min-max] over rounds, from results/bench/bench.json. */
+async function benchTable(root: string): Promise<string> {
+  const b = await readJson<
+    { protocol: { batch: number; threads: number; rounds: number }; runs: BenchRun[]; torchRuns: BenchRun[] }
+  >(
+    root,
+    "results/bench/bench.json",
+  );
+  const val = (v?: number, sp?: Spread) =>
+    v === undefined
+      ? "-"
+      : `${v.toFixed(1)}${sp && sp.n > 1 ? ` [${sp.min.toFixed(1)}-${sp.max.toFixed(1)}]` : ""}`;
+  const ratio = (sp?: Spread) =>
+    sp ? `${sp.median.toFixed(2)}x${sp.n > 1 ? ` [${sp.min.toFixed(2)}-${sp.max.toFixed(2)}]` : ""}` : "-";
+  const label = (r: BenchRun) =>
+    r.keepRatio !== undefined ? `hybrid ${r.model} keep ${r.keepRatio}` : MODEL_NAMES[r.model] ?? r.model;
+  const rows = b.runs.filter((r) => r.backend === "native" && !r.error).map((r) => {
+    const t = b.torchRuns.find((x) => x.model === r.model && x.keepRatio === r.keepRatio && !x.error);
+    return [
+      label(r),
+      val(r.inferImgS, r.inferImgSSpread),
+      val(t?.inferImgS, t?.inferImgSSpread),
+      ratio(r.inferVsTorch),
+      `${val(r.trainImgS, r.trainImgSSpread)}${r.gradCheckpoint ? ", ckpt" : ""}`,
+      val(t?.trainImgS, t?.trainImgSSpread),
+      ratio(r.trainVsTorch),
+    ];
+  });
+  const p = b.protocol;
+  return markdownTable(
+    [
+      `batch ${p.batch}, ${p.threads} threads, median [min-max] of ${p.rounds} rounds`,
+      "native inference img/s",
+      "PyTorch inference img/s",
+      "native / PyTorch inference",
+      "native training img/s",
+      "PyTorch training img/s",
+      "native / PyTorch training",
+    ],
+    rows,
+    ["l", "r", "r", "r", "r", "r", "r"],
+  );
+}
+
 /** The generators, by block name. */
 export const GENERATORS: Record<string, Generator> = {
   "study-table": studyTable,
   "study-claims": studyClaims,
+  "bench-table": benchTable,
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */
