@@ -21,6 +21,8 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
     await Deno.mkdir(join(tmp, rel), { recursive: true });
     await Deno.copyFile(join(root, "README.md"), join(tmp, "README.md"));
     await Deno.copyFile(join(root, rel, "claims.md"), join(tmp, rel, "claims.md"));
+    await Deno.mkdir(join(tmp, "results", "bench"), { recursive: true });
+    await Deno.copyFile(join(root, "results/bench/bench.json"), join(tmp, "results/bench/bench.json"));
     const results = JSON.parse(await Deno.readTextFile(join(root, rel, "results.json")));
     results.rows[0].accuracy += 0.01;
     await Deno.writeTextFile(join(tmp, rel, "results.json"), JSON.stringify(results));
