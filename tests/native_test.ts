@@ -5,7 +5,12 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend, loadNativeBackend, nativeBackendStatus, setNativeThreads } from "../lib/backend/mod.ts";
 import { type Blas, blasCandidates, loadBlas, openBlasLibrary } from "../lib/backend/native/blas.ts";
-import { blockedLayoutPays, type DnnlConv, openDnnlConv } from "../lib/backend/native/dnnl.ts";
+import {
+  blockedLayoutPays,
+  type DnnlConv,
+  isReferenceImpl,
+  openDnnlConv,
+} from "../lib/backend/native/dnnl.ts";
 import { blasKernelConfigs } from "../lib/backend/native/kernels.ts";
 import {
   attentionKernel,
@@ -395,6 +400,19 @@ nativeTest("native convolutions run as oneDNN JIT primitives where oneDNN 2.x is
   for (const kind of ["forward", "backwardData", "backwardWeights"] as const) {
     const impl = conv.conv.implementation(kind, ci);
     assertEquals(/^ref|gemm:ref/.test(impl), false, `${kind}: oneDNN chose ${impl}`);
+  }
+  // Small maps with many channels prefer the blocked nChw16c layout, which has JIT kernels only on
+  // AVX-512 CPUs: on an AVX2 CPU that choice fell back to reference code (ResNet18 training 30x slower).
+  for (const shape of [[64, 4, 4, 64], [64, 8, 8, 32]] as const) {
+    const small = tf.backend_util.computeConv2DInfo(
+      [...shape],
+      [3, 3, shape[3], 64],
+      shape[1] === 8 ? 2 : 1,
+      1,
+      "same",
+    );
+    const impl = conv.conv.implementation("forward", small);
+    assertEquals(isReferenceImpl(impl), false, `forward ${shape}: oneDNN chose ${impl}`);
   }
   return Promise.resolve();
 });

@@ -176,6 +176,20 @@ export function blockedLayoutPays(ci: tf.backend_util.Conv2DInfo): boolean {
   return ci.outHeight * ci.outWidth <= 16 && ci.inChannels % 16 === 0 && ci.outChannels % 16 === 0;
 }
 
+/**
+ * Whether oneDNN's implementation name is its reference (non-JIT) code, e.g. `ref:any` or `gemm:ref`:
+ * correct but one to two orders of magnitude slower than the JIT kernels.
+ *
+ * @example
+ * ```ts
+ * isReferenceImpl("ref:any"); // true
+ * isReferenceImpl("brg:avx512_core"); // false
+ * ```
+ */
+export function isReferenceImpl(impl: string): boolean {
+  return /^ref|gemm:ref/.test(impl);
+}
+
 /** One cached primitive with its memory objects (handles re-pointed at every call). */
 interface Prim {
   prim: Ptr;
@@ -475,8 +489,12 @@ class DnnlConvImpl {
     const key = this.key(relu ? "fr" : "f", ci, bias);
     let p = this.cache.get(key);
     if (p) return p;
-    const blocked = blockedLayoutPays(ci);
-    const { pd, g } = this.forwardPd(ci, bias, PROP_FORWARD_INFERENCE, relu, blocked);
+    let { pd, g } = this.forwardPd(ci, bias, PROP_FORWARD_INFERENCE, relu, blockedLayoutPays(ci));
+    // nChw16c has JIT kernels only where oneDNN targets AVX-512; on an AVX2 CPU it falls back to its
+    // reference code (a ResNet18 stage-4 convolution took ~1 s instead of ~2 ms): keep NHWC there.
+    if (blockedLayoutPays(ci) && isReferenceImpl(this.implOf(pd))) {
+      ({ pd, g } = this.forwardPd(ci, bias, PROP_FORWARD_INFERENCE, relu, false));
+    }
     const w = this.weightsPlan(pd, QUERY_WEIGHTS_MD, g, "in", "convolution forward weights");
     const src = this.layoutPlan(pd, QUERY_SRC_MD, this.md(g.src, TAG_NHWC), "in", "convolution forward src");
     const dst = this.layoutPlan(pd, QUERY_DST_MD, this.md(g.dst, TAG_NHWC), "out", "convolution forward dst");
