@@ -21,6 +21,7 @@ export * from "./data/mod.ts";
 export * from "./experiment/mod.ts";
 export * from "./experiment/study.ts";
 export * from "./experiment/cam.ts";
+export * from "./experiment/equal_cost.ts";
 export * from "./metrics/mod.ts";
 export * from "./models/mod.ts";
 export * from "./pruning/mod.ts";

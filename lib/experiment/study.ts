@@ -192,6 +192,11 @@ export interface RecordOptions {
   outDir?: string;
   /** Short timing (2 warm-up, 5 repeats) unless more is asked. */
   repeats?: number;
+  /**
+   * Measure images/s, latency and memory (default true). Off for repeated seeds of a variant whose speed
+   * was measured already: speed does not depend on the seed.
+   */
+  measureSpeed?: boolean;
 }
 
 /**
@@ -223,7 +228,7 @@ export async function recordRunMetrics(
     probs.push(ev.probs.subarray(i * numClasses, (i + 1) * numClasses));
   }
   const cls = classificationFields(ev.labels, ev.predictions, { probs, seed: options.seed ?? 0, numClasses });
-  const speed = await measureSpeed(
+  const speed = options.measureSpeed === false ? {} : await measureSpeed(
     model,
     options.strategy,
     options.keep,
