@@ -58,13 +58,19 @@ Deno.test("seedSummary: mean, sample sd and the 95% Student-t interval, by hand"
 });
 
 Deno.test("equalCostPlan: three seeds in the cpu profile, one in quick, and a copy each time", () => {
-  assertEquals(equalCostPlan("cpu").seeds, [0, 1, 2]);
-  assertEquals(equalCostPlan("quick").seeds, [0]);
-  const p = equalCostPlan("cpu");
+  const none = () => undefined;
+  assertEquals(equalCostPlan("cpu", none).seeds, [0, 1, 2]);
+  assertEquals(equalCostPlan("quick", none).seeds, [0]);
+  const env = (v: Record<string, string>) => (k: string) => v[k];
+  assertEquals(equalCostPlan("cpu", env({ CNNVIT_SEEDS: "0, 3" })).seeds, [0, 3]);
+  assertEquals(equalCostPlan("cpu", env({ CNNVIT_ABLATION: "0" })).ablation, false);
+  assertThrows(() => equalCostPlan("cpu", env({ CNNVIT_SEEDS: "0,x" })), Error, "CNNVIT_SEEDS");
+  assertThrows(() => equalCostPlan("cpu", env({ CNNVIT_ABLATION: "yes" })), Error, "CNNVIT_ABLATION");
+  const p = equalCostPlan("cpu", none);
   p.seeds.push(9);
-  assertEquals(equalCostPlan("cpu").seeds, [0, 1, 2]);
+  assertEquals(equalCostPlan("cpu", none).seeds, [0, 1, 2]);
   for (const prof of ["quick", "cpu", "full"] as const) {
-    const q = equalCostPlan(prof);
+    const q = equalCostPlan(prof, none);
     for (const k of q.compareKeeps) {
       assert(q.sweepKeeps.includes(k), `${prof}: compare keep ${k} not in the sweep`);
     }

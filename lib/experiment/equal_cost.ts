@@ -62,17 +62,44 @@ const PLANS: Record<ProfileName, EqualCostPlan> = {
 };
 
 /**
- * The equal-cost plan of a profile (a copy: change it freely).
+ * The equal-cost plan of a profile (a copy: change it freely). `CNNVIT_SEEDS` (e.g. `"0"` or `"0,1,2"`) and
+ * `CNNVIT_ABLATION` (`0` or `1`) override the seeds and the ablation.
  *
  * @example
  * ```ts
  * equalCostPlan("cpu").seeds; // [0, 1, 2]
  * ```
  */
-export function equalCostPlan(profile: ProfileName): EqualCostPlan {
+export function equalCostPlan(
+  profile: ProfileName,
+  env: (name: string) => string | undefined = readEnv,
+): EqualCostPlan {
   const p = PLANS[profile];
   if (!p) throw new Error(`equalCostPlan: unknown profile "${profile}"; expected quick, cpu or full`);
-  return structuredClone(p);
+  const plan = structuredClone(p);
+  // Overrides for a machine that cannot afford the whole plan in one sitting; run.json records the plan used.
+  const seeds = env("CNNVIT_SEEDS");
+  if (seeds !== undefined && seeds.trim() !== "") {
+    const list = seeds.split(",").map((s) => Number(s.trim()));
+    if (list.some((v) => !Number.isInteger(v) || v < 0)) {
+      throw new Error(`CNNVIT_SEEDS: "${seeds}" is not a comma-separated list of integers ≥ 0, e.g. "0,1,2"`);
+    }
+    plan.seeds = list;
+  }
+  const ablation = env("CNNVIT_ABLATION");
+  if (ablation !== undefined && ablation.trim() !== "") {
+    if (ablation !== "0" && ablation !== "1") throw new Error(`CNNVIT_ABLATION: "${ablation}" is not 0 or 1`);
+    plan.ablation = ablation === "1";
+  }
+  return plan;
+}
+
+function readEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
 }
 
 /** What {@link matchTokens} found. */
