@@ -77,3 +77,62 @@ forEachBackend("strategies with fuse run the blocks on k + 2 tokens and count th
     hybrid.dispose();
   }
 });
+
+Deno.test({
+  name:
+    "runTraining() fine-tunes and evaluates a ViT with fusion: recorded, counted in GMACs, refused elsewhere",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { initBackend } = await import("../lib/backend/mod.ts");
+    const { runTraining } = await import("../lib/experiment/mod.ts");
+    const { join } = await import("node:path");
+    await initBackend("wasm", { log: false });
+    const root = await Deno.makeTempDir({ prefix: "fusion_test_" });
+    const tiny = {
+      dataset: "synthetic" as const,
+      profile: "quick" as const,
+      epochs: 1,
+      trainSubset: 64,
+      evalSubset: 32,
+      batchSize: 32,
+      progress: false,
+      log: false,
+    };
+    try {
+      for (const strategy of ["random", "attention"] as const) {
+        const before = tf.memory().numTensors;
+        const r = await runTraining({
+          ...tiny,
+          model: "vit",
+          strategy,
+          keep: 0.5,
+          fuse: true,
+          out: join(root, strategy),
+          keepModel: true,
+        });
+        assert(r.completed);
+        const config = JSON.parse(await Deno.readTextFile(join(r.outDir, "config.json")));
+        assertEquals(config.fuse, true);
+        // k + CLS + the fused token in every block after the pruning location.
+        const location = strategy === "attention" ? 1 : 0;
+        const fused = createStrategy(strategy, { fuse: true }).gmacs(r.model!, singleStage(0.5, location));
+        const plain = createStrategy(strategy).gmacs(r.model!, singleStage(0.5, location));
+        assertClose([r.result.gmacs], [fused], 1e-12, `${strategy} GMACs`);
+        assert(fused > plain, `${strategy}: fused ${fused} ≤ plain ${plain}`);
+        r.model!.dispose();
+        assertEquals(tf.memory().numTensors, before, `${strategy}: tensors leaked by a fused run`);
+      }
+      let err: Error | undefined;
+      await runTraining({ ...tiny, model: "hybrid", fuse: true, out: join(root, "hybrid") }).catch((e) =>
+        err = e
+      );
+      assert(err?.message.includes('fuse needs model "vit"'), err?.message);
+      let err2: Error | undefined;
+      await runTraining({ ...tiny, model: "vit", fuse: true, out: join(root, "none") }).catch((e) => err2 = e);
+      assert(err2?.message.includes('strategy "none"'), err2?.message);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});

@@ -8,7 +8,7 @@ const root = new URL("..", import.meta.url).pathname;
 Deno.test("README's generated tables and claims agree with the committed results", async () => {
   const current = await Deno.readTextFile(join(root, "README.md"));
   const { text, blocks } = await renderReadme(root);
-  for (const b of ["study-table", "study-claims", "bench-table"]) {
+  for (const b of ["study-table", "study-claims", "bench-table", "equal-cost"]) {
     assert(blocks.includes(b), `blocks: ${blocks}`);
   }
   assertEquals(changedBlocks(current, text), [], "README drifted from results/: run deno task readme");
@@ -21,6 +21,9 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
     await Deno.mkdir(join(tmp, rel), { recursive: true });
     await Deno.copyFile(join(root, "README.md"), join(tmp, "README.md"));
     await Deno.copyFile(join(root, rel, "claims.md"), join(tmp, rel, "claims.md"));
+    const ec = "results/study/cpu/06_equal_cost";
+    await Deno.mkdir(join(tmp, ec), { recursive: true });
+    await Deno.copyFile(join(root, ec, "claims.md"), join(tmp, ec, "claims.md"));
     await Deno.mkdir(join(tmp, "results", "bench"), { recursive: true });
     await Deno.copyFile(join(root, "results/bench/bench.json"), join(tmp, "results/bench/bench.json"));
     const results = JSON.parse(await Deno.readTextFile(join(root, rel, "results.json")));

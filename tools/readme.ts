@@ -27,12 +27,20 @@ interface StudyRow {
   backend?: string;
 }
 
-async function readJson<T>(root: string, rel: string): Promise<T> {
-  const file = join(root, rel);
+async function readText(root: string, rel: string): Promise<string> {
   try {
-    return JSON.parse(await Deno.readTextFile(file)) as T;
+    return await Deno.readTextFile(join(root, rel));
   } catch (e) {
     throw new Error(`readme: cannot read ${rel} (${(e as Error).message}); regenerate the results first`);
+  }
+}
+
+async function readJson<T>(root: string, rel: string): Promise<T> {
+  const text = await readText(root, rel);
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new Error(`readme: ${rel} is not JSON (${(e as Error).message}); regenerate the results first`);
   }
 }
 
@@ -70,14 +78,17 @@ async function studyTable(root: string): Promise<string> {
 
 /** The study's verdict: the lines of claims.md. */
 async function studyClaims(root: string): Promise<string> {
-  const rel = "results/study/cpu/04_compare_models/claims.md";
-  let text: string;
-  try {
-    text = await Deno.readTextFile(join(root, rel));
-  } catch (e) {
-    throw new Error(`readme: cannot read ${rel} (${(e as Error).message}); regenerate the results first`);
-  }
+  const text = await readText(root, "results/study/cpu/04_compare_models/claims.md");
   return text.split("\n").filter((l) => l.startsWith("- ")).join("\n");
+}
+
+/**
+ * The equal-cost study's answers (notebook 06): claims.md without its title, i.e. the questions with
+ * numbers, the GMACs matching of the controls and the ablation.
+ */
+async function equalCostClaims(root: string): Promise<string> {
+  const text = await readText(root, "results/study/cpu/06_equal_cost/claims.md");
+  return text.split("\n").filter((l) => !l.startsWith("# ")).join("\n").trim();
 }
 
 interface Spread {
@@ -152,6 +163,7 @@ export const GENERATORS: Record<string, Generator> = {
   "study-table": studyTable,
   "study-claims": studyClaims,
   "bench-table": benchTable,
+  "equal-cost": equalCostClaims,
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */

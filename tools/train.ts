@@ -48,6 +48,8 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
                         with the ratio penalty) | gather (real gathering, cheapest; needs --cnn-mode lower-lr)
   --selector-target T   hybrid stage 1: what the selector learns to rank by: auto (mask, else the CNN's CAM;
                         default) | cam | mask | vit_attention (the ViT's CLS attention; with --init-from a ViT)
+  --fuse                ViT with --strategy random|attention: EViT fusion of the dropped tokens into one extra
+                        token, while training and in the final evaluation
   --rank-distill X      hybrid stage 2: weight of KL(ViT's CLS attention ‖ selector scores) (default 0)
   --keep-range LO,HI    hybrid stage 2: keep ratio drawn per batch in [LO, HI] (one model for every ratio)
   --train-subset N      class-balanced training subset (default from the profile)
@@ -157,6 +159,7 @@ try {
       selection: { type: "string" },
       "selector-target": { type: "string" },
       "rank-distill": { type: "string" },
+      fuse: { type: "boolean" },
       "keep-range": { type: "string" },
       "train-subset": { type: "string" },
       "eval-subset": { type: "string" },
@@ -225,6 +228,7 @@ const options: TrainingRunOptions = {
   distill: num("distill", a.distill, (v) => v >= 0, "a number ≥ 0"),
   selection: oneOf("selection", a.selection, ["topk", "threshold", "gather"] as const),
   selectorTarget: oneOf("selector-target", a["selector-target"], SELECTOR_TARGETS),
+  fuse: a.fuse,
   rankDistill: num("rank-distill", a["rank-distill"], (v) => v >= 0, "a number ≥ 0"),
   keepRange: keepRange(a["keep-range"]),
   trainSubset: num("train-subset", a["train-subset"], isInt(1), "an integer ≥ 1"),

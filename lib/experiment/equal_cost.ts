@@ -31,34 +31,21 @@ export interface EqualCostPlan {
   ablation: boolean;
 }
 
+const CPU_PLAN: EqualCostPlan = {
+  seeds: [0, 1, 2],
+  compareKeeps: [0.5, 0.6],
+  sweepKeeps: [0.4, 0.5, 0.6, 0.8],
+  tokenDropout: { min: 0.5, max: 1 },
+  keepRange: [0.4, 0.8],
+  distill: 0.5,
+  ablation: true,
+};
+
 const PLANS: Record<ProfileName, EqualCostPlan> = {
-  quick: {
-    seeds: [0],
-    compareKeeps: [0.5],
-    sweepKeeps: [0.5],
-    tokenDropout: { min: 0.5, max: 1 },
-    keepRange: [0.4, 0.8],
-    distill: 0.5,
-    ablation: true,
-  },
-  cpu: {
-    seeds: [0, 1, 2],
-    compareKeeps: [0.5, 0.6],
-    sweepKeeps: [0.4, 0.5, 0.6, 0.8],
-    tokenDropout: { min: 0.5, max: 1 },
-    keepRange: [0.4, 0.8],
-    distill: 0.5,
-    ablation: true,
-  },
-  full: {
-    seeds: [0, 1, 2],
-    compareKeeps: [0.5, 0.6],
-    sweepKeeps: [0.4, 0.5, 0.6, 0.8],
-    tokenDropout: { min: 0.5, max: 1 },
-    keepRange: [0.4, 0.8],
-    distill: 0.5,
-    ablation: true,
-  },
+  quick: { ...CPU_PLAN, seeds: [0], compareKeeps: [0.5], sweepKeeps: [0.5] },
+  cpu: CPU_PLAN,
+  // The full profile's sizes come from its training profile; the study's design is the cpu one.
+  full: CPU_PLAN,
 };
 
 /**

@@ -27,6 +27,8 @@ export interface StrategyEvalOptions {
   seed?: number;
   /** Evaluation batch size (default 128). */
   batchSize?: number;
+  /** EViT fusion of the dropped tokens into one extra token (random, attention, cnn; default false). */
+  fuse?: boolean;
 }
 
 /** Mean selection precision / recall / F1 of kept patches against ground-truth masks. */
@@ -145,7 +147,7 @@ export async function evaluateStrategy(
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`evaluateStrategy: batchSize ${JSON.stringify(options.batchSize)} is not an integer ≥ 1`);
   }
-  const strategy = createStrategy(name, { seed: seed + 1 });
+  const strategy = createStrategy(name, { seed: seed + 1, fuse: options.fuse ?? false });
   const schedule = singleStage(keep, location);
   const isCnn = model.family === "resnet18";
   const grid = isCnn ? undefined : vitOf(model).gridSize;

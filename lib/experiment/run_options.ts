@@ -78,6 +78,12 @@ export interface TrainingRunOptions {
    * ViT is the trained full-token ViT via `initFrom`).
    */
   selectorTarget?: SelectorTarget;
+  /**
+   * ViT with strategy `random` or `attention`: EViT's dropped-token fusion while training and in the final
+   * evaluation: the dropped tokens enter the blocks as one extra token, their score-weighted mean (attention)
+   * or plain mean (random). Counted in GMACs. Default false.
+   */
+  fuse?: boolean;
   /** Hybrid stage 2: weight of the ranking distillation to the ViT's CLS attention (default 0). */
   rankDistill?: number;
   /** Hybrid stage 2: draw the keep ratio per batch in `[lo, hi]` (one model for every ratio; default off). */
@@ -193,6 +199,8 @@ export interface ResolvedRunOptions {
   override: Record<string, unknown>;
   augment: boolean;
   tokenDropout?: TokenDropout;
+  /** EViT fusion of the dropped tokens (ViT with random or attention). */
+  fuse: boolean;
   /** DeiT distillation (with `teacher`). */
   deit?: { teacher: string; mode: "hard" | "soft"; temperature: number };
   log: boolean;
@@ -383,6 +391,18 @@ function resolveTokenDropout(o: TrainingRunOptions, family: ModelFamily, strateg
   return { min: d.min, max: d.max };
 }
 
+/** EViT fusion: only where a ViT drops tokens by a strategy (the hybrid trains through its own top-k). */
+function resolveFuse(o: TrainingRunOptions, family: ModelFamily, strategy: StrategyName): boolean {
+  if (o.fuse === undefined || o.fuse === false) return false;
+  check(o.fuse === true, "fuse", o.fuse, "a boolean");
+  if (family !== "vit" || (strategy !== "random" && strategy !== "attention")) {
+    throw new Error(
+      `runTraining: fuse needs model "vit" with strategy "random" or "attention"; got a ${family} with strategy "${strategy}"`,
+    );
+  }
+  return true;
+}
+
 /** DeiT distillation: a teacher run folder for a ViT, hard or soft. */
 function resolveDeit(o: TrainingRunOptions, family: ModelFamily) {
   if (o.teacher === undefined) {
@@ -468,10 +488,12 @@ export async function resolveRunOptions(o: TrainingRunOptions): Promise<Resolved
     ...resolveMemory(o, prof, model.family),
     ...resolveHybrid(o),
     ...resolveData(o, prof),
+    fuse: false,
     log: o.log ?? true,
   };
   resolved.tokenDropout = resolveTokenDropout(o, model.family, resolved.strategyName);
   resolved.deit = resolveDeit(o, model.family);
+  resolved.fuse = resolveFuse(o, model.family, resolved.strategyName);
   await checkRunFolders(o, model.family);
   return resolved;
 }

@@ -205,7 +205,7 @@ export async function buildRun(opts: ResolvedRunOptions): Promise<BuiltRun> {
     await initRunWeights(opts, model, say);
     teacher = opts.deit ? await loadTeacher(opts.deit.teacher, numClasses, say) : undefined;
     const schedule: KeepSchedule = singleStage(opts.keep, opts.location);
-    const strategy = createStrategy(opts.strategyName, { seed: opts.seed + 1 });
+    const strategy = createStrategy(opts.strategyName, { seed: opts.seed + 1, fuse: opts.fuse });
     const hybrid = opts.family === "hybrid" ? model as Hybrid : undefined;
     const pruned = opts.family !== "resnet18" && opts.strategyName !== "none";
     const mem = await chooseBatchSize(
@@ -490,6 +490,8 @@ function runConfig(
     // Recorded only where it is not CIFAR's crop + flip (so runs from before keep their identity).
     augmentation: opts.augment && trainDs.augmentation ? trainDs.augmentation : undefined,
     tokenDropout: opts.tokenDropout,
+    // Recorded only when on, so runs from before keep their identity.
+    fuse: opts.fuse || undefined,
     teacher: opts.deit?.teacher,
     distillMode: opts.deit?.mode,
     distillTemperature: opts.deit?.mode === "soft" ? opts.deit.temperature : undefined,
@@ -670,6 +672,7 @@ async function evaluateRun(run: BuiltRun, results: TrainResult[]): Promise<Train
     location: opts.location,
     seed: opts.seed,
     batchSize: run.evalBatchSize,
+    fuse: opts.fuse,
   });
   return {
     ...resultBase(run, results),

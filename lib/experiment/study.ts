@@ -197,6 +197,8 @@ export interface RecordOptions {
    * was measured already: speed does not depend on the seed.
    */
   measureSpeed?: boolean;
+  /** EViT fusion of the dropped tokens (evaluation and speed; default false). */
+  fuse?: boolean;
 }
 
 /**
@@ -221,6 +223,7 @@ export async function recordRunMetrics(
     keep: options.keep,
     location,
     seed: options.seed ?? 0,
+    fuse: options.fuse,
   });
   const numClasses = dataset.classes.length;
   const probs: Float32Array[] = [];
@@ -235,6 +238,7 @@ export async function recordRunMetrics(
     location,
     options.benchBatch,
     options.repeats,
+    options.fuse,
   );
   const isVit = model.family !== "resnet18";
   const numPatches = isVit ? vitOf(model).numPatches : undefined;
@@ -273,10 +277,11 @@ async function measureSpeed(
   location: number,
   batch: number,
   repeats = 5,
+  fuse = false,
 ): Promise<
   Pick<ResultRow, "throughputImgPerS" | "latencyMsMedian" | "latencyMsP95" | "peakMemoryMiB" | "rssMiB">
 > {
-  const s = createStrategy(strategy, { seed: 0 });
+  const s = createStrategy(strategy, { seed: 0, fuse });
   const schedule = singleStage(keep, location);
   const size = "vit" in model
     ? (model as unknown as { vit: { config: { imgSize: number } } }).vit.config.imgSize
