@@ -129,7 +129,9 @@ Deno.test({
       );
       assert(err?.message.includes('fuse needs model "vit"'), err?.message);
       let err2: Error | undefined;
-      await runTraining({ ...tiny, model: "vit", fuse: true, out: join(root, "none") }).catch((e) => err2 = e);
+      await runTraining({ ...tiny, model: "vit", fuse: true, out: join(root, "none") }).catch((e) =>
+        err2 = e
+      );
       assert(err2?.message.includes('strategy "none"'), err2?.message);
     } finally {
       await Deno.remove(root, { recursive: true });

@@ -83,8 +83,14 @@ export async function initFromRun(
     prefix = "cnn.";
   } else if (part === "all") {
     if (isHybrid && model.family === "vit") from = withPrefix(tensors, "vit.");
-    else if (!isHybrid && model.family === "hybrid") prefix = "vit.";
-    else if (isHybrid && model.family !== "hybrid") {
+    else if (!isHybrid && model.family === "hybrid") {
+      prefix = "vit.";
+      // A hybrid with CNN tokens embeds feature maps, not pixels: a pixel ViT's patch embedding does not
+      // apply (other shapes); everything else (tokens, position embedding, blocks, head) does.
+      if ((model.config as { tokens?: string }).tokens === "cnn") {
+        from = new Map([...tensors].filter(([k]) => !k.startsWith("patch_embed.proj.")));
+      }
+    } else if (isHybrid && model.family !== "hybrid") {
       throw new Error(
         `${source}: "${file}" holds a hybrid; it can initialise a hybrid or a ViT, not a ${model.family}`,
       );

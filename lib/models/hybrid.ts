@@ -60,30 +60,66 @@ export class Hybrid implements Model {
     if (!(Number.isInteger(config.scoreStage) && config.scoreStage >= 0 && config.scoreStage <= 4)) {
       throw new Error(`Hybrid config: scoreStage ${config.scoreStage} is not an integer in 0..4`);
     }
+    const tokensFrom = config.tokens ?? "pixels";
+    if (tokensFrom !== "pixels" && tokensFrom !== "cnn") {
+      throw new Error(`Hybrid config: tokens ${JSON.stringify(config.tokens)} is not "pixels" or "cnn"`);
+    }
+    if (tokensFrom === "cnn" && config.scorerImgSize && config.scorerImgSize !== vitConfig.imgSize) {
+      throw new Error(
+        `Hybrid config: tokens "cnn" needs the scorer to see the image at its size (scorerImgSize ` +
+          `${config.scorerImgSize} ≠ imgSize ${vitConfig.imgSize})`,
+      );
+    }
     this.config = structuredClone(config);
     const seed = options.seed ?? 0;
-    this.vit = new ViT(vitConfig, { seed });
+    const g = vitConfig.imgSize / vitConfig.patchSize;
     const cnnConfig: ResNetConfig = {
       ...config.resnet,
       imgSize: config.scorerImgSize ?? vitConfig.imgSize,
       stages: config.cnnHead ? 4 : config.scoreStage,
       importance: {
         stage: config.scoreStage,
-        grid: this.vit.gridSize,
+        grid: g,
         ...(config.selectorHead ? { head: config.selectorHead } : {}),
         ...(config.selectorHidden ? { hidden: config.selectorHidden } : {}),
       },
     };
     this.cnn = new ResNet18(cnnConfig, { seed: seed + 1 });
     const side = this.cnn.stageSize(config.scoreStage);
-    const g = this.vit.gridSize;
-    if (!(side % g === 0 || g % side === 0)) {
-      this.dispose();
+    if (!(side % g === 0 || g % side === 0) || (tokensFrom === "cnn" && side % g !== 0)) {
+      this.cnn.dispose();
       throw new Error(
-        `Hybrid config: the scorer's stage-${config.scoreStage} map is ${side}x${side}, which does not pool onto ` +
-          `the ${g}x${g} patch grid; change scoreStage or scorerImgSize`,
+        `Hybrid config: the scorer's stage-${config.scoreStage} map is ${side}x${side}, which does not ` +
+          `${tokensFrom === "cnn" ? "tile" : "pool onto"} the ${g}x${g} patch grid; change scoreStage or ` +
+          `scorerImgSize`,
       );
     }
+    // CNN tokens: the ViT embeds the stage's feature map (C channels, side × side) with patches of
+    // side / g, so its grid, position embedding and blocks are those of the pixel ViT.
+    this.vit = new ViT(
+      tokensFrom === "cnn"
+        ? {
+          ...vitConfig,
+          imgSize: side,
+          patchSize: side / g,
+          inChans: this.cnn.stageChannels(config.scoreStage),
+        }
+        : vitConfig,
+      { seed },
+    );
+  }
+
+  /** Whether the ViT's tokens are made from the scorer's feature map (`tokens: "cnn"`). */
+  get cnnTokens(): boolean {
+    return this.config.tokens === "cnn";
+  }
+
+  /**
+   * What the ViT embeds for images `x`: the images themselves, or with CNN tokens the scorer's stage
+   * feature map. Call inside `tf.tidy`.
+   */
+  vitInput(x: tf.Tensor4D, training = false): tf.Tensor4D {
+    return this.cnnTokens ? this.scoresAndFeatures(x, training).feature : x;
   }
 
   /** Importance scores `[B, N]` for images `x`. Call inside `tf.tidy`. */
@@ -112,7 +148,7 @@ export class Hybrid implements Model {
         for (let s = this.config.scoreStage + 1; s <= 4; s++) y = this.cnn.layer(s, y, training);
         cnnLogits = this.cnn.head(y);
       }
-      const tokens = this.vit.embed(x);
+      const tokens = this.vit.embed(this.cnnTokens ? feature : x);
       let r: ReturnType<ViT["forwardTokens"]>;
       if (options.keepIndices || options.tokenMask) {
         // Caller-chosen tokens (e.g. an oracle or a soft training mask) override the scorer.
@@ -185,7 +221,8 @@ export class Hybrid implements Model {
     const upTo = options.withCnnHead && this.config.cnnHead ? 4 : this.config.scoreStage;
     const cnn = this.cnn.gmacs({ imgSize: scorerImg, upTo }).total;
     const vit = this.vit.gmacs({
-      imgSize: img,
+      // CNN tokens: the ViT's input is the stage's map at its own size (the patch embedding is the projection).
+      imgSize: this.cnnTokens ? undefined : img,
       keepRatio: options.keepRatio ?? this.config.keepRatio,
       tokensPerBlock: options.tokensPerBlock,
     }).total;

@@ -156,6 +156,7 @@ const OPTIONAL_KEYS = new Set([
   "selectorHidden",
   "init",
   "distillToken",
+  "tokens",
 ]);
 
 /** Options of {@link createModel}. */

@@ -118,6 +118,14 @@ export interface HybridConfig {
    * The forward values are identical either way.
    */
   scoreGradient?: "straight_through" | "none";
+  /**
+   * Where the ViT's patch tokens come from: `"pixels"` (default: the ViT's own patch embedding of the image)
+   * or `"cnn"` (timm's hybrid ViT: a strided projection of the scorer's stage-`scoreStage` feature map onto
+   * the patch grid, so scoring and tokenizing share one stem). With `"cnn"` the ViT's `patch_embed.proj`
+   * takes the stage's channels, with kernel = stride = map side / grid side; its other weights keep their
+   * shapes (a pixel ViT can initialise everything else).
+   */
+  tokens?: "pixels" | "cnn";
 }
 
 /** Any model configuration. */

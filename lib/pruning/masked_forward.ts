@@ -78,7 +78,10 @@ export function maskedHybridForward(
     const mask = options.selection === "threshold"
       ? straightThroughThresholdMask(scores, st)
       : straightThroughTopKMask(scores, keepCount(n, ratio), st);
-    const r = hybrid.vit.forwardTokens(hybrid.vit.embed(x), { training, tokenMask: mask });
+    const r = hybrid.vit.forwardTokens(hybrid.vit.embed(hybrid.cnnTokens ? feature : x), {
+      training,
+      tokenMask: mask,
+    });
     const logits = hybrid.vit.forwardHead(r.tokens);
     const res: Record<string, tf.Tensor> = { logits, mask, scores };
     if (options.cnnLogits) {

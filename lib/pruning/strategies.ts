@@ -151,7 +151,7 @@ function checkFusable(name: string, fuse: boolean | undefined, schedule: KeepSch
  * later ones in the reducer slot after block `location − 1`).
  */
 function runWithReduction(
-  vit: ViT,
+  model: Model,
   x: tf.Tensor4D,
   schedule: KeepSchedule,
   reduce: ReduceFn,
@@ -159,12 +159,14 @@ function runWithReduction(
   options: PrunedForwardOptions,
   extraAux: ForwardAux = {},
 ): ForwardOutput {
+  const vit = vitOf(model);
   const depth = vit.config.depth;
   validateKeepSchedule(schedule, depth);
   const n = vit.numPatches;
   const counts = keepCounts(schedule, n);
   return tf.tidy(() => {
-    let tokens = vit.embed(x);
+    // A hybrid with CNN tokens embeds its scorer's feature map instead of the pixels.
+    let tokens = vit.embed(model instanceof Hybrid ? model.vitInput(x, options.training ?? false) : x);
     const b = x.shape[0];
     let pre: { keptIndices: tf.Tensor2D; numPatches: number } | undefined;
     const later = schedule.locations.map((l, i) => ({ l, keep: counts[i] })).filter((e) => e.l > 0);
@@ -232,7 +234,12 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
       return {
         name,
         forward: (model, x, o) =>
-          vitOf(model).forward(x, { returnAux: o.returnAux, returnAttention: o.returnAttention }),
+          tf.tidy(() =>
+            vitOf(model).forward(model instanceof Hybrid ? model.vitInput(x) : x, {
+              returnAux: o.returnAux,
+              returnAttention: o.returnAttention,
+            }) as unknown as tf.TensorContainer
+          ) as unknown as ForwardOutput,
         gmacs: (model) => vitOf(model).gmacs({ keepRatio: 1 }).total,
       };
     case "random": {
@@ -248,7 +255,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
             for (let i = 0; i < v.length; i++) v[i] = rng.next();
             return tf.tensor2d(v, [b, t]);
           }, fuse ? (s) => tf.onesLike(s) : undefined);
-          return runWithReduction(vitOf(model), x, o.schedule, reduce, false, o);
+          return runWithReduction(model, x, o.schedule, reduce, false, o);
         },
         gmacs: (model, schedule) => vitGmacs(model, schedule, fuse),
       };
@@ -266,7 +273,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
               return tf.squeeze(batchGather(tf.expandDims(scores, 2), ctx.keptIndices), [2]) as tf.Tensor2D;
             }, fuse ? (s) => tf.softmax(s) : undefined);
             const out = runWithReduction(
-              hybrid.vit,
+              hybrid,
               x,
               o.schedule,
               reduce,
@@ -301,7 +308,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
             const cls = tf.slice(att, [0, 0, 0, t - n], [b, h, 1, n]);
             return tf.reshape(tf.mean(cls, 1), [b, n]) as tf.Tensor2D;
           }, fuse ? (s) => s : undefined);
-          return runWithReduction(vitOf(model), x, o.schedule, reduce, true, o);
+          return runWithReduction(model, x, o.schedule, reduce, true, o);
         },
         gmacs: (model, schedule) => vitGmacs(model, schedule, fuse),
       };
@@ -319,7 +326,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
             r.sizes.dispose();
             return { tokens: r.tokens, keptIndices: r.keptIndices };
           };
-          return runWithReduction(vitOf(model), x, o.schedule, reduce, false, o);
+          return runWithReduction(model, x, o.schedule, reduce, false, o);
         },
         // Merging costs a similarity matmul per location; small next to the blocks, not counted here.
         gmacs: vitGmacs,

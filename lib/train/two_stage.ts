@@ -146,7 +146,7 @@ export const SELECTOR_TARGETS: readonly SelectorTarget[] = ["auto", "cam", "mask
  */
 export function vitAttentionTarget(hybrid: Hybrid, x: tf.Tensor4D): tf.Tensor2D {
   return tf.tidy(() => {
-    const out = hybrid.vit.forward(x, { returnAttention: true });
+    const out = hybrid.vit.forward(hybrid.vitInput(x), { returnAttention: true });
     const att = out.aux!.attention!;
     const last = att[att.length - 1]; // [B, H, T, T]
     const [b, h, t] = last.shape;
@@ -334,7 +334,7 @@ export function stage2Prepare(hybrid: Hybrid, weights: HybridLossWeights): Train
   const logits = (weights.distill ?? 0) > 0, rank = (weights.rankDistill ?? 0) > 0;
   if (!logits && !rank) return undefined;
   return ({ batch }) => ({
-    ...(logits ? { teacher: hybrid.vit.forward(batch.x).logits } : {}),
+    ...(logits ? { teacher: tf.tidy(() => hybrid.vit.forward(hybrid.vitInput(batch.x)).logits) } : {}),
     ...(rank ? { attention: vitAttentionTarget(hybrid, batch.x) } : {}),
   });
 }
