@@ -29,6 +29,11 @@ export interface StrategyEvalOptions {
   batchSize?: number;
   /** EViT fusion of the dropped tokens into one extra token (random, attention, cnn; default false). */
   fuse?: boolean;
+  /**
+   * Hybrid with strategy `cnn`: the budget mode (a learned count of tokens per image, scores above 0;
+   * `keep` is ignored). `gmacs` is then the mean over images of each image's cost; `budget` says more.
+   */
+  budget?: boolean;
 }
 
 /** Mean selection precision / recall / F1 of kept patches against ground-truth masks. */
@@ -57,6 +62,11 @@ export interface StrategyEval {
   loss: number;
   /** Images per second of the evaluation (incl. data and metric overhead). */
   imgPerSec: number;
+  /**
+   * Budget mode: mean patch tokens kept per image, their spread, and the GMACs as run (each batch at its
+   * largest count: what the padding costs) next to `gmacs` (each image at its own count).
+   */
+  budget?: { meanKept: number; minKept: number; maxKept: number; gmacsPadded: number };
 }
 
 /**
@@ -148,6 +158,12 @@ export async function evaluateStrategy(
     throw new Error(`evaluateStrategy: batchSize ${JSON.stringify(options.batchSize)} is not an integer ≥ 1`);
   }
   const strategy = createStrategy(name, { seed: seed + 1, fuse: options.fuse ?? false });
+  const budget = options.budget ?? false;
+  if (budget && (name !== "cnn" || model.family !== "hybrid")) {
+    throw new Error(`evaluateStrategy: budget needs the hybrid with strategy "cnn"; got strategy "${name}"`);
+  }
+  const counts: number[] = [];
+  let paddedGmacs = 0;
   const schedule = singleStage(keep, location);
   const isCnn = model.family === "resnet18";
   const grid = isCnn ? undefined : vitOf(model).gridSize;
@@ -166,11 +182,17 @@ export async function evaluateStrategy(
     let outs: tf.Tensor[] = [];
     try {
       outs = tf.tidy(() => {
-        const out = isCnn ? model.forward(b.x) : strategy.forward(model, b.x, {
-          schedule,
-          rng,
-          returnAux: withSelection,
-        });
+        const out = isCnn
+          ? model.forward(b.x)
+          : budget
+          ? model.forward(b.x, { budget: true, returnAux: true })
+          : strategy.forward(model, b.x, { schedule, rng, returnAux: withSelection });
+        if (budget) {
+          const c = out.aux!.keptCounts!;
+          counts.push(...c);
+          const n = vitOf(model).numPatches;
+          paddedGmacs += c.length * model.gmacs({ keepRatio: Math.max(...c) / n }).total;
+        }
         const logits = out.logits;
         if (logits.shape[1] !== classes) {
           throw new Error(
@@ -219,7 +241,12 @@ export async function evaluateStrategy(
     keep,
     location,
     accuracy: count ? correct / count : NaN,
-    gmacs: isCnn ? model.gmacs().total : strategy.gmacs(model, schedule),
+    gmacs: isCnn
+      ? model.gmacs().total
+      : budget
+      ? counts.reduce((a, c) => a + model.gmacs({ keepRatio: c / vitOf(model).numPatches }).total, 0) /
+        Math.max(counts.length, 1)
+      : strategy.gmacs(model, schedule),
     labels: labels.subarray(0, count),
     predictions: predictions.subarray(0, count),
     probs: probs.subarray(0, count * classes),
@@ -228,5 +255,15 @@ export async function evaluateStrategy(
       : undefined,
     loss: count ? sumLoss / count : NaN,
     imgPerSec: count / Math.max(seconds, 1e-9),
+    ...(budget
+      ? {
+        budget: {
+          meanKept: counts.reduce((a, c) => a + c, 0) / Math.max(counts.length, 1),
+          minKept: Math.min(...counts),
+          maxKept: Math.max(...counts),
+          gmacsPadded: paddedGmacs / Math.max(counts.length, 1),
+        },
+      }
+      : {}),
   };
 }

@@ -199,6 +199,11 @@ export interface RecordOptions {
   measureSpeed?: boolean;
   /** EViT fusion of the dropped tokens (evaluation and speed; default false). */
   fuse?: boolean;
+  /**
+   * Hybrid with strategy `cnn`: evaluate in the budget mode (tokens per image from the selector's
+   * threshold; `keep` ignored, the row's keep ratio and GMACs are the mean per image). Speed is not measured.
+   */
+  budget?: boolean;
 }
 
 /**
@@ -224,6 +229,7 @@ export async function recordRunMetrics(
     location,
     seed: options.seed ?? 0,
     fuse: options.fuse,
+    budget: options.budget,
   });
   const numClasses = dataset.classes.length;
   const probs: Float32Array[] = [];
@@ -231,7 +237,7 @@ export async function recordRunMetrics(
     probs.push(ev.probs.subarray(i * numClasses, (i + 1) * numClasses));
   }
   const cls = classificationFields(ev.labels, ev.predictions, { probs, seed: options.seed ?? 0, numClasses });
-  const speed = options.measureSpeed === false ? {} : await measureSpeed(
+  const speed = options.measureSpeed === false || options.budget ? {} : await measureSpeed(
     model,
     options.strategy,
     options.keep,
@@ -252,7 +258,11 @@ export async function recordRunMetrics(
     ...(gm.cnn !== undefined && options.strategy === "cnn" ? { gmacsCnn: gm.cnn } : {}),
     ...(isVit ? { gmacsVit: ev.gmacs - (options.strategy === "cnn" ? gm.cnn ?? 0 : 0) } : {}),
     params: model.paramCount(),
-    ...(numPatches !== undefined ? tokenFields(Math.round(options.keep * numPatches), numPatches) : {}),
+    ...(numPatches !== undefined
+      ? ev.budget
+        ? tokenFields(ev.budget.meanKept, numPatches)
+        : tokenFields(Math.round(options.keep * numPatches), numPatches)
+      : {}),
     ...speed,
     backend: tf.getBackend(),
     batchSize: options.benchBatch,

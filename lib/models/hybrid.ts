@@ -150,9 +150,34 @@ export class Hybrid implements Model {
       }
       const tokens = this.vit.embed(this.cnnTokens ? feature : x);
       let r: ReturnType<ViT["forwardTokens"]>;
+      let keptCounts: number[] | undefined;
       if (options.keepIndices || options.tokenMask) {
         // Caller-chosen tokens (e.g. an oracle or a soft training mask) override the scorer.
         r = this.vit.forwardTokens(tokens, options);
+      } else if (options.budget) {
+        if (training) {
+          throw new Error(
+            'Hybrid.forward: budget is the inference of a threshold-trained selector; train with selection "threshold"',
+          );
+        }
+        // Budget mode: a count per image (scores above 0), the batch gathered to its largest count; the
+        // top-kmax by score hold every image's kept patches, the others are padding.
+        const above = tf.cast(tf.greater(scores, 0), "float32") as tf.Tensor2D;
+        keptCounts = Array.from(tf.sum(above, 1).dataSync(), (c) => Math.max(1, c));
+        const kmax = Math.max(...keptCounts);
+        const sel = selectTopK(tokens, scores, { keep: kmax, prefixTokens: this.vit.numPrefixTokens });
+        // The single best patch stays on even when no score is above 0 (an image keeps one token at least).
+        const order = tf.topk(scores, 1).indices;
+        const best = tf.oneHot(tf.reshape(order, [-1]), scores.shape[1]);
+        const keep = tf.maximum(above, best) as tf.Tensor2D;
+        const keptMask = tf.squeeze(
+          gatherTokens(tf.reshape(keep, [keep.shape[0], -1, 1]) as tf.Tensor3D, sel.indices, 0),
+          [2],
+        ) as tf.Tensor2D;
+        r = this.vit.forwardTokens(sel.tokens, { ...options, keptMask }, {
+          keptIndices: sel.indices,
+          numPatches: this.vit.numPatches,
+        });
       } else {
         const sel = selectTopK(tokens, scores, { keepRatio: ratio, prefixTokens: this.vit.numPrefixTokens });
         let kept = sel.tokens;
@@ -175,6 +200,7 @@ export class Hybrid implements Model {
           aux.keptIndices = r.keptIndices === options.keepIndices ? tf.clone(r.keptIndices) : r.keptIndices;
         }
         if (cnnLogits) aux.cnnLogits = cnnLogits;
+        if (keptCounts) aux.keptCounts = keptCounts;
         if (options.returnAttention) aux.attention = r.attention;
         out.aux = aux;
       }

@@ -153,6 +153,18 @@ export interface ForwardOptions {
   returnAttention?: boolean;
   /** Hybrid only: override the configured keep ratio for this call. */
   keepRatio?: number;
+  /**
+   * `[B, k]` 0/1 over the tokens `keepIndices` gathers: 0 marks padding, which no token attends to
+   * (a count of tokens per image, gathered to the batch's largest count).
+   */
+  keptMask?: tf.Tensor2D;
+  /**
+   * Hybrid only, the budget mode (DynamicViT's inference): keep each patch whose importance score is
+   * above 0, the decision stage 2 trains with `selection: "threshold"` and the keep-ratio loss, so the
+   * number of tokens is learned per image. The batch is gathered to its largest count and the rest of
+   * each image's tokens masked out of attention (`aux.keptCounts`). Ignores `keepRatio`.
+   */
+  budget?: boolean;
 }
 
 /** Extra outputs, present when asked for with `returnAux` / `returnAttention`. */
@@ -171,6 +183,8 @@ export interface ForwardAux {
   attention?: tf.Tensor4D[];
   /** Tokens (incl. CLS) entering each block. */
   tokensPerBlock?: number[];
+  /** Budget mode: patch tokens kept per image (the rest of the batch's gathered tokens are padding). */
+  keptCounts?: number[];
 }
 
 /** What {@link Model.forward} returns. The caller disposes every tensor in it. */

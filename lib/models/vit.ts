@@ -431,6 +431,9 @@ export class ViT implements Model {
     if ((options.keepIndices || preselected) && options.tokenMask) {
       throw new Error("ViT.forward: give keepIndices or tokenMask, not both");
     }
+    if (options.keptMask && !(options.keepIndices || preselected)) {
+      throw new Error("ViT.forward: keptMask marks padding among gathered tokens; it needs keepIndices");
+    }
     let x = tokens;
     let kept: tf.Tensor2D | undefined = preselected?.keptIndices;
     if (options.keepIndices && !preselected) {
@@ -442,6 +445,14 @@ export class ViT implements Model {
       x = gatherTokens(tokens, kept, prefix);
     }
     let mask: tf.Tensor2D | undefined;
+    if (options.keptMask) {
+      const m = options.keptMask;
+      const k = x.shape[1] - prefix;
+      if (m.rank !== 2 || m.shape[0] !== b || m.shape[1] !== k) {
+        throw new Error(`ViT.forward: keptMask shape [${m.shape}] is not [${b}, ${k}] (the gathered tokens)`);
+      }
+      mask = tf.concat([tf.ones([b, prefix]), tf.cast(m, "float32")], 1) as tf.Tensor2D;
+    }
     if (options.tokenMask) {
       const m = options.tokenMask;
       if (m.rank !== 2 || m.shape[0] !== b || m.shape[1] !== n) {

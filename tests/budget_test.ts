@@ -1,0 +1,137 @@
+/**
+ * The hybrid's budget mode (DynamicViT's inference): a count of tokens per image from the selector's
+ * threshold, the batch gathered to its largest count with the padding masked out of attention.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { createModel, type Hybrid } from "../lib/models/mod.ts";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { assertClose, assertNoLeak, forEachBackend, seededRandom } from "./_backends.ts";
+
+const images = (n: number, seed: number) =>
+  tf.tensor4d(seededRandom(n * 32 * 32 * 3, seed), [n, 32, 32, 3]) as tf.Tensor4D;
+
+forEachBackend(
+  "budget mode: a count per image, and padding changes nothing (batched = one image at a time)",
+  async () => {
+    const m = createModel("hybrid_test", {}, { seed: 3 }) as Hybrid;
+    const x = images(4, 7);
+    try {
+      const scores = tf.tidy(() => m.scores(x)).arraySync() as number[][];
+      const above = scores.map((row) => row.map((s, j) => (s > 0 ? j : -1)).filter((j) => j >= 0));
+      const expected = above.map((a, i) => (a.length ? a : [scores[i].indexOf(Math.max(...scores[i]))]));
+      assert(
+        new Set(expected.map((e) => e.length)).size > 1,
+        `counts ${expected.map((e) => e.length)} all equal`,
+      );
+      const { logits, counts } = await assertNoLeak("budget forward", () => {
+        const out = m.forward(x, { budget: true, returnAux: true });
+        const v = { logits: out.logits.arraySync(), counts: out.aux!.keptCounts! };
+        tf.dispose([out.logits, ...Object.values(out.aux!).filter((t) => t instanceof tf.Tensor)]);
+        for (const t of out.aux!.attention ?? []) t.dispose();
+        return v;
+      });
+      assertEquals(counts, expected.map((e) => e.length));
+      // Each image alone, on exactly its own tokens (no padding): the same logits.
+      for (let i = 0; i < 4; i++) {
+        const one = tf.tidy(() => {
+          const xi = tf.slice(x, [i, 0, 0, 0], [1, 32, 32, 3]) as tf.Tensor4D;
+          const keep = tf.tensor2d([expected[i]], [1, expected[i].length], "int32");
+          return m.forward(xi, { keepIndices: keep }).logits.arraySync()[0];
+        });
+        assertClose(logits[i], one, 2e-4, `image ${i} (${counts[i]} tokens)`);
+      }
+    } finally {
+      x.dispose();
+      m.dispose();
+    }
+  },
+);
+
+Deno.test({
+  name: "evaluateStrategy with budget: GMACs per image at each count, the padded cost beside it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { initBackend } = await import("../lib/backend/mod.ts");
+    const { evaluateStrategy } = await import("../lib/experiment/mod.ts");
+    const { loadDataset } = await import("../lib/data/mod.ts");
+    await initBackend("wasm", { log: false });
+    const m = createModel("hybrid_test", {}, { seed: 3 }) as Hybrid;
+    const ds = await loadDataset("synthetic", { split: "test", subset: 40, log: false, progress: false });
+    try {
+      const r = await evaluateStrategy(m, ds, { strategy: "cnn", keep: 0.5, budget: true, batchSize: 16 });
+      const b = r.budget!;
+      const n = m.vit.numPatches;
+      assert(
+        b.minKept >= 1 && b.maxKept <= n && b.minKept <= b.meanKept && b.meanKept <= b.maxKept,
+        JSON.stringify(b),
+      );
+      const lo = m.gmacs({ keepRatio: b.minKept / n }).total,
+        hi = m.gmacs({ keepRatio: b.maxKept / n }).total;
+      assert(r.gmacs >= lo - 1e-12 && r.gmacs <= hi + 1e-12, `${r.gmacs} not in [${lo}, ${hi}]`);
+      assert(b.gmacsPadded >= r.gmacs - 1e-12, `padded ${b.gmacsPadded} < per-image ${r.gmacs}`);
+      await assertThrowsAsync(() => evaluateStrategy(m, ds, { strategy: "random", keep: 0.5, budget: true }));
+    } finally {
+      m.dispose();
+    }
+  },
+});
+
+async function assertThrowsAsync(fn: () => Promise<unknown>): Promise<void> {
+  let err: Error | undefined;
+  await fn().catch((e) => err = e);
+  assert(err?.message.includes("budget needs the hybrid"), err?.message);
+}
+
+forEachBackend("keptMask needs gathered tokens; budget is for inference", () => {
+  const m = createModel("hybrid_test", {}, { seed: 3 }) as Hybrid;
+  const x = images(2, 1);
+  try {
+    assertThrows(
+      () => tf.tidy(() => m.vit.forward(x, { keptMask: tf.ones([2, 4]) as tf.Tensor2D }).logits),
+      Error,
+      "needs keepIndices",
+    );
+    assertThrows(
+      () => tf.tidy(() => m.forward(x, { budget: true, training: true }).logits),
+      Error,
+      "threshold",
+    );
+  } finally {
+    x.dispose();
+    m.dispose();
+  }
+}, { backends: ["cpu"] });
+
+Deno.test({
+  name: "recordRunMetrics with budget: the row's tokens and keep ratio are the mean per image",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { initBackend } = await import("../lib/backend/mod.ts");
+    const { recordRunMetrics } = await import("../lib/experiment/study.ts");
+    const { loadDataset } = await import("../lib/data/mod.ts");
+    await initBackend("wasm", { log: false });
+    const m = createModel("hybrid_test", {}, { seed: 3 }) as Hybrid;
+    const ds = await loadDataset("synthetic", { split: "test", subset: 24, log: false, progress: false });
+    try {
+      const { row, eval: ev } = await recordRunMetrics(m, ds, {
+        label: "hybrid",
+        strategy: "cnn",
+        keep: 0.5,
+        training: "none",
+        benchBatch: 8,
+        budget: true,
+      });
+      assertClose(
+        [row.keptTokens!, row.keepRatio!],
+        [ev.budget!.meanKept, ev.budget!.meanKept / 64],
+        1e-12,
+        "row",
+      );
+      assertEquals(row.throughputImgPerS, undefined, "no speed for a per-image count");
+    } finally {
+      m.dispose();
+    }
+  },
+});
