@@ -1,3 +1,4 @@
+import { TINY_RUN, withTinyRuns } from "./_tiny_run.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, assertNoLeak, forEachBackend, relErr, seededRandom } from "./_backends.ts";
 import { createModel } from "../lib/models/mod.ts";
@@ -125,22 +126,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { initBackend } = await import("../lib/backend/mod.ts");
-    const { runTraining } = await import("../lib/experiment/mod.ts");
     const { join } = await import("node:path");
-    await initBackend("wasm", { log: false });
-    const root = await Deno.makeTempDir({ prefix: "distill_test_" });
-    const tiny = {
-      dataset: "synthetic" as const,
-      profile: "quick" as const,
-      epochs: 1,
-      trainSubset: 64,
-      evalSubset: 32,
-      batchSize: 32,
-      progress: false,
-      log: false,
-    };
-    try {
+    await withTinyRuns("distill_test_", async (runTraining, root) => {
+      const tiny = TINY_RUN;
       const cnn = await runTraining({ ...tiny, model: "resnet18", out: join(root, "cnn") });
       const r = await runTraining({
         ...tiny,
@@ -161,9 +149,7 @@ Deno.test({
         err = e
       );
       assert(err?.message.includes("expected a resnet18"), err?.message);
-    } finally {
-      await Deno.remove(root, { recursive: true });
-    }
+    });
   },
 });
 

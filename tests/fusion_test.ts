@@ -2,6 +2,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { createModel, type Model, type ViT } from "../lib/models/mod.ts";
 import { createStrategy, fuseDropped, singleStage } from "../lib/pruning/mod.ts";
+import { TINY_RUN, withTinyRuns } from "./_tiny_run.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, assertNoLeak, forEachBackend, seededRandom } from "./_backends.ts";
 
@@ -84,22 +85,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { initBackend } = await import("../lib/backend/mod.ts");
-    const { runTraining } = await import("../lib/experiment/mod.ts");
     const { join } = await import("node:path");
-    await initBackend("wasm", { log: false });
-    const root = await Deno.makeTempDir({ prefix: "fusion_test_" });
-    const tiny = {
-      dataset: "synthetic" as const,
-      profile: "quick" as const,
-      epochs: 1,
-      trainSubset: 64,
-      evalSubset: 32,
-      batchSize: 32,
-      progress: false,
-      log: false,
-    };
-    try {
+    await withTinyRuns("fusion_test_", async (runTraining, root) => {
+      const tiny = TINY_RUN;
       for (const strategy of ["random", "attention"] as const) {
         const before = tf.memory().numTensors;
         const r = await runTraining({
@@ -133,8 +121,6 @@ Deno.test({
         err2 = e
       );
       assert(err2?.message.includes('strategy "none"'), err2?.message);
-    } finally {
-      await Deno.remove(root, { recursive: true });
-    }
+    });
   },
 });
