@@ -44,6 +44,17 @@ Deno.test({
         // The CLS row sums to 1 over CLS + patches; over the patches alone it is a little less.
         assert(total > 0.5 && total <= 1 + 1e-5, `attention mass on patches ${total}`);
       }
+      // "vit_attention_first": the same from block 0 (different from the last block's).
+      const first = (await att[0].array()) as number[][][][];
+      const early = tf.tidy(() => vitAttentionTarget(h, x, "first").arraySync()) as number[][];
+      for (let b = 0; b < 2; b++) {
+        const heads = first[b].length;
+        const want = first[b][0][0].slice(1).map((_, j) =>
+          first[b].reduce((s, head) => s + head[0][j + 1], 0) / heads
+        );
+        assertClose(early[b].map(Math.exp), want, 1e-4, `image ${b}, first block`);
+      }
+      assert(Math.abs(early[0][0] - target[0][0]) > 1e-6, "first and last block targets coincide");
       tf.dispose([out.logits, ...att]);
     } finally {
       x.dispose();

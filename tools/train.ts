@@ -47,7 +47,8 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --selection MODE      hybrid stage 2: topk (straight-through mask, default) | threshold (DynamicViT,
                         with the ratio penalty) | gather (real gathering, cheapest; needs --cnn-mode lower-lr)
   --selector-target T   hybrid stage 1: what the selector learns to rank by: auto (mask, else the CNN's CAM;
-                        default) | cam | mask | vit_attention (the ViT's CLS attention; with --init-from a ViT)
+                        default) | cam | mask | vit_attention (the ViT's last-block CLS attention; with --init-from
+                        a ViT) | vit_attention_first (its first block's)
   --fuse                ViT with --strategy random|attention: EViT fusion of the dropped tokens into one extra
                         token, while training and in the final evaluation
   --rank-distill X      hybrid stage 2: weight of KL(ViT's CLS attention ‖ selector scores) (default 0)

@@ -126,32 +126,46 @@ function camOnGrid(hybrid: Hybrid, final: tf.Tensor4D, labels: tf.Tensor1D, grid
  * - `"cam"`: the CNN's own class activation map of the true class (a blob on the object);
  * - `"mask"`: the batch's ground-truth patch mask (synthetic set);
  * - `"vit_attention"`: the ViT's own ranking, the CLS token's attention in its last block averaged over
- *   heads (EViT's criterion) of the hybrid's ViT, which should be the trained full-token ViT (`initFrom`):
- *   the teacher says which tokens it reads;
+ *   heads of the hybrid's ViT, which should be the trained full-token ViT (`initFrom`): the teacher says
+ *   which tokens it reads;
+ * - `"vit_attention_first"`: the same from the ViT's first block, the criterion attention (EViT) selection
+ *   prunes by after block 0 (late blocks' CLS attention gathers on a few background tokens);
  * - `"auto"`: `mask` when the batch has one, else `cam` (the original design).
  */
-export type SelectorTarget = "auto" | "cam" | "mask" | "vit_attention";
+export type SelectorTarget = "auto" | "cam" | "mask" | "vit_attention" | "vit_attention_first";
 
 /** The selector targets, for option parsing. */
-export const SELECTOR_TARGETS: readonly SelectorTarget[] = ["auto", "cam", "mask", "vit_attention"];
+export const SELECTOR_TARGETS: readonly SelectorTarget[] = [
+  "auto",
+  "cam",
+  "mask",
+  "vit_attention",
+  "vit_attention_first",
+];
 
 /**
- * The ViT's CLS attention over the patches in its last block, averaged over heads, as log-probabilities
- * `[B, N]` (so `softmax(target)` is the attention distribution). Computed without a gradient tape.
+ * The ViT's CLS attention over the patches in its last (or first) block, averaged over heads, as
+ * log-probabilities `[B, N]` (so `softmax(target)` is the attention distribution). Computed without a
+ * gradient tape. Prefix tokens other than CLS (a distillation token) are not patches and are left out.
  *
  * @example
  * ```ts
  * const target = tf.tidy(() => vitAttentionTarget(hybrid, x)); // [B, 64]
  * ```
  */
-export function vitAttentionTarget(hybrid: Hybrid, x: tf.Tensor4D): tf.Tensor2D {
+export function vitAttentionTarget(
+  hybrid: Hybrid,
+  x: tf.Tensor4D,
+  block: "first" | "last" = "last",
+): tf.Tensor2D {
   return tf.tidy(() => {
     const out = hybrid.vit.forward(hybrid.vitInput(x), { returnAttention: true });
     const att = out.aux!.attention!;
-    const last = att[att.length - 1]; // [B, H, T, T]
-    const [b, h, t] = last.shape;
-    const cls = tf.slice(last, [0, 0, 0, 1], [b, h, 1, t - 1]); // CLS row, patch columns
-    const mean = tf.reshape(tf.mean(cls, 1), [b, t - 1]);
+    const a = att[block === "first" ? 0 : att.length - 1]; // [B, H, T, T]
+    const [b, h, t] = a.shape;
+    const p = hybrid.vit.numPrefixTokens;
+    const cls = tf.slice(a, [0, 0, 0, p], [b, h, 1, t - p]); // CLS row, patch columns
+    const mean = tf.reshape(tf.mean(cls, 1), [b, t - p]);
     return tf.log(tf.add(mean, 1e-8)) as tf.Tensor2D;
   });
 }
@@ -182,7 +196,8 @@ export function stage1Loss(
       `stage1Loss: target ${JSON.stringify(kind)} is not one of ${SELECTOR_TARGETS.join(", ")}`,
     );
   }
-  const temp = options.temperature ?? (kind === "vit_attention" ? 1 : 0.5);
+  const fromVit = kind === "vit_attention" || kind === "vit_attention_first";
+  const temp = options.temperature ?? (fromVit ? 1 : 0.5);
   const grid = hybrid.vit.gridSize;
   return ({ batch, prepared }) => {
     const { scores, final, logits } = cnnForward(hybrid, batch.x, true);
@@ -199,10 +214,10 @@ export function stage1Loss(
       throw new Error('stage1Loss: target "mask" needs batches with a patch mask (the synthetic set)');
     }
     let target: tf.Tensor2D;
-    if (kind === "vit_attention") {
+    if (fromVit) {
       const att = prepared.attention;
       if (!att) {
-        throw new Error('stage1Loss: target "vit_attention" needs stage1Prepare (prepared.attention)');
+        throw new Error(`stage1Loss: target "${kind}" needs stage1Prepare (prepared.attention)`);
       }
       target = att as tf.Tensor2D;
     } else if (mask && kind !== "cam") {
@@ -227,8 +242,9 @@ export function stage1Loss(
  * ```
  */
 export function stage1Prepare(hybrid: Hybrid, target: SelectorTarget = "auto"): TrainOptions["prepare"] {
-  if (target !== "vit_attention") return undefined;
-  return ({ batch }) => ({ attention: vitAttentionTarget(hybrid, batch.x) });
+  if (target !== "vit_attention" && target !== "vit_attention_first") return undefined;
+  const block = target === "vit_attention_first" ? "first" : "last";
+  return ({ batch }) => ({ attention: vitAttentionTarget(hybrid, batch.x, block) });
 }
 
 function standardise(x: tf.Tensor2D): tf.Tensor2D {
