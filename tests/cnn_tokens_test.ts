@@ -47,7 +47,7 @@ forEachBackend('tokens "cnn": the ViT embeds the stage map, same grid, GMACs cou
 
 forEachBackend(
   'tokens "cnn": the task loss reaches the stem through the tokens, not only the scores',
-  async () => {
+  () => {
     // scoreGradient "none": no gradient through the top-k scores; the stem still learns through the tokens.
     const m = createModel("hybrid_test", { tokens: "cnn", scoreGradient: "none" }, { seed: 2 }) as Hybrid;
     const x = images(2, 4);
