@@ -47,18 +47,30 @@ forEachBackend(
   },
 );
 
+/** A seeded hybrid_test on the wasm backend and `subset` synthetic test images, disposed afterwards. */
+async function withHybridAndData(
+  subset: number,
+  fn: (m: Hybrid, ds: Awaited<ReturnType<typeof import("../lib/data/mod.ts").loadDataset>>) => Promise<void>,
+): Promise<void> {
+  const { initBackend } = await import("../lib/backend/mod.ts");
+  const { loadDataset } = await import("../lib/data/mod.ts");
+  await initBackend("wasm", { log: false });
+  const m = createModel("hybrid_test", {}, { seed: 3 }) as Hybrid;
+  const ds = await loadDataset("synthetic", { split: "test", subset, log: false, progress: false });
+  try {
+    await fn(m, ds);
+  } finally {
+    m.dispose();
+  }
+}
+
 Deno.test({
   name: "evaluateStrategy with budget: GMACs per image at each count, the padded cost beside it",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { initBackend } = await import("../lib/backend/mod.ts");
     const { evaluateStrategy } = await import("../lib/experiment/mod.ts");
-    const { loadDataset } = await import("../lib/data/mod.ts");
-    await initBackend("wasm", { log: false });
-    const m = createModel("hybrid_test", {}, { seed: 3 }) as Hybrid;
-    const ds = await loadDataset("synthetic", { split: "test", subset: 40, log: false, progress: false });
-    try {
+    await withHybridAndData(40, async (m, ds) => {
       const r = await evaluateStrategy(m, ds, { strategy: "cnn", keep: 0.5, budget: true, batchSize: 16 });
       const b = r.budget!;
       const n = m.vit.numPatches;
@@ -71,9 +83,7 @@ Deno.test({
       assert(r.gmacs >= lo - 1e-12 && r.gmacs <= hi + 1e-12, `${r.gmacs} not in [${lo}, ${hi}]`);
       assert(b.gmacsPadded >= r.gmacs - 1e-12, `padded ${b.gmacsPadded} < per-image ${r.gmacs}`);
       await assertThrowsAsync(() => evaluateStrategy(m, ds, { strategy: "random", keep: 0.5, budget: true }));
-    } finally {
-      m.dispose();
-    }
+    });
   },
 });
 
@@ -108,13 +118,8 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { initBackend } = await import("../lib/backend/mod.ts");
     const { recordRunMetrics } = await import("../lib/experiment/study.ts");
-    const { loadDataset } = await import("../lib/data/mod.ts");
-    await initBackend("wasm", { log: false });
-    const m = createModel("hybrid_test", {}, { seed: 3 }) as Hybrid;
-    const ds = await loadDataset("synthetic", { split: "test", subset: 24, log: false, progress: false });
-    try {
+    await withHybridAndData(24, async (m, ds) => {
       const { row, eval: ev } = await recordRunMetrics(m, ds, {
         label: "hybrid",
         strategy: "cnn",
@@ -130,8 +135,6 @@ Deno.test({
         "row",
       );
       assertEquals(row.throughputImgPerS, undefined, "no speed for a per-image count");
-    } finally {
-      m.dispose();
-    }
+    });
   },
 });

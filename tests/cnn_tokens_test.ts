@@ -1,6 +1,7 @@
 /** CNN tokens (timm's hybrid ViT): the ViT's patch tokens projected from the scorer's stage feature map. */
 import * as tf from "@tensorflow/tfjs-core";
 import { createModel, type Hybrid } from "../lib/models/mod.ts";
+import { createStrategy, singleStage } from "../lib/pruning/mod.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, assertNoLeak, forEachBackend, seededRandom } from "./_backends.ts";
 
@@ -38,6 +39,11 @@ forEachBackend('tokens "cnn": the ViT embeds the stage map, same grid, GMACs cou
       return v;
     });
     assertEquals([logits.length, logits[0].length], [2, 10]);
+    // The cnn pruning strategy (one scorer pass for scores and tokens) runs the same model.
+    const viaStrategy = tf.tidy(() =>
+      createStrategy("cnn").forward(cnn, x, { schedule: singleStage(0.5, 0) }).logits.arraySync()
+    );
+    for (let i = 0; i < 2; i++) assertClose(viaStrategy[i], logits[i], 1e-4, `strategy image ${i}`);
   } finally {
     tf.dispose(x);
     pixels.dispose();

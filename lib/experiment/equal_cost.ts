@@ -12,6 +12,7 @@
 import type { Model } from "../models/mod.ts";
 import { createStrategy, singleStage, type StrategyName, vitOf } from "../pruning/mod.ts";
 import type { ProfileName } from "../profile.ts";
+import { envGet } from "../util/env.ts";
 
 /** What notebook 06 runs in a profile. */
 export interface EqualCostPlan {
@@ -59,7 +60,7 @@ const PLANS: Record<ProfileName, EqualCostPlan> = {
  */
 export function equalCostPlan(
   profile: ProfileName,
-  env: (name: string) => string | undefined = readEnv,
+  env: (name: string) => string | undefined = envGet,
 ): EqualCostPlan {
   const p = PLANS[profile];
   if (!p) throw new Error(`equalCostPlan: unknown profile "${profile}"; expected quick, cpu or full`);
@@ -79,14 +80,6 @@ export function equalCostPlan(
     plan.ablation = ablation === "1";
   }
   return plan;
-}
-
-function readEnv(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
 }
 
 /** What {@link matchTokens} found. */

@@ -122,6 +122,15 @@ export class Hybrid implements Model {
     return this.cnnTokens ? this.scoresAndFeatures(x, training).feature : x;
   }
 
+  /**
+   * Importance scores `[B, N]` and what the ViT embeds ({@link Hybrid.vitInput}) from one scorer pass.
+   * Call inside `tf.tidy`.
+   */
+  scoresAndVitInput(x: tf.Tensor4D, training = false): { scores: tf.Tensor2D; input: tf.Tensor4D } {
+    const { scores, feature } = this.scoresAndFeatures(x, training);
+    return { scores, input: this.cnnTokens ? feature : x };
+  }
+
   /** Importance scores `[B, N]` for images `x`. Call inside `tf.tidy`. */
   scores(x: tf.Tensor4D, training = false): tf.Tensor2D {
     return this.scoresAndFeatures(x, training).scores;

@@ -158,6 +158,8 @@ function runWithReduction(
   needsAttention: boolean,
   options: PrunedForwardOptions,
   extraAux: ForwardAux = {},
+  /** What the ViT embeds, when the caller has it already (a hybrid's scorer pass made it). */
+  input?: tf.Tensor4D,
 ): ForwardOutput {
   const vit = vitOf(model);
   const depth = vit.config.depth;
@@ -166,7 +168,9 @@ function runWithReduction(
   const counts = keepCounts(schedule, n);
   return tf.tidy(() => {
     // A hybrid with CNN tokens embeds its scorer's feature map instead of the pixels.
-    let tokens = vit.embed(model instanceof Hybrid ? model.vitInput(x, options.training ?? false) : x);
+    let tokens = vit.embed(
+      input ?? (model instanceof Hybrid ? model.vitInput(x, options.training ?? false) : x),
+    );
     const b = x.shape[0];
     let pre: { keptIndices: tf.Tensor2D; numPatches: number } | undefined;
     const later = schedule.locations.map((l, i) => ({ l, keep: counts[i] })).filter((e) => e.l > 0);
@@ -267,7 +271,8 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
           const hybrid = hybridOf(model, name);
           checkFusable(name, fuse, o.schedule);
           return tf.tidy(() => {
-            const scores = hybrid.scores(x, o.training ?? false);
+            // One scorer pass gives the scores and, with CNN tokens, the ViT's input.
+            const { scores, input } = hybrid.scoresAndVitInput(x, o.training ?? false);
             const reduce = byScores((ctx) => {
               if (ctx.block === -1) return scores;
               return tf.squeeze(batchGather(tf.expandDims(scores, 2), ctx.keptIndices), [2]) as tf.Tensor2D;
@@ -280,6 +285,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
               false,
               o,
               o.returnAux ? { scores } : {},
+              input,
             );
             return out as unknown as tf.TensorContainer;
           }) as unknown as ForwardOutput;

@@ -15,3 +15,4 @@ export * from "./jupyter.ts";
 export * from "./project_root.ts";
 export * from "./path_exists.ts";
 export * from "./redis_server.ts";
+export * from "./env.ts";

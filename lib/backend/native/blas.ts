@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { envGet } from "../../util/env.ts";
 
 /** Row-major storage, `CblasRowMajor`. */
 const ROW_MAJOR = 101;
@@ -112,14 +113,6 @@ const SYMBOLS = {
   openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
   openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
 } as const;
-
-function envGet(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
-}
 
 /** A library to try: its path and the interface expected there (`any`: whichever it has). */
 export interface BlasCandidate {
