@@ -107,6 +107,17 @@ Deno.test("paretoFront() keeps points no other point beats on both GMACs and acc
   assertEquals(paretoFront(pts), [0, 2]);
 });
 
+Deno.test("accuracyVsGmacsPlot() gives every trace its own colour and marker pair, past the palette's length", () => {
+  const fig = accuracyVsGmacsPlot(
+    Array.from({ length: 12 }, (_, i) => ({ model: `m${i}`, gmacs: 1 + i, accuracy: 0.5 })),
+  );
+  const marks = fig.data.slice(0, 12).map((t) => {
+    const m = (t as { marker: { color: string; symbol: string } }).marker;
+    return `${m.color}/${m.symbol}`;
+  });
+  assertEquals(new Set(marks).size, 12);
+});
+
 Deno.test("accuracyVsGmacsPlot() draws one trace per model/strategy plus the Pareto front, in percent", () => {
   const fig = accuracyVsGmacsPlot([
     { model: "ViT", gmacs: 4, accuracy: 0.8 },

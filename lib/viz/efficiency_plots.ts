@@ -69,9 +69,12 @@ export function accuracyVsGmacsPlot(
   });
   const groups = groupBy(points, (p) => (p.strategy ? `${p.model} · ${p.strategy}` : p.model));
   const data: Record<string, unknown>[] = [];
+  // Past the palette's length the colours repeat, so the marker shape changes with each round of colours.
+  const symbols = ["circle", "diamond", "square", "triangle-up"];
   let c = 0;
   for (const [name, ps] of groups) {
     const hasCi = ps.some((p) => p.ci);
+    const symbol = symbols[Math.floor(c / PALETTE.length) % symbols.length];
     data.push({
       type: "scatter",
       mode: "markers+text",
@@ -80,7 +83,7 @@ export function accuracyVsGmacsPlot(
       y: ps.map((p) => 100 * p.accuracy),
       text: ps.map((p) => (p.keepRatio !== undefined ? `r=${p.keepRatio}` : "")),
       textposition: "top center",
-      marker: { size: 10, color: PALETTE[c++ % PALETTE.length] },
+      marker: { size: 10, color: PALETTE[c++ % PALETTE.length], symbol },
       ...(hasCi
         ? {
           error_y: {
