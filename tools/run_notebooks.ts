@@ -33,7 +33,8 @@ Executes notebooks/*.ipynb with the Deno kernel, writes executed copies to resul
 
 Options:
   --profile NAME   quick | cpu | full (default: $CNNVIT_PROFILE or quick)
-  --timeout SEC    per-cell timeout in seconds (default 1200); a timeout fails the notebook
+  --timeout SEC    per-cell timeout in seconds (default 1200 in the quick profile, 14400 in cpu and full);
+                   a timeout fails the notebook
   --no-html        do not export HTML copies
   --out DIR        where executed copies go (default results/notebooks)
   --state FILE     record the notebooks that finished in FILE (JSON)
@@ -255,7 +256,7 @@ async function readState(path: string): Promise<RunState | undefined> {
 async function main(): Promise<number> {
   const { values, positionals } = parseCli(Deno.args, {
     profile: { type: "string" },
-    timeout: { type: "string", default: "1200" },
+    timeout: { type: "string" },
     "no-html": { type: "boolean", default: false },
     out: { type: "string", default: "results/notebooks" },
     state: { type: "string" },
@@ -269,7 +270,8 @@ async function main(): Promise<number> {
   const profile = usage(() =>
     parseProfile(values.profile ?? Deno.env.get("CNNVIT_PROFILE") ?? "quick", "--profile")
   );
-  const timeout = intFlag("timeout", values.timeout!, 1);
+  // A cpu-profile cell can train for an hour or more (notebook 06 trains three seeds in one cell).
+  const timeout = intFlag("timeout", values.timeout ?? String(profile === "quick" ? 1200 : 14400), 1);
   if (values.resume && !values.state) {
     throw new CliError("--resume needs --state FILE (where finished notebooks are recorded)");
   }

@@ -30,6 +30,11 @@ export interface EqualCostPlan {
   distill: number;
   /** Run the one-seed ablation (seed `seeds[0]`, keep `compareKeeps[0]`). */
   ablation: boolean;
+  /**
+   * Window side of the spread hybrid's top-k (`HybridConfig.spread`): 2 was better than 4 and than none for
+   * the seed-0 hybrid on the validation split (`tools/spread_probe.ts`).
+   */
+  spread: number;
 }
 
 const CPU_PLAN: EqualCostPlan = {
@@ -40,6 +45,7 @@ const CPU_PLAN: EqualCostPlan = {
   keepRange: [0.4, 0.8],
   distill: 0.5,
   ablation: true,
+  spread: 2,
 };
 
 const PLANS: Record<ProfileName, EqualCostPlan> = {

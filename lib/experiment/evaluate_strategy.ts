@@ -29,6 +29,8 @@ export interface StrategyEvalOptions {
   batchSize?: number;
   /** EViT fusion of the dropped tokens into one extra token (random, attention, cnn; default false). */
   fuse?: boolean;
+  /** Spread the kept tokens over `spread`×`spread` windows of the patch grid (see `spreadScores`). */
+  spread?: number;
   /**
    * Hybrid with strategy `cnn`: the budget mode (a learned count of tokens per image, scores above 0;
    * `keep` is ignored). `gmacs` is then the mean over images of each image's cost; `budget` says more.
@@ -157,7 +159,11 @@ export async function evaluateStrategy(
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`evaluateStrategy: batchSize ${JSON.stringify(options.batchSize)} is not an integer ≥ 1`);
   }
-  const strategy = createStrategy(name, { seed: seed + 1, fuse: options.fuse ?? false });
+  const strategy = createStrategy(name, {
+    seed: seed + 1,
+    fuse: options.fuse ?? false,
+    spread: options.spread,
+  });
   const budget = options.budget ?? false;
   if (budget && (name !== "cnn" || model.family !== "hybrid")) {
     throw new Error(`evaluateStrategy: budget needs the hybrid with strategy "cnn"; got strategy "${name}"`);

@@ -10,6 +10,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { ResNet18 } from "./resnet18.ts";
 import { resolveViTConfig, ViT } from "./vit.ts";
 import { gatherTokens, selectTopK } from "../pruning/select_top_k.ts";
+import { spreadScores } from "../pruning/spread.ts";
 import type {
   ForwardAux,
   ForwardOptions,
@@ -70,9 +71,17 @@ export class Hybrid implements Model {
           `${config.scorerImgSize} ≠ imgSize ${vitConfig.imgSize})`,
       );
     }
+    const g = vitConfig.imgSize / vitConfig.patchSize;
+    if (
+      config.spread !== undefined &&
+      !(Number.isInteger(config.spread) && config.spread >= 1 && g % config.spread === 0)
+    ) {
+      throw new Error(
+        `Hybrid config: spread ${config.spread} is not a window side (a whole number ≥ 1) dividing the patch grid side ${g}`,
+      );
+    }
     this.config = structuredClone(config);
     const seed = options.seed ?? 0;
-    const g = vitConfig.imgSize / vitConfig.patchSize;
     const cnnConfig: ResNetConfig = {
       ...config.resnet,
       imgSize: config.scorerImgSize ?? vitConfig.imgSize,
@@ -146,6 +155,16 @@ export class Hybrid implements Model {
     return { scores: this.cnn.importanceScores(feature), feature };
   }
 
+  /**
+   * What top-k ranks by: the scores, or with `spread` the scores re-ranked window by window
+   * (`spreadScores`). The straight-through gate and the aux output keep the raw scores.
+   */
+  rankingScores(scores: tf.Tensor2D): tf.Tensor2D {
+    const cell = this.config.spread;
+    if (!cell || cell === 1) return scores;
+    return spreadScores(scores, Math.round(Math.sqrt(this.vit.numPatches)), cell);
+  }
+
   forward(x: tf.Tensor4D, options: ForwardOptions = {}): ForwardOutput {
     const training = options.training ?? false;
     const ratio = options.keepRatio ?? this.config.keepRatio;
@@ -188,7 +207,10 @@ export class Hybrid implements Model {
           numPatches: this.vit.numPatches,
         });
       } else {
-        const sel = selectTopK(tokens, scores, { keepRatio: ratio, prefixTokens: this.vit.numPrefixTokens });
+        const sel = selectTopK(tokens, this.rankingScores(scores), {
+          keepRatio: ratio,
+          prefixTokens: this.vit.numPrefixTokens,
+        });
         let kept = sel.tokens;
         if (training && (this.config.scoreGradient ?? "straight_through") === "straight_through") {
           const b = sel.indices.shape[0];

@@ -157,6 +157,7 @@ const OPTIONAL_KEYS = new Set([
   "init",
   "distillToken",
   "tokens",
+  "spread",
 ]);
 
 /** Options of {@link createModel}. */

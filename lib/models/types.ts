@@ -126,6 +126,13 @@ export interface HybridConfig {
    * shapes (a pixel ViT can initialise everything else).
    */
   tokens?: "pixels" | "cnn";
+  /**
+   * Spread top-k (`spreadScores`): the patch grid is cut into `spread`×`spread` windows and every window's
+   * best-scored token is kept before any window's second, in training (the straight-through mask) and at
+   * inference (`forward` and the `cnn` strategy). Top-k selection only (not the budget mode). Default off:
+   * the plain top-k, which the equal-cost study found clustered on the object and below random tokens.
+   */
+  spread?: number;
 }
 
 /** Any model configuration. */

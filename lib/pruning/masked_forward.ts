@@ -74,7 +74,7 @@ export function maskedHybridForward(
     const feature = hybrid.cnn.features(input, c.scoreStage, cnnTraining);
     const scores = hybrid.cnn.importanceScores(feature);
     const n = scores.shape[1];
-    const st = { tau: options.tau, noise: options.noise };
+    const st = { tau: options.tau, noise: options.noise, spread: c.spread };
     const mask = options.selection === "threshold"
       ? straightThroughThresholdMask(scores, st)
       : straightThroughTopKMask(scores, keepCount(n, ratio), st);

@@ -19,3 +19,4 @@ export * from "./token_merging.ts";
 export * from "./strategies.ts";
 export * from "./masked_forward.ts";
 export * from "./token_dropout.ts";
+export * from "./spread.ts";

@@ -22,6 +22,7 @@ import { batchGather } from "./batch_gather.ts";
 import { detach } from "./detach.ts";
 import { keepCounts, type KeepSchedule, tokensPerBlock, validateKeepSchedule } from "./keep_schedule.ts";
 import { selectTopK } from "./select_top_k.ts";
+import { spreadScores } from "./spread.ts";
 import { mergeToCount } from "./token_merging.ts";
 
 /** Names of the strategies. */
@@ -64,6 +65,13 @@ export interface StrategyOptions {
    * effect when nothing is dropped. Default false.
    */
   fuse?: boolean;
+  /**
+   * Spread the kept tokens over the image ({@link spreadScores}): the patch grid is cut into
+   * `spread`×`spread` windows and every window's best token is kept before any window's second best.
+   * Ranking only (fusion weights use the raw scores); applies where the scores cover the whole grid (a
+   * single pruning location). Random, cnn and attention. Default off.
+   */
+  spread?: number;
 }
 
 /**
@@ -121,13 +129,15 @@ type ReduceFn = (
 function byScores(
   score: (ctx: Parameters<ReduceFn>[1], tokens: tf.Tensor3D) => tf.Tensor2D,
   fuseWeights?: (scores: tf.Tensor2D) => tf.Tensor2D,
+  spread?: number,
 ): ReduceFn {
   return (tokens, ctx) => {
     // Hard selection needs no gradient: select on detached scores (see detach.ts).
     const s = detach(score(ctx, tokens));
     // Prefix tokens (CLS, and DeiT's distillation token) are the ones without a patch index.
     const prefixTokens = tokens.shape[1] - ctx.keptIndices.shape[1];
-    const sel = selectTopK(tokens, s, { keep: ctx.keep, prefixTokens });
+    const rankBy = spread ? spreadScores(s, gridSide(s.shape[1], "spread"), spread) : s;
+    const sel = selectTopK(tokens, rankBy, { keep: ctx.keep, prefixTokens });
     const kept = tf.squeeze(batchGather(tf.expandDims(ctx.keptIndices, 2), sel.indices), [2]) as tf.Tensor2D;
     const [b, t] = s.shape;
     if (!fuseWeights || ctx.keep >= t) return { tokens: sel.tokens, keptIndices: kept };
@@ -135,6 +145,13 @@ function byScores(
     const fused = fuseDropped(tokens, fuseWeights(s), tf.reshape(keepMask, [b, t]) as tf.Tensor2D);
     return { tokens: tf.concat([sel.tokens, fused], 1) as tf.Tensor3D, keptIndices: kept };
   };
+}
+
+/** The side of a square patch grid of `n` tokens, or an error naming the option that needs one. */
+function gridSide(n: number, option: string): number {
+  const g = Math.round(Math.sqrt(n));
+  if (g * g !== n) throw new Error(`pruning: ${option} needs a square patch grid; got ${n} tokens`);
+  return g;
 }
 
 /** With fusion, a schedule must prune at one location (the fused token is not a patch to prune again). */
@@ -233,6 +250,15 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
   if (fuse && (name === "none" || name === "merge")) {
     throw new Error(`pruning: fuse applies to random, cnn and attention; strategy "${name}" drops no tokens`);
   }
+  const spread = options.spread;
+  if (spread !== undefined && !(Number.isInteger(spread) && spread >= 1)) {
+    throw new Error(`pruning: spread ${spread} is not a window side in patches (a whole number ≥ 1)`);
+  }
+  if (spread !== undefined && (name === "none" || name === "merge")) {
+    throw new Error(
+      `pruning: spread applies to random, cnn and attention; strategy "${name}" ranks no tokens`,
+    );
+  }
   switch (name) {
     case "none":
       return {
@@ -253,12 +279,16 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
         forward: (model, x, o) => {
           const rng = o.rng ?? own;
           checkFusable(name, fuse, o.schedule);
-          const reduce = byScores((ctx) => {
-            const [b, t] = ctx.keptIndices.shape;
-            const v = new Float32Array(b * t);
-            for (let i = 0; i < v.length; i++) v[i] = rng.next();
-            return tf.tensor2d(v, [b, t]);
-          }, fuse ? (s) => tf.onesLike(s) : undefined);
+          const reduce = byScores(
+            (ctx) => {
+              const [b, t] = ctx.keptIndices.shape;
+              const v = new Float32Array(b * t);
+              for (let i = 0; i < v.length; i++) v[i] = rng.next();
+              return tf.tensor2d(v, [b, t]);
+            },
+            fuse ? (s) => tf.onesLike(s) : undefined,
+            spread,
+          );
           return runWithReduction(model, x, o.schedule, reduce, false, o);
         },
         gmacs: (model, schedule) => vitGmacs(model, schedule, fuse),
@@ -273,10 +303,14 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
           return tf.tidy(() => {
             // One scorer pass gives the scores and, with CNN tokens, the ViT's input.
             const { scores, input } = hybrid.scoresAndVitInput(x, o.training ?? false);
-            const reduce = byScores((ctx) => {
-              if (ctx.block === -1) return scores;
-              return tf.squeeze(batchGather(tf.expandDims(scores, 2), ctx.keptIndices), [2]) as tf.Tensor2D;
-            }, fuse ? (s) => tf.softmax(s) : undefined);
+            const reduce = byScores(
+              (ctx) => {
+                if (ctx.block === -1) return scores;
+                return tf.squeeze(batchGather(tf.expandDims(scores, 2), ctx.keptIndices), [2]) as tf.Tensor2D;
+              },
+              fuse ? (s) => tf.softmax(s) : undefined,
+              spread ?? hybrid.config.spread,
+            );
             const out = runWithReduction(
               hybrid,
               x,
@@ -307,13 +341,17 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
           }
           checkFusable(name, fuse, o.schedule);
           // EViT: rank by the CLS token's attention, and fuse the dropped tokens weighted by it.
-          const reduce = byScores((ctx) => {
-            const att = ctx.attention!; // [B, H, T, T]
-            const [b, h, t] = att.shape;
-            const n = ctx.keptIndices.shape[1];
-            const cls = tf.slice(att, [0, 0, 0, t - n], [b, h, 1, n]);
-            return tf.reshape(tf.mean(cls, 1), [b, n]) as tf.Tensor2D;
-          }, fuse ? (s) => s : undefined);
+          const reduce = byScores(
+            (ctx) => {
+              const att = ctx.attention!; // [B, H, T, T]
+              const [b, h, t] = att.shape;
+              const n = ctx.keptIndices.shape[1];
+              const cls = tf.slice(att, [0, 0, 0, t - n], [b, h, 1, n]);
+              return tf.reshape(tf.mean(cls, 1), [b, n]) as tf.Tensor2D;
+            },
+            fuse ? (s) => s : undefined,
+            spread,
+          );
           return runWithReduction(model, x, o.schedule, reduce, true, o);
         },
         gmacs: (model, schedule) => vitGmacs(model, schedule, fuse),

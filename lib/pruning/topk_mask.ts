@@ -8,6 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import type { Rng } from "../util/mod.ts";
+import { spreadScores } from "./spread.ts";
 
 /** Options of {@link straightThroughTopKMask}. */
 export interface TopKMaskOptions {
@@ -15,6 +16,12 @@ export interface TopKMaskOptions {
   tau?: number;
   /** Noise `[B, N]` added to the scores before selection (e.g. {@link gumbelNoise}); none by default. */
   noise?: tf.Tensor2D;
+  /**
+   * Spread top-k over a square patch grid in `spread`×`spread` windows (`spreadScores`): the mask is the
+   * top-k of the re-ranked scores, and the surrogate is the sigmoid around the threshold of those (its
+   * gradient through the re-ranking's `sigmoid(score)`; the in-window ranks are constant). Default off.
+   */
+  spread?: number;
 }
 
 /**
@@ -69,15 +76,20 @@ export function straightThroughTopKMask(
     );
   }
   const n = scores.shape[1];
+  const cell = options.spread;
   const st = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const z2 = args[0] as tf.Tensor2D;
+    const z = args[0] as tf.Tensor2D;
     const save = args[1] as tf.GradSaveFunc;
+    // With spread, rank and threshold the re-ranked scores z' = sigmoid(z) − 2·rank (dz'/dz = σ'(z)).
+    const z2 = cell ? spreadScores(z, Math.round(Math.sqrt(n)), cell) : z;
     const { values, indices } = tf.topk(z2, Math.min(k + 1, n), true);
     const hard = tf.cast(tf.sum(tf.oneHot(tf.slice(indices, [0, 0], [-1, k]), n), 1), "float32");
     const vk = tf.slice(values, [0, k - 1], [-1, 1]);
     const theta = k < n ? tf.div(tf.add(vk, tf.slice(values, [0, k], [-1, 1])), 2) : tf.sub(vk, tau);
     const sig = tf.sigmoid(tf.div(tf.sub(z2, theta), tau));
-    save([tf.div(tf.mul(sig, tf.sub(1, sig)), tau)]);
+    const dSurrogate = tf.div(tf.mul(sig, tf.sub(1, sig)), tau);
+    const sz = tf.sigmoid(z);
+    save([cell ? tf.mul(dSurrogate, tf.mul(sz, tf.sub(1, sz))) : dSurrogate]);
     return { value: hard, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]) };
   });
   return tf.tidy(() => st(noise ? tf.add(scores, noise) : scores) as tf.Tensor2D);
