@@ -199,6 +199,8 @@ export interface RecordOptions {
   measureSpeed?: boolean;
   /** EViT fusion of the dropped tokens (evaluation and speed; default false). */
   fuse?: boolean;
+  /** Spread top-k over `spread`×`spread` windows (evaluation and speed; default: the model's own). */
+  spread?: number;
   /**
    * Hybrid with strategy `cnn`: evaluate in the budget mode (tokens per image from the selector's
    * threshold; `keep` ignored, the row's keep ratio and GMACs are the mean per image). Speed is not measured.
@@ -229,6 +231,7 @@ export async function recordRunMetrics(
     location,
     seed: options.seed ?? 0,
     fuse: options.fuse,
+    spread: options.spread,
     budget: options.budget,
   });
   const numClasses = dataset.classes.length;
@@ -245,6 +248,7 @@ export async function recordRunMetrics(
     options.benchBatch,
     options.repeats,
     options.fuse,
+    options.spread,
   );
   const isVit = model.family !== "resnet18";
   const numPatches = isVit ? vitOf(model).numPatches : undefined;
@@ -288,10 +292,11 @@ async function measureSpeed(
   batch: number,
   repeats = 5,
   fuse = false,
+  spread?: number,
 ): Promise<
   Pick<ResultRow, "throughputImgPerS" | "latencyMsMedian" | "latencyMsP95" | "peakMemoryMiB" | "rssMiB">
 > {
-  const s = createStrategy(strategy, { seed: 0, fuse });
+  const s = createStrategy(strategy, { seed: 0, fuse, spread });
   const schedule = singleStage(keep, location);
   const size = "vit" in model
     ? (model as unknown as { vit: { config: { imgSize: number } } }).vit.config.imgSize
