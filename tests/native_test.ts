@@ -850,3 +850,25 @@ nativeTest(
     }
   },
 );
+
+nativeTest(
+  "a strided 1×1 filter gradient returns on oneDNN's AVX2 kernels (its jit_1x1:avx2 never did)",
+  async () => {
+    // oneDNN takes its ISA cap from the environment at load, so the AVX2 case runs in a subprocess; before the
+    // fix it spun forever in oneDNN's JIT code, so the subprocess has a deadline.
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./_avx2_strided_1x1.ts", import.meta.url).pathname],
+      env: { ONEDNN_MAX_CPU_ISA: "AVX2" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.success, true, `subprocess failed or timed out: ${stderr.slice(-2000)}`);
+    const line = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
+    const r = JSON.parse(line) as { impl: string; declined: boolean; relErr: number };
+    assertEquals(r.relErr < TOL, true, `filter gradient relErr ${r.relErr}`);
+    // Where oneDNN is the convolution library and would pick its AVX2 1×1 kernel, this backend declines it.
+    if (/jit_1x1:avx2/.test(r.impl)) assertEquals(r.declined, true, r.impl);
+  },
+);

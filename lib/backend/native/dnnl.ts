@@ -275,6 +275,35 @@ export function openDnnlConv(path: string): OpenDnnlConvResult {
   }
 }
 
+/**
+ * A oneDNN implementation this backend declines on purpose (a known-bad kernel for the shape): the caller
+ * computes the convolution another way, without a warning.
+ */
+export class DnnlDeclined extends Error {
+  override name = "DnnlDeclined";
+}
+
+/**
+ * Whether to decline oneDNN's chosen implementation for a convolution gradient. oneDNN 2.6's AVX2 1×1
+ * backward-weights kernel (`jit_1x1:avx2`) is broken on strided shapes with few channels, such as a small
+ * ResNet18's shortcut `2×32×32×4 → 16×16×8, stride 2`: it returns a wrong filter gradient (relative error
+ * 0.8) or never returns (both OpenMP threads spinning in its JIT code; the whole test file hung). Seen on an
+ * AVX2 EPYC and on an AVX-512 CPU with `ONEDNN_MAX_CPU_ISA=AVX2`; 16 or more input channels gave correct
+ * gradients, but every strided case is declined (im2col + GEMM of a 1×1 convolution costs little).
+ *
+ * @example
+ * ```ts
+ * declinedImpl("weights", "jit_1x1:avx2", ci); // true when ci has a stride above 1
+ * ```
+ */
+export function declinedImpl(
+  kind: "data" | "weights",
+  impl: string,
+  ci: tf.backend_util.Conv2DInfo,
+): boolean {
+  return kind === "weights" && impl.startsWith("jit_1x1:avx2") && (ci.strideHeight > 1 || ci.strideWidth > 1);
+}
+
 class DnnlConvImpl {
   private engine: Ptr;
   private stream: Ptr;
@@ -548,6 +577,11 @@ class DnnlConvImpl {
       `${what} desc_init`,
     );
     const pd = this.pd(desc, hint, what);
+    if (declinedImpl(kind, this.implOf(pd), ci)) {
+      throw new DnnlDeclined(
+        `${what}: oneDNN's ${this.implOf(pd)} is declined for a strided 1×1 convolution`,
+      );
+    }
     const w = kind === "data"
       ? this.weightsPlan(pd, QUERY_WEIGHTS_MD, g, "in", `${what} weights`)
       : this.weightsPlan(pd, QUERY_DIFF_WEIGHTS_MD, g, "out", `${what} diff_weights`);

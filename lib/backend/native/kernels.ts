@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import type { Blas } from "./blas.ts";
-import type { DnnlConv } from "./dnnl.ts";
+import { type DnnlConv, DnnlDeclined } from "./dnnl.ts";
 import {
   ATTENTION_GRAD_KERNEL,
   ATTENTION_KERNEL,
@@ -530,6 +530,7 @@ export function blasKernelConfigs(
       return true;
     } catch (e) {
       refused.add(key());
+      if (e instanceof DnnlDeclined) return false; // a known-bad kernel, declined on purpose: no warning
       console.warn(
         `native ${kernel}: oneDNN failed for ${key()} (${e instanceof Error ? e.message : e}); ` +
           "using im2col + GEMM for this shape",
