@@ -354,3 +354,19 @@ Deno.test("notebookToModule() joins code cells with cell markers and comments ou
   assert(m.includes("// %%time"));
   assert(!m.includes("# title"));
 });
+
+Deno.test("every notebook cell's source ends with a newline (deno 2.9's fmt --check flags a cell that does not)", () => {
+  // `deno fmt` leaves such a file byte-identical, but `deno fmt --check` reports it as not formatted (its
+  // cache hides that once `deno fmt` has run on the machine), so a fresh clone fails the check.
+  for (const e of Deno.readDirSync(join(root, "notebooks"))) {
+    if (!e.name.endsWith(".ipynb")) continue;
+    const nb = JSON.parse(Deno.readTextFileSync(join(root, "notebooks", e.name))) as {
+      cells: { source: string[] }[];
+    };
+    nb.cells.forEach((c, i) => {
+      if (c.source.length > 0) {
+        assert(c.source.at(-1)!.endsWith("\n"), `${e.name}: cell ${i} does not end with a newline`);
+      }
+    });
+  }
+});
