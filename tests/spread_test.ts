@@ -10,6 +10,7 @@ import {
 } from "../lib/pruning/mod.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { assertNoLeak, forEachBackend, seededRandom } from "./_backends.ts";
+import { TINY_RUN, withTinyRuns } from "./_tiny_run.ts";
 
 /** Window (2×2 on a 4×4 grid) of a row-major patch index. */
 const window4 = (i: number) => 2 * Math.floor(Math.floor(i / 4) / 2) + Math.floor((i % 4) / 2);
@@ -23,7 +24,7 @@ forEachBackend(
     const tokens = tf.tensor3d(Array.from({ length: 2 }, () => Array.from({ length: 17 }, (_, t) => [t])));
     const picked = await assertNoLeak("spread top-k", () =>
       tf.tidy(() => {
-        const s = spreadScores(scores, 4, 2);
+        const s = spreadScores(scores, 2);
         return [4, 8].map((k) => selectTopK(tokens, s, { keep: k }).indices.arraySync() as number[][]);
       }));
     // keep 4: the best of each window. Windows: {0,1,4,5} best 0; {2,3,6,7} best 6 (3); {8,9,12,13} best 13 (5);
@@ -33,18 +34,18 @@ forEachBackend(
     assertEquals(picked[1][0], [0, 1, 3, 6, 10, 11, 12, 13]);
     for (const row of picked[0]) assertEquals(new Set(row.map(window4)).size, 4, "one per window");
     // cell 1: the plain order.
-    const plain = tf.tidy(() =>
-      selectTopK(tokens, spreadScores(scores, 4, 1), { keep: 4 }).indices.arraySync()
-    );
+    const plain = tf.tidy(() => selectTopK(tokens, spreadScores(scores, 1), { keep: 4 }).indices.arraySync());
     assertEquals((plain as number[][])[0], [0, 1, 4, 5]);
     // Equal scores: ties go to the lower index in each window, still one per window.
     const flat = tf.tidy(() =>
-      selectTopK(tokens, spreadScores(tf.zeros([2, 16]) as tf.Tensor2D, 4, 2), { keep: 4 }).indices
+      selectTopK(tokens, spreadScores(tf.zeros([2, 16]) as tf.Tensor2D, 2), { keep: 4 }).indices
         .arraySync()
     ) as number[][];
     assertEquals(flat[0], [0, 2, 8, 10]);
-    assertThrows(() => spreadScores(scores, 3, 1), Error, "not a 3×3 patch grid");
-    assertThrows(() => spreadScores(scores, 4, 3), Error, "dividing the grid side 4");
+    const notSquare = tf.zeros([1, 12]) as tf.Tensor2D;
+    assertThrows(() => spreadScores(notSquare, 1), Error, "not a square patch grid");
+    notSquare.dispose();
+    assertThrows(() => spreadScores(scores, 3), Error, "dividing the grid side 4");
     tf.dispose([scores, tokens]);
   },
 );
@@ -86,6 +87,14 @@ forEachBackend(
         assert(s.gmacs(model, sch) === createStrategy(name, {}).gmacs(model, sch), `${name}: same GMACs`);
       }
       assertThrows(() => createStrategy("none", { spread: 2 }), Error, "ranks no tokens");
+      assertThrows(
+        () =>
+          createStrategy("random", { spread: 2 }).forward(vit, x, {
+            schedule: { locations: [0, 1], ratios: [0.8, 0.5] },
+          }),
+        Error,
+        "with spread prunes at one location only",
+      );
       assertThrows(() => createStrategy("cnn", { spread: 0 }), Error, "window side");
     } finally {
       x.dispose();
@@ -146,3 +155,43 @@ forEachBackend(
     }
   },
 );
+
+Deno.test({
+  name:
+    "stage1Hybrid() joins a run's stage-1 CNN to the unchanged ViT, and a spread hybrid trains end to end",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { join } = await import("node:path");
+    const { stage1Hybrid } = await import("../lib/experiment/study.ts");
+    const { loadCheckpoint } = await import("../lib/train/mod.ts");
+    await withTinyRuns("spread_test_", async (runTraining, root) => {
+      const vit = await runTraining({ ...TINY_RUN, model: "vit", out: join(root, "vit"), keepModel: true });
+      const before = tf.memory().numTensors;
+      const hyb = await runTraining({
+        ...TINY_RUN,
+        model: "hybrid",
+        initFrom: vit.outDir,
+        override: { spread: 2 },
+        out: join(root, "hybrid"),
+      });
+      assert(hyb.completed && Number.isFinite(hyb.result.accuracy), "the spread hybrid trained");
+      const config = JSON.parse(await Deno.readTextFile(join(hyb.outDir, "config.json")));
+      assertEquals(config.modelConfig.spread, 2);
+      const m = await stage1Hybrid(hyb.outDir, vit.outDir) as Hybrid;
+      const ck = await loadCheckpoint(join(hyb.outDir, "stage1", "checkpoint.safetensors"));
+      const state = m.stateDict(), vitState = vit.model!.stateDict();
+      for (const [k, v] of ck.model) {
+        if (k.startsWith("cnn.")) assertEquals(state.get(k)!.dataSync(), v.dataSync(), k);
+      }
+      for (const [k, v] of vitState) assertEquals(state.get(`vit.${k}`)!.dataSync(), v.dataSync(), k);
+      tf.dispose([...ck.model.values(), ...ck.optimizer.m.values(), ...ck.optimizer.v.values()]);
+      m.dispose();
+      assertEquals(tf.memory().numTensors, before, "tensors leaked");
+      let err: Error | undefined;
+      await stage1Hybrid(vit.outDir, vit.outDir).catch((e: Error) => err = e);
+      assert(err?.message.includes("is not a hybrid run"), err?.message);
+      vit.model!.dispose();
+    });
+  },
+});

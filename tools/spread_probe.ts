@@ -10,13 +10,12 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import { join } from "node:path";
 import { initBackend, loadDataset } from "../lib/mod.ts";
 import { createModelFromConfig, type Model } from "../lib/models/mod.ts";
 import type { StrategyName } from "../lib/pruning/mod.ts";
-import { assignState, loadCheckpoint } from "../lib/train/mod.ts";
 import { evaluateStrategy, initFromRun } from "../lib/experiment/mod.ts";
+import { stage1Hybrid } from "../lib/experiment/study.ts";
 import { CliError, intFlag, parseCli, runCli } from "./cli.ts";
 
 await runCli("spread_probe", async () => {
@@ -71,17 +70,7 @@ await runCli("spread_probe", async () => {
   for (const s of [undefined, ...windows]) await ev(vit, "vit_td", "attention", s);
   vit.dispose();
   // The hybrid's stage-1 selector in front of the unchanged token-dropout ViT (as scorerProbe does).
-  const cfg = JSON.parse(await Deno.readTextFile(join(runs, values.hybrid!, "config.json"))).modelConfig;
-  const probe = createModelFromConfig(cfg);
-  const ckPath = join(runs, values.hybrid!, "stage1", "checkpoint.safetensors");
-  const ck = await loadCheckpoint(ckPath);
-  await initFromRun(probe, join(runs, "vit_td"));
-  assignState(
-    new Map([...probe.stateDict()].filter(([k]) => k.startsWith("cnn."))),
-    new Map([...ck.model].filter(([k]) => k.startsWith("cnn."))),
-    ckPath,
-  );
-  tf.dispose([...ck.model.values(), ...ck.optimizer.m.values(), ...ck.optimizer.v.values()]);
+  const probe = await stage1Hybrid(join(runs, values.hybrid!), join(runs, "vit_td"));
   for (const s of [undefined, ...windows]) await ev(probe, `${values.hybrid} stage 1 + vit_td`, "cnn", s);
   probe.dispose();
   const hybrid = await load(values.hybrid!);

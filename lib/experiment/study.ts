@@ -484,9 +484,43 @@ export interface ScorerProbe {
 }
 
 /**
- * Diagnosis of the hybrid's stage 1: puts the stage-1 CNN scorer of a hybrid run (its
- * `stage1/checkpoint.safetensors`) in front of the unchanged ViT of `vitRunDir` — before stage 2 adapts the
- * ViT — and measures accuracy with the CNN's top-k tokens, with random tokens and with all tokens.
+ * A hybrid made of a run's stage-1 CNN scorer (its `stage1/checkpoint.safetensors`) and the unchanged ViT of
+ * `vitRunDir`: the selector as stage 1 left it, in front of the ViT it was fitted to. The caller disposes it.
+ *
+ * @example
+ * ```ts
+ * const m = await stage1Hybrid(runDir(plan, "hybrid", 0.5), runDir(plan, "vit"));
+ * ```
+ */
+export async function stage1Hybrid(hybridRunDir: string, vitRunDir: string): Promise<Model> {
+  const config = JSON.parse(await Deno.readTextFile(join(hybridRunDir, "config.json"))).modelConfig;
+  if (config?.model !== "hybrid") throw new Error(`stage1Hybrid: "${hybridRunDir}" is not a hybrid run`);
+  const ckPath = join(hybridRunDir, "stage1", "checkpoint.safetensors");
+  if (!pathExistsSync(ckPath)) {
+    throw new Error(
+      `stage1Hybrid: no stage-1 checkpoint at "${ckPath}" (a run made with cnnFrom skips stage 1)`,
+    );
+  }
+  const model = createModelFromConfig(config);
+  const ck = await loadCheckpoint(ckPath);
+  try {
+    await initFromRun(model, vitRunDir, { part: "all" });
+    const cnnState = new Map([...model.stateDict()].filter(([k]) => k.startsWith("cnn.")));
+    const cnnSaved = new Map([...ck.model].filter(([k]) => k.startsWith("cnn.")));
+    assignState(cnnState, cnnSaved, ckPath);
+    return model;
+  } catch (e) {
+    model.dispose();
+    throw e;
+  } finally {
+    tf.dispose([...ck.model.values(), ...ck.optimizer.m.values(), ...ck.optimizer.v.values()]);
+  }
+}
+
+/**
+ * Diagnosis of the hybrid's stage 1: puts the stage-1 CNN scorer of a hybrid run in front of the unchanged
+ * ViT of `vitRunDir` ({@link stage1Hybrid}) — before stage 2 adapts the ViT — and measures accuracy with the
+ * CNN's top-k tokens, with random tokens and with all tokens.
  *
  * @example
  * ```ts
@@ -500,21 +534,8 @@ export async function scorerProbe(
   keep: number,
   seed = 0,
 ): Promise<ScorerProbe> {
-  const config = JSON.parse(await Deno.readTextFile(join(hybridRunDir, "config.json"))).modelConfig;
-  if (config?.model !== "hybrid") throw new Error(`scorerProbe: "${hybridRunDir}" is not a hybrid run`);
-  const ckPath = join(hybridRunDir, "stage1", "checkpoint.safetensors");
-  if (!pathExistsSync(ckPath)) {
-    throw new Error(
-      `scorerProbe: no stage-1 checkpoint at "${ckPath}" (a run made with cnnFrom skips stage 1)`,
-    );
-  }
-  const model = createModelFromConfig(config);
-  const ck = await loadCheckpoint(ckPath);
+  const model = await stage1Hybrid(hybridRunDir, vitRunDir);
   try {
-    await initFromRun(model, vitRunDir, { part: "all" });
-    const cnnState = new Map([...model.stateDict()].filter(([k]) => k.startsWith("cnn.")));
-    const cnnSaved = new Map([...ck.model].filter(([k]) => k.startsWith("cnn.")));
-    assignState(cnnState, cnnSaved, ckPath);
     const acc = async (strategy: StrategyName, k: number) =>
       (await evaluateStrategy(model, dataset, { strategy, keep: k, seed })).accuracy;
     return {
@@ -524,7 +545,6 @@ export async function scorerProbe(
       none: await acc("none", 1),
     };
   } finally {
-    tf.dispose([...ck.model.values(), ...ck.optimizer.m.values(), ...ck.optimizer.v.values()]);
     model.dispose();
   }
 }

@@ -162,7 +162,7 @@ export class Hybrid implements Model {
   rankingScores(scores: tf.Tensor2D): tf.Tensor2D {
     const cell = this.config.spread;
     if (!cell || cell === 1) return scores;
-    return spreadScores(scores, Math.round(Math.sqrt(this.vit.numPatches)), cell);
+    return spreadScores(scores, cell);
   }
 
   forward(x: tf.Tensor4D, options: ForwardOptions = {}): ForwardOutput {

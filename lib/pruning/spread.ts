@@ -13,19 +13,20 @@ import * as tf from "@tensorflow/tfjs-core";
  * Scores re-ranked for a spread top-k (see the module notes): `score' = sigmoid(score) − 2·rank`, where
  * `rank` (0 = best) is the token's place inside its window (ties: the lower index first). Top-k of the
  * result keeps every window's best token before any window's second. `scores` is `[B, G·G]` over a
- * row-major `G`×`G` grid; `cell` must divide `G`. `cell` 1 returns the scores' order unchanged.
+ * row-major `G`×`G` grid (G is read off the shape); `cell` must divide `G`. `cell` 1 keeps the scores' order.
  *
  * @example
  * ```ts
  * // 4×4 grid, 2×2 windows: the 4 kept tokens are one per window.
- * const s = spreadScores(scores, 4, 2);
+ * const s = spreadScores(scores, 2);
  * selectTopK(tokens, s, { keep: 4 });
  * ```
  */
-export function spreadScores(scores: tf.Tensor2D, grid: number, cell: number): tf.Tensor2D {
+export function spreadScores(scores: tf.Tensor2D, cell: number): tf.Tensor2D {
   const [b, n] = scores.shape;
-  if (!(Number.isInteger(grid) && grid >= 1 && grid * grid === n)) {
-    throw new Error(`spreadScores: scores [${scores.shape}] are not a ${grid}×${grid} patch grid per image`);
+  const grid = Math.round(Math.sqrt(n));
+  if (grid * grid !== n) {
+    throw new Error(`spreadScores: scores [${scores.shape}] are not a square patch grid per image`);
   }
   if (!(Number.isInteger(cell) && cell >= 1 && grid % cell === 0)) {
     throw new Error(`spreadScores: cell ${cell} is not a whole number ≥ 1 dividing the grid side ${grid}`);

@@ -136,7 +136,7 @@ function byScores(
     const s = detach(score(ctx, tokens));
     // Prefix tokens (CLS, and DeiT's distillation token) are the ones without a patch index.
     const prefixTokens = tokens.shape[1] - ctx.keptIndices.shape[1];
-    const rankBy = spread ? spreadScores(s, gridSide(s.shape[1], "spread"), spread) : s;
+    const rankBy = spread ? spreadScores(s, spread) : s;
     const sel = selectTopK(tokens, rankBy, { keep: ctx.keep, prefixTokens });
     const kept = tf.squeeze(batchGather(tf.expandDims(ctx.keptIndices, 2), sel.indices), [2]) as tf.Tensor2D;
     const [b, t] = s.shape;
@@ -147,18 +147,19 @@ function byScores(
   };
 }
 
-/** The side of a square patch grid of `n` tokens, or an error naming the option that needs one. */
-function gridSide(n: number, option: string): number {
-  const g = Math.round(Math.sqrt(n));
-  if (g * g !== n) throw new Error(`pruning: ${option} needs a square patch grid; got ${n} tokens`);
-  return g;
-}
-
-/** With fusion, a schedule must prune at one location (the fused token is not a patch to prune again). */
-function checkFusable(name: string, fuse: boolean | undefined, schedule: KeepSchedule): void {
-  if (fuse && schedule.locations.length > 1) {
+/**
+ * Fusion and spread need a schedule that prunes at one location: the fused token is not a patch to prune
+ * again, and spread's windows are those of the whole grid, which a second location no longer has.
+ */
+function checkOneLocation(
+  name: string,
+  options: { fuse?: boolean; spread?: number },
+  schedule: KeepSchedule,
+): void {
+  const what = options.fuse ? "fuse" : options.spread ? "spread" : undefined;
+  if (what && schedule.locations.length > 1) {
     throw new Error(
-      `pruning: strategy "${name}" with fuse prunes at one location only; got ${JSON.stringify(schedule)}`,
+      `pruning: strategy "${name}" with ${what} prunes at one location only; got ${JSON.stringify(schedule)}`,
     );
   }
 }
@@ -278,7 +279,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
         name,
         forward: (model, x, o) => {
           const rng = o.rng ?? own;
-          checkFusable(name, fuse, o.schedule);
+          checkOneLocation(name, { fuse, spread }, o.schedule);
           const reduce = byScores(
             (ctx) => {
               const [b, t] = ctx.keptIndices.shape;
@@ -299,7 +300,9 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
         name,
         forward: (model, x, o) => {
           const hybrid = hybridOf(model, name);
-          checkFusable(name, fuse, o.schedule);
+          // The strategy's spread, else the hybrid's own (the selection it was trained with).
+          const cell = spread ?? hybrid.config.spread;
+          checkOneLocation(name, { fuse, spread: cell }, o.schedule);
           return tf.tidy(() => {
             // One scorer pass gives the scores and, with CNN tokens, the ViT's input.
             const { scores, input } = hybrid.scoresAndVitInput(x, o.training ?? false);
@@ -309,7 +312,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
                 return tf.squeeze(batchGather(tf.expandDims(scores, 2), ctx.keptIndices), [2]) as tf.Tensor2D;
               },
               fuse ? (s) => tf.softmax(s) : undefined,
-              spread ?? hybrid.config.spread,
+              cell,
             );
             const out = runWithReduction(
               hybrid,
@@ -339,7 +342,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
                 `must be ≥ 1; got ${JSON.stringify(o.schedule)}`,
             );
           }
-          checkFusable(name, fuse, o.schedule);
+          checkOneLocation(name, { fuse, spread }, o.schedule);
           // EViT: rank by the CLS token's attention, and fuse the dropped tokens weighted by it.
           const reduce = byScores(
             (ctx) => {

@@ -81,7 +81,7 @@ export function straightThroughTopKMask(
     const z = args[0] as tf.Tensor2D;
     const save = args[1] as tf.GradSaveFunc;
     // With spread, rank and threshold the re-ranked scores z' = sigmoid(z) − 2·rank (dz'/dz = σ'(z)).
-    const z2 = cell ? spreadScores(z, Math.round(Math.sqrt(n)), cell) : z;
+    const z2 = cell ? spreadScores(z, cell) : z;
     const { values, indices } = tf.topk(z2, Math.min(k + 1, n), true);
     const hard = tf.cast(tf.sum(tf.oneHot(tf.slice(indices, [0, 0], [-1, k]), n), 1), "float32");
     const vk = tf.slice(values, [0, k - 1], [-1, 1]);
