@@ -126,3 +126,51 @@ Deno.test("identityDifferences() lists nested differences as path: old → new",
   assertEquals(identityDifferences({ a: 1 }, { a: 1, e: "x" }), ['e: (absent) → "x"']);
   assertEquals(identityDifferences({ a: undefined }, {}), []);
 });
+
+Deno.test(
+  "recordRunMetrics() and scorerProbe() refuse a run's model on another test subset than the run's own",
+  async () => {
+    const { TINY_RUN, withTinyRuns } = await import("./_tiny_run.ts");
+    const { loadDataset } = await import("../lib/data/mod.ts");
+    const { recordRunMetrics, scorerProbe } = await import("../lib/experiment/study.ts");
+    await withTinyRuns("eval_set_test_", async (runTraining, root) => {
+      const out = join(root, "resnet18");
+      const r = await runTraining({ ...TINY_RUN, model: "resnet18", seed: 0, out, keepModel: true });
+      // Another seed's subset: the same size and dataset, other images (the equal-cost notebook's old bug).
+      const other = await loadDataset("synthetic", {
+        split: "test",
+        subset: TINY_RUN.evalSubset,
+        subsetSeed: 2,
+        log: false,
+      });
+      try {
+        const options = {
+          label: "ResNet18",
+          strategy: "none",
+          keep: 1,
+          training: "scratch",
+          benchBatch: 8,
+        } as const;
+        await assertRejects(
+          () => recordRunMetrics(r.model!, other, { ...options, measureSpeed: false, run: out }),
+          Error,
+          "is not the evaluation set of the run",
+        );
+        await assertRejects(
+          () => scorerProbe(out, out, other, 0.5),
+          Error,
+          "is not the evaluation set of the run",
+        );
+        const { row } = await recordRunMetrics(r.model!, r.evalDataset!, {
+          ...options,
+          measureSpeed: false,
+          run: out,
+        });
+        assertEquals(row.run, out);
+        assertEquals(row.accuracy, r.result.accuracy, "the run's own set gives the run's own accuracy");
+      } finally {
+        r.model!.dispose();
+      }
+    });
+  },
+);

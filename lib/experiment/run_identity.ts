@@ -217,3 +217,37 @@ async function readRecord(
     );
   }
 }
+
+/**
+ * Refuses to evaluate the model of the run in `dir` on `dataset` unless it is the evaluation set the run
+ * itself was evaluated on (the `dataset.eval` of its `identity.json`: name, split, size and content
+ * fingerprint). A table then never mixes a run's numbers on one subset with another run's on another (the
+ * equal-cost notebook once scored seed 0's ablation on seed 2's test subset). A folder without
+ * `identity.json` (from before identities) is not checked.
+ *
+ * @example
+ * ```ts
+ * await checkRunEvalSet(r.outDir, r.evalDataset!, "recordRunMetrics"); // passes: the run's own set
+ * ```
+ */
+export async function checkRunEvalSet(dir: string, dataset: Dataset, source: string): Promise<void> {
+  const file = join(dir, IDENTITY_FILE);
+  if (!(await pathExists(file))) return;
+  let theirs: DatasetIdentity | undefined;
+  try {
+    theirs = (JSON.parse(await Deno.readTextFile(file)) as IdentityRecord).identity.dataset.eval;
+  } catch (e) {
+    throw new Error(
+      `${source}: ${file} is unreadable (${(e as Error).message}); expected a run's identity record`,
+    );
+  }
+  const differences = identityDifferences(theirs, await datasetIdentity(dataset));
+  if (differences.length) {
+    throw new Error(
+      `${source}: the dataset given is not the evaluation set of the run in "${dir}" (${
+        differences.join("; ")
+      }); evaluate the run's model on its own evaluation set (runTraining's evalDataset, loaded with the ` +
+        `run's seed as subsetSeed)`,
+    );
+  }
+}

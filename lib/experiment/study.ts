@@ -21,7 +21,7 @@ import { createStrategy, singleStage, type StrategyName, vitOf } from "../prunin
 import { classificationFields, type ResultRow, tokenFields } from "../report/mod.ts";
 import { profileFromEnv, type ProfileName } from "../profile.ts";
 import { pathExistsSync, writeFileAtomic } from "../util/mod.ts";
-import { evaluateStrategy, initFromRun, type StrategyEval } from "./mod.ts";
+import { checkRunEvalSet, evaluateStrategy, initFromRun, type StrategyEval } from "./mod.ts";
 
 /** What the study runs for one profile and dataset. */
 export interface StudyPlan {
@@ -190,6 +190,11 @@ export interface RecordOptions {
   seed?: number;
   /** Where to write `metrics.json` (default: nowhere). */
   outDir?: string;
+  /**
+   * The training run the model comes from (default `outDir`): recorded in the row, and `dataset` must be
+   * the run's own evaluation set ({@link checkRunEvalSet}), so a table never mixes evaluation subsets.
+   */
+  run?: string;
   /** Short timing (2 warm-up, 5 repeats) unless more is asked. */
   repeats?: number;
   /**
@@ -224,6 +229,8 @@ export async function recordRunMetrics(
   dataset: Dataset,
   options: RecordOptions,
 ): Promise<{ row: RunMetrics; eval: StrategyEval }> {
+  const run = options.run ?? options.outDir;
+  if (run) await checkRunEvalSet(run, dataset, "recordRunMetrics");
   const location = options.location ?? (options.strategy === "attention" ? 1 : 0);
   const ev = await evaluateStrategy(model, dataset, {
     strategy: options.strategy,
@@ -275,7 +282,7 @@ export async function recordRunMetrics(
     ...(ev.selection
       ? { selectionPrecision: ev.selection.precision, selectionRecall: ev.selection.recall }
       : {}),
-    run: options.outDir ?? "",
+    run: run ?? "",
   };
   if (options.outDir) {
     await writeFileAtomic(join(options.outDir, "metrics.json"), JSON.stringify(row, null, 2) + "\n");
@@ -534,6 +541,7 @@ export async function scorerProbe(
   keep: number,
   seed = 0,
 ): Promise<ScorerProbe> {
+  await checkRunEvalSet(hybridRunDir, dataset, "scorerProbe");
   const model = await stage1Hybrid(hybridRunDir, vitRunDir);
   try {
     const acc = async (strategy: StrategyName, k: number) =>
