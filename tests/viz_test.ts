@@ -541,3 +541,43 @@ if (!findChromium()) {
     "viz_test: PNG/SVG export test skipped: no headless Chromium (apt-get install -y chromium-headless-shell)",
   );
 }
+
+Deno.test("accuracyVsGmacsPlot() keeps a crowded figure readable: keep ratios on hover, a wrapped title", async () => {
+  const { wrapTitle } = await import("../lib/viz/_palette.ts");
+  // Four methods at the same four GMACs (equal-cost controls sit on the hybrid's GMACs by construction).
+  const pts = ["hybrid", "random", "attention", "merge"].flatMap((model, m) =>
+    [0.4, 0.5, 0.6, 0.8].map((keepRatio, k) => ({
+      model,
+      gmacs: 0.5 - 0.1 * k,
+      accuracy: 0.6 + 0.01 * m,
+      keepRatio,
+    }))
+  );
+  const title = "Accuracy vs GMACs per image (fashion-mnist, mean of 3 seeds, 95% t interval over seeds)";
+  const fig = accuracyVsGmacsPlot(pts, { title });
+  const traces = fig.data.slice(0, 4) as {
+    mode: string;
+    x: number[];
+    text: string[];
+    hovertemplate: string;
+  }[];
+  for (const t of traces) {
+    assert(!t.mode.includes("text"), `16 labelled points: no labels on the figure (${t.mode})`);
+    assert(t.hovertemplate.includes("%{text}"), "the keep ratio is on hover");
+    assertEquals(t.x, [...t.x].sort((a, b) => a - b), "a method's points joined in GMACs order");
+  }
+  assert(
+    accuracyVsGmacsPlot(pts, { labels: true }).data.every((t, i) =>
+      i === 4 || String(t.mode).includes("text")
+    ),
+  );
+  const text = (fig.layout as { title: { text: string } }).title.text;
+  const lines = text.split("<br>");
+  assert(lines.length === 2 && lines.every((l) => l.length <= 80), text);
+  assertEquals(lines.join(" "), title, "wrapping loses no word");
+  assertEquals(wrapTitle("Accuracy vs GMACs per image (fashion-mnist, mean of 3 seeds)", 40), [
+    "Accuracy vs GMACs per image",
+    "(fashion-mnist, mean of 3 seeds)",
+  ]);
+  assertEquals(wrapTitle("a-very-long-word short", 5), ["a-very-long-word", "short"]);
+});

@@ -23,7 +23,7 @@ import { detach } from "./detach.ts";
 import { keepCounts, type KeepSchedule, tokensPerBlock, validateKeepSchedule } from "./keep_schedule.ts";
 import { selectTopK } from "./select_top_k.ts";
 import { spreadScores } from "./spread.ts";
-import { mergeToCount } from "./token_merging.ts";
+import { mergeSimilarityGmacs, mergeToCount } from "./token_merging.ts";
 
 /** Names of the strategies. */
 export type StrategyName = "none" | "random" | "cnn" | "attention" | "merge";
@@ -375,8 +375,17 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
           };
           return runWithReduction(model, x, o.schedule, reduce, false, o);
         },
-        // Merging costs a similarity matmul per location; small next to the blocks, not counted here.
-        gmacs: vitGmacs,
+        // The blocks on the merged tokens, plus the similarity matmuls of each merge.
+        gmacs: (model, schedule) => {
+          const vit = vitOf(model);
+          const counts = keepCounts(schedule, vit.numPatches);
+          let cur = vit.numPatches, sim = 0;
+          for (const k of counts) {
+            if (k < cur) sim += mergeSimilarityGmacs(cur, k, vit.config.embedDim);
+            cur = Math.min(cur, k);
+          }
+          return vitGmacs(model, schedule) + sim;
+        },
       };
     default:
       throw new Error(`pruning: unknown strategy "${name}"; expected one of ${STRATEGIES.join(", ")}`);

@@ -127,3 +127,24 @@ export function mergeToCount(tokens: tf.Tensor3D, keptIndices: tf.Tensor2D, keep
   return cur ??
     { tokens: tf.clone(tokens), keptIndices: tf.clone(keptIndices), sizes: tf.ones([tokens.shape[0], t]) };
 }
+
+/**
+ * GMACs of {@link mergeToCount}'s similarity matmuls from `n` patch tokens down to `keep`: each bipartite
+ * round compares its ⌈n/2⌉ A tokens with its ⌊n/2⌋ B tokens over `dim` channels (the norms and the
+ * weighted averages are O(n·dim) and not counted). Small next to the blocks, but an equal-cost comparison
+ * charges what runs.
+ *
+ * @example
+ * ```ts
+ * mergeSimilarityGmacs(64, 32, 192); // one round: 32 × 32 × 192 MACs = 0.000196608
+ * ```
+ */
+export function mergeSimilarityGmacs(n: number, keep: number, dim: number): number {
+  let macs = 0;
+  while (n > keep) {
+    const r = Math.min(n - keep, Math.floor(n / 2));
+    macs += Math.ceil(n / 2) * Math.floor(n / 2) * dim;
+    n -= r;
+  }
+  return macs / 1e9;
+}

@@ -47,6 +47,9 @@ export function paretoFront(points: readonly { gmacs: number; accuracy: number }
   return front;
 }
 
+/** Above this many points with a keep ratio, {@link accuracyVsGmacsPlot} shows keep ratios on hover only. */
+export const MAX_POINT_LABELS = 12;
+
 /**
  * Accuracy (%) vs GMACs per image, one marker trace per model/strategy (error bars from `ci`,
  * keep ratios as labels) and the Pareto front over all points as a dashed line.
@@ -58,7 +61,15 @@ export function paretoFront(points: readonly { gmacs: number; accuracy: number }
  */
 export function accuracyVsGmacsPlot(
   points: readonly AccuracyGmacsPoint[],
-  options: { title?: string } = {},
+  options: {
+    title?: string;
+    /**
+     * Write each point's keep ratio next to it (default: only when at most {@link MAX_POINT_LABELS} points
+     * have one; a crowded figure, where controls sit at the same GMACs by construction, shows the keep
+     * ratio on hover instead).
+     */
+    labels?: boolean;
+  } = {},
 ): Figure {
   if (points.length === 0) {
     throw new RangeError("accuracyVsGmacsPlot: points is empty; expected at least one result");
@@ -68,22 +79,28 @@ export function accuracyVsGmacsPlot(
     finite("accuracyVsGmacsPlot", `points[${i}].accuracy`, p.accuracy);
   });
   const groups = groupBy(points, (p) => (p.strategy ? `${p.model} · ${p.strategy}` : p.model));
+  const labels = options.labels ?? points.filter((p) => p.keepRatio !== undefined).length <= MAX_POINT_LABELS;
   const data: Record<string, unknown>[] = [];
   // Past the palette's length the colours repeat, so the marker shape changes with each round of colours.
   const symbols = ["circle", "diamond", "square", "triangle-up"];
   let c = 0;
-  for (const [name, ps] of groups) {
+  for (const [name, unsorted] of groups) {
+    const ps = [...unsorted].sort((a, b) => a.gmacs - b.gmacs);
     const hasCi = ps.some((p) => p.ci);
     const symbol = symbols[Math.floor(c / PALETTE.length) % symbols.length];
+    const color = PALETTE[c++ % PALETTE.length];
     data.push({
       type: "scatter",
-      mode: "markers+text",
+      // A group's points (one model at several keep ratios) are joined in GMACs order, so each method reads
+      // as one curve; a thin line, as the points are what was measured.
+      mode: (ps.length > 1 ? "lines+markers" : "markers") + (labels ? "+text" : ""),
       name,
       x: ps.map((p) => p.gmacs),
       y: ps.map((p) => 100 * p.accuracy),
       text: ps.map((p) => (p.keepRatio !== undefined ? `r=${p.keepRatio}` : "")),
       textposition: "top center",
-      marker: { size: 10, color: PALETTE[c++ % PALETTE.length], symbol },
+      marker: { size: 10, color, symbol },
+      line: { width: 1, color },
       ...(hasCi
         ? {
           error_y: {
@@ -94,7 +111,7 @@ export function accuracyVsGmacsPlot(
           },
         }
         : {}),
-      hovertemplate: "%{x:.3f} GMACs, %{y:.2f}%<extra>" + name + "</extra>",
+      hovertemplate: "%{x:.4f} GMACs, %{y:.2f}% %{text}<extra>" + name + "</extra>",
     });
   }
   const front = paretoFront(points);
