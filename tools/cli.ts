@@ -65,11 +65,29 @@ export async function runCli(tool: string, f: () => Promise<number | void>, exit
     code = (await f()) ?? 0;
   } catch (e) {
     if (!(e instanceof CliError)) throw e;
-    console.error(`${tool}: ${e.message}\n(see --help)`);
+    console.error(usageMessage(tool, e.message));
     code = 2;
   }
   if (exit) Deno.exit(code);
   return code;
+}
+
+function usageMessage(tool: string, message: string, help = "--help"): string {
+  return `${tool}: ${message}\n(see ${help})`;
+}
+
+/**
+ * For tools written as top-level code (train, wsi): prints `<tool>: <message>` and `(see <help>)` and exits
+ * 2, as {@link runCli} does for a {@link CliError}.
+ *
+ * @example
+ * ```ts
+ * const fail = (msg: string): never => exitUsage("train", msg);
+ * ```
+ */
+export function exitUsage(tool: string, message: string, help = "--help"): never {
+  console.error(usageMessage(tool, message, help));
+  Deno.exit(2);
 }
 
 /**

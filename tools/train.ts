@@ -13,6 +13,7 @@ import { listModels } from "../lib/models/mod.ts";
 import { parseProfile } from "../lib/profile.ts";
 import { parseStrategy } from "../lib/pruning/mod.ts";
 import { SELECTOR_TARGETS } from "../lib/train/mod.ts";
+import { exitUsage } from "./cli.ts";
 
 const USAGE = `Usage: deno task train --model MODEL [options]
 
@@ -78,8 +79,7 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
 `;
 
 function fail(msg: string): never {
-  console.error(`train: ${msg}\n(see --help)`);
-  Deno.exit(2);
+  return exitUsage("train", msg);
 }
 
 function num(

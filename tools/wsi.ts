@@ -24,6 +24,7 @@ import {
   type TissuePreset,
   writeSlideReport,
 } from "../lib/wsi/mod.ts";
+import { exitUsage } from "./cli.ts";
 
 const USAGE = `Usage: deno task wsi COMMAND [slides or globs...] [options]
 
@@ -82,8 +83,7 @@ Run and queue options
 `;
 
 function fail(msg: string): never {
-  console.error(`wsi: ${msg}\n(see deno task wsi --help)`);
-  Deno.exit(2);
+  return exitUsage("wsi", msg, "deno task wsi --help");
 }
 
 let parsed;
