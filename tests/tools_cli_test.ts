@@ -35,6 +35,22 @@ const badFlags: [string, string[], string][] = [
   ["run_notebooks.ts", ["--resume"], "run_notebooks: --resume needs --state FILE"],
   ["bench.ts", ["--bogus"], `bench: Unknown option '--bogus'`],
   ["bench.ts", ["--batch", "0"], `bench: --batch "0" is not an integer ≥ 1`],
+  ["selection_probe.ts", [], "selection_probe: --run is required"],
+  [
+    "selection_probe.ts",
+    ["--run", "x", "--train", "oracle"],
+    `selection_probe: --train "oracle" is not "cam" or "mask"`,
+  ],
+  [
+    "selection_probe.ts",
+    ["--run", "x", "--keeps", "0.5,1"],
+    `selection_probe: --keeps: "1" is not a ratio in (0, 1)`,
+  ],
+  [
+    "selection_probe.ts",
+    ["--run", "/nonexistent"],
+    `selection_probe: --run "/nonexistent": no readable identity.json`,
+  ],
 ];
 for (const [script, args, message] of badFlags) {
   Deno.test(`${script} ${args.join(" ")} exits 2 with a clear message and no stack trace`, async () => {
