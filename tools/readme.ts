@@ -158,12 +158,57 @@ async function benchTable(root: string): Promise<string> {
   );
 }
 
+interface SelectionRow {
+  strategy: string;
+  keep: number;
+  accuracy: number;
+  precision?: number;
+  recall?: number;
+  gmacs: number;
+}
+
+/** The selection probe on the synthetic set (tools/selection_probe.ts), both stage-1 targets side by side. */
+async function selectionTable(root: string): Promise<string> {
+  const targets = ["cam", "mask"] as const;
+  const byTarget = new Map<string, SelectionRow[]>();
+  for (const t of targets) {
+    byTarget.set(
+      t,
+      await readJson<SelectionRow[]>(root, `results/selection/synthetic_cnn_tokens_${t}/selection.json`),
+    );
+  }
+  const cam = byTarget.get("cam")!;
+  const fmt = (r: SelectionRow | undefined) =>
+    r === undefined ? ["-", "-"] : [
+      r.accuracy.toFixed(1),
+      r.precision === undefined ? "-" : `${r.precision.toFixed(1)} / ${r.recall!.toFixed(1)}`,
+    ];
+  const rows = cam.map((r) => {
+    const m = byTarget.get("mask")!.find((x) => x.strategy === r.strategy && x.keep === r.keep);
+    return [r.strategy, String(r.keep), r.gmacs.toFixed(4), ...fmt(r), ...fmt(m)];
+  });
+  return markdownTable(
+    [
+      "Selection",
+      "Keep ratio",
+      "GMACs",
+      "CAM target: accuracy %",
+      "precision / recall %",
+      "mask target: accuracy %",
+      "precision / recall %",
+    ],
+    rows,
+    ["l", "r", "r", "r", "r", "r", "r"],
+  );
+}
+
 /** The generators, by block name. */
 export const GENERATORS: Record<string, Generator> = {
   "study-table": studyTable,
   "study-claims": studyClaims,
   "bench-table": benchTable,
   "equal-cost": equalCostClaims,
+  selection: selectionTable,
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */
