@@ -26,6 +26,11 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
     await Deno.copyFile(join(root, ec, "claims.md"), join(tmp, ec, "claims.md"));
     await Deno.mkdir(join(tmp, "results", "bench"), { recursive: true });
     await Deno.copyFile(join(root, "results/bench/bench.json"), join(tmp, "results/bench/bench.json"));
+    for (const t of ["cam", "mask"]) {
+      const sel = `results/selection/synthetic_cnn_tokens_${t}`;
+      await Deno.mkdir(join(tmp, sel), { recursive: true });
+      await Deno.copyFile(join(root, sel, "selection.json"), join(tmp, sel, "selection.json"));
+    }
     const results = JSON.parse(await Deno.readTextFile(join(root, rel, "results.json")));
     results.rows[0].accuracy += 0.01;
     await Deno.writeTextFile(join(tmp, rel, "results.json"), JSON.stringify(results));
