@@ -116,3 +116,57 @@ Deno.test('tokens "cnn": a scorer at another image size or a bad value is refuse
   );
   assertThrows(() => createModel("hybrid_test", { tokens: "patches" as never }), Error, "tokens");
 });
+
+Deno.test('tokens "cnn": every strategy pays for the stem that makes the tokens (hand count)', () => {
+  const pixels = createModel("hybrid_test", {}, { seed: 1 }) as Hybrid;
+  const cnn = createModel("hybrid_test", { tokens: "cnn" }, { seed: 1 }) as Hybrid;
+  try {
+    const n = cnn.vit.numPatches, ch = cnn.cnn.stageChannels(cnn.config.scoreStage);
+    // The stem up to scoreStage is the scorer without its linear importance head (one MAC per channel and patch).
+    const stem = cnn.gmacs().cnn! - n * ch / 1e9;
+    assertClose([cnn.tokenizerGmacs()], [stem], 1e-12, "tokenizer GMACs");
+    assertEquals(pixels.tokenizerGmacs(), 0, "pixel tokens: the ViT's patch embedding is the tokenizer");
+    const vitOnly = (m: Hybrid, keep: number) => m.vit.gmacs({ keepRatio: keep }).total;
+    for (const keep of [0.25, 0.5]) {
+      const s = singleStage(keep, 0);
+      // Random (and merge, attention) on CNN tokens: the stem runs although nothing reads the scores.
+      assertClose(
+        [createStrategy("random").gmacs(cnn, s)],
+        [stem + vitOnly(cnn, keep)],
+        1e-12,
+        `random ${keep}`,
+      );
+      assertClose(
+        [createStrategy("random").gmacs(pixels, s)],
+        [vitOnly(pixels, keep)],
+        1e-12,
+        "random, pixels",
+      );
+      // The CNN's top-k costs exactly its importance head more than random tokens.
+      assertClose(
+        [createStrategy("cnn").gmacs(cnn, s) - createStrategy("random").gmacs(cnn, s)],
+        [n * ch / 1e9],
+        1e-9, // a difference of two sums: rounding
+        `cnn − random at keep ${keep}`,
+      );
+    }
+    assertClose(
+      [createStrategy("none").gmacs(cnn, singleStage(1, 0))],
+      [stem + vitOnly(cnn, 1)],
+      1e-12,
+      "none",
+    );
+    const att = createStrategy("attention").gmacs(cnn, singleStage(0.5, 1));
+    assertClose(
+      [att - createStrategy("attention").gmacs(pixels, singleStage(0.5, 1))],
+      [
+        stem + (vitOnly(cnn, 1) - vitOnly(pixels, 1)),
+      ],
+      1e-9,
+      "attention: stem + the projection's difference",
+    );
+  } finally {
+    pixels.dispose();
+    cnn.dispose();
+  }
+});

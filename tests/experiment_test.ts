@@ -256,6 +256,18 @@ Deno.test({
       [{ model: "vit", evalSplit: "train" as "test" }, '"train"'],
       [{ model: "vit", resume: true, out: "/nonexistent/run" }, "nothing to resume"],
       [{ model: "hybrid", selection: "gather" }, "lower-lr"],
+      [{ model: "hybrid", strategy: "merge" }, '(or "random" / "attention" as controls on CNN tokens)'],
+      [{ model: "hybrid", strategy: "random" }, 'override { tokens: "cnn" }'],
+      [
+        {
+          model: "hybrid",
+          strategy: "attention",
+          override: { tokens: "cnn" },
+          distill: 0.5,
+          keepRange: [0.4, 0.8],
+        },
+        "distill, keepRange belong to the CNN selector",
+      ],
       [{ model: "vit", gradCheckpoint: "yes" as unknown as boolean }, 'gradCheckpoint "yes"'],
       [{ model: "vit", gradCheckpoint: "auto" }, "needs memoryBudgetMiB"],
       [{ model: "resnet18", gradCheckpoint: true }, "needs a ViT or the hybrid"],

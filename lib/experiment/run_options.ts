@@ -248,10 +248,12 @@ function resolveModel(o: TrainingRunOptions, prof: TrainProfile) {
 
 /** Strategy, keep ratio and location, checked against the family. */
 function resolveStrategy(o: TrainingRunOptions, family: ModelFamily) {
-  if (family === "hybrid" && o.strategy !== undefined && o.strategy !== "cnn") {
+  if (family === "hybrid" && o.strategy !== undefined && !HYBRID_STRATEGIES.includes(o.strategy)) {
     throw new Error(
-      `runTraining: the hybrid trains with strategy "cnn"; for ${JSON.stringify(o.strategy)} pruning train ` +
-        `model "vit" with strategy ${JSON.stringify(o.strategy)}`,
+      `runTraining: the hybrid trains with strategy "cnn" (or "random" / "attention" as controls on CNN ` +
+        `tokens); for ${JSON.stringify(o.strategy)} train model "vit" with strategy ${
+          JSON.stringify(o.strategy)
+        }`,
     );
   }
   const requested = o.strategy ?? (family === "hybrid" ? "cnn" : "none");
@@ -266,6 +268,32 @@ function resolveStrategy(o: TrainingRunOptions, family: ModelFamily) {
     "runTraining",
   );
   return { strategyName: r.strategy, keep: r.keep, location: r.location };
+}
+
+/**
+ * Strategies a hybrid trains with: its CNN's top-k, or a control selection on the same tokens (with CNN
+ * tokens: the ViT on the CNN's tokens under random or attention selection, the CNN frozen).
+ */
+const HYBRID_STRATEGIES: readonly StrategyName[] = ["cnn", "random", "attention"];
+
+/** A hybrid trained as a control (strategy random or attention) takes none of the selector's options. */
+function checkControlOptions(o: TrainingRunOptions, family: ModelFamily, strategy: StrategyName) {
+  if (family !== "hybrid" || strategy === "cnn") return;
+  const selectorOnly: string[] = [];
+  if (o.distill) selectorOnly.push("distill");
+  if (o.rankDistill) selectorOnly.push("rankDistill");
+  if (o.keepRange !== undefined) selectorOnly.push("keepRange");
+  if (o.selection !== undefined && o.selection !== "topk") selectorOnly.push("selection");
+  if (o.cnnMode === "lower-lr") selectorOnly.push("cnnMode");
+  if (selectorOnly.length > 0) {
+    throw new Error(
+      `runTraining: a hybrid with strategy "${strategy}" is a control (the ViT trained under ${strategy} ` +
+        `selection on the CNN's tokens, CNN frozen); ${
+          selectorOnly.join(", ")
+        } belong to the CNN selector: ` +
+        `drop them, or use strategy "cnn"`,
+    );
+  }
 }
 
 /** Hybrid stage-2 options. */
@@ -491,6 +519,7 @@ export async function resolveRunOptions(o: TrainingRunOptions): Promise<Resolved
     fuse: false,
     log: o.log ?? true,
   };
+  checkControlOptions(o, model.family, resolved.strategyName);
   resolved.tokenDropout = resolveTokenDropout(o, model.family, resolved.strategyName);
   resolved.deit = resolveDeit(o, model.family);
   resolved.fuse = resolveFuse(o, model.family, resolved.strategyName);

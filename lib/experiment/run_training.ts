@@ -328,6 +328,13 @@ function createRunModel(opts: ResolvedRunOptions, numClasses: number): Model {
       throw e;
     }
   }
+  if (opts.family === "hybrid" && opts.strategyName !== "cnn" && !(model as Hybrid).cnnTokens) {
+    model.dispose();
+    throw new Error(
+      `runTraining: a hybrid with strategy "${opts.strategyName}" is a control on CNN tokens; set ` +
+        `override { tokens: "cnn" }, or train model "vit" with strategy "${opts.strategyName}" on pixels`,
+    );
+  }
   return model;
 }
 
@@ -562,6 +569,9 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
         keepRatioRange: opts.keepRange,
         selection: opts.selection,
         loss: { labelSmoothing: opts.labelSmoothing, distill: opts.distill, rankDistill: opts.rankDistill },
+        control: opts.strategyName === "cnn"
+          ? undefined
+          : { strategy: run.strategy, schedule: run.schedule, evalLogits: run.evalLogits! },
       },
       outDir: run.outDir,
       resume: o.resume,

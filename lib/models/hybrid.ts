@@ -268,6 +268,20 @@ export class Hybrid implements Model {
   }
 
   /**
+   * GMACs per image of making the ViT's tokens from the images when they are CNN tokens: the scorer's stem
+   * up to `scoreStage` without the importance head (0 for pixel tokens, whose patch embedding the ViT
+   * counts). What any strategy on this model runs before the ViT, even one that never reads the scores.
+   */
+  tokenizerGmacs(imgSize?: number): number {
+    if (!this.cnnTokens) return 0;
+    const img = imgSize ?? this.config.vit.imgSize;
+    const scorerImg = this.config.scorerImgSize ?? img;
+    // importanceStage past every stage: the importance head is not counted.
+    return this.cnn.gmacs({ imgSize: scorerImg, upTo: this.config.scoreStage, importanceStage: Infinity })
+      .total;
+  }
+
+  /**
    * GMACs of what inference runs: the scorer CNN (stem .. scoreStage + importance head, at
    * `scorerImgSize`) plus the ViT at the keep ratio. The CNN's classification path (stages after
    * `scoreStage`, `fc`) only with `withCnnHead` and a model that has it (`cnnHead`): inference never runs it.

@@ -35,8 +35,10 @@ export const STRATEGIES: readonly StrategyName[] = ["none", "random", "cnn", "at
 export interface PrunedForwardOptions {
   /** Where and how much to prune (ignored by `none`). */
   schedule: KeepSchedule;
-  /** Training mode (batch norm of the hybrid's scorer). Default false. */
+  /** Training mode (the ViT, and the batch norm of the hybrid's scorer unless `cnnTraining` says). Default false. */
   training?: boolean;
+  /** Batch-norm mode of the hybrid's scorer (default `training`): false keeps a frozen CNN's statistics. */
+  cnnTraining?: boolean;
   /** Fill `aux` (kept indices, tokens per block, scores for `cnn`). */
   returnAux?: boolean;
   /** Fill `aux.attention`. */
@@ -187,7 +189,8 @@ function runWithReduction(
   return tf.tidy(() => {
     // A hybrid with CNN tokens embeds its scorer's feature map instead of the pixels.
     let tokens = vit.embed(
-      input ?? (model instanceof Hybrid ? model.vitInput(x, options.training ?? false) : x),
+      input ??
+        (model instanceof Hybrid ? model.vitInput(x, options.cnnTraining ?? options.training ?? false) : x),
     );
     const b = x.shape[0];
     let pre: { keptIndices: tf.Tensor2D; numPatches: number } | undefined;
@@ -223,6 +226,14 @@ function runWithReduction(
     }
     return out as unknown as tf.TensorContainer;
   }) as unknown as ForwardOutput;
+}
+
+/**
+ * GMACs of a strategy that does not read the CNN's scores: the ViT at the schedule's token counts plus, on a
+ * hybrid with CNN tokens, the stem that makes its tokens (which runs whatever selects them).
+ */
+function tokensAndVitGmacs(model: Model, schedule: KeepSchedule, fuse = false): number {
+  return (model instanceof Hybrid ? model.tokenizerGmacs() : 0) + vitGmacs(model, schedule, fuse);
 }
 
 /** The ViT's GMACs at the schedule's token counts (one more token after the location with fusion). */
@@ -271,7 +282,8 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
               returnAttention: o.returnAttention,
             }) as unknown as tf.TensorContainer
           ) as unknown as ForwardOutput,
-        gmacs: (model) => vitOf(model).gmacs({ keepRatio: 1 }).total,
+        gmacs: (model) =>
+          (model instanceof Hybrid ? model.tokenizerGmacs() : 0) + vitOf(model).gmacs({ keepRatio: 1 }).total,
       };
     case "random": {
       const own = new Rng(options.seed ?? 0);
@@ -292,7 +304,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
           );
           return runWithReduction(model, x, o.schedule, reduce, false, o);
         },
-        gmacs: (model, schedule) => vitGmacs(model, schedule, fuse),
+        gmacs: (model, schedule) => tokensAndVitGmacs(model, schedule, fuse),
       };
     }
     case "cnn":
@@ -305,7 +317,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
           checkOneLocation(name, { fuse, spread: cell }, o.schedule);
           return tf.tidy(() => {
             // One scorer pass gives the scores and, with CNN tokens, the ViT's input.
-            const { scores, input } = hybrid.scoresAndVitInput(x, o.training ?? false);
+            const { scores, input } = hybrid.scoresAndVitInput(x, o.cnnTraining ?? o.training ?? false);
             const reduce = byScores(
               (ctx) => {
                 if (ctx.block === -1) return scores;
@@ -357,7 +369,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
           );
           return runWithReduction(model, x, o.schedule, reduce, true, o);
         },
-        gmacs: (model, schedule) => vitGmacs(model, schedule, fuse),
+        gmacs: (model, schedule) => tokensAndVitGmacs(model, schedule, fuse),
       };
     case "merge":
       return {
@@ -384,7 +396,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
             if (k < cur) sim += mergeSimilarityGmacs(cur, k, vit.config.embedDim);
             cur = Math.min(cur, k);
           }
-          return vitGmacs(model, schedule) + sim;
+          return tokensAndVitGmacs(model, schedule) + sim;
         },
       };
     default:

@@ -21,6 +21,7 @@ import { crossEntropy, hybridLoss, type HybridLossWeights, importanceKL } from "
 import type { BatchSource, TrainBatch } from "./batch_source.ts";
 import { type LossFn, train, type TrainOptions, type TrainResult } from "./trainer.ts";
 import type { Rng } from "../util/rng.ts";
+import type { KeepSchedule, PruningStrategy } from "../pruning/mod.ts";
 
 /** How the CNN is treated in stage 2. */
 export type CnnMode = "frozen" | "lower-lr";
@@ -81,6 +82,17 @@ export interface TwoStageOptions {
     selection?: "topk" | "threshold" | "gather";
     /** Loss weights: ratio (2), distill (0 = off), aux CNN CE (0.3), label smoothing. */
     loss?: HybridLossWeights;
+    /**
+     * A control in place of the CNN's top-k: stage 2 trains the ViT under another selection (random or
+     * attention tokens) on the hybrid's own tokens (e.g. CNN tokens), with the task loss only
+     * (cross-entropy, `loss.labelSmoothing`), the ViT's variables only and the CNN in inference mode; the
+     * per-epoch evaluation uses `evalLogits`. The equal-cost controls of a CNN-token hybrid.
+     */
+    control?: {
+      strategy: PruningStrategy;
+      schedule: KeepSchedule;
+      evalLogits: NonNullable<TrainOptions["evalLogits"]>;
+    };
   };
   /** Results folder: stage 1 in `<outDir>/stage1`, stage 2 in `<outDir>/stage2`. */
   outDir?: string;
@@ -436,6 +448,7 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
       config: { ...s1.config, stage: 1 },
     });
   if (!stage1.completed) return { stage1 };
+  if (s2.control) return { stage1, stage2: await trainControl(options, mode, dir("stage2")) };
   const scale = s2.cnnLrScale ?? 0.1;
   const variables = mode === "frozen"
     ? new Map([...all].filter(([k]) => !k.startsWith("cnn.") || isHead(k)))
@@ -474,4 +487,40 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
     config: { ...s2.config, stage: 2, cnnMode: mode, cnnLrScale: mode === "lower-lr" ? scale : undefined },
   });
   return { stage1, stage2 };
+}
+
+/**
+ * Stage 2 of a control ({@link TwoStageOptions} `stage2.control`): the ViT trained under the control's
+ * selection with cross-entropy; the CNN (frozen) only makes the tokens.
+ */
+function trainControl(options: TwoStageOptions, mode: CnnMode, outDir?: string): Promise<TrainResult> {
+  const h = options.model, s2 = options.stage2, control = s2.control!;
+  if (mode !== "frozen") {
+    throw new Error('trainHybridTwoStage: stage2.control trains the ViT only; use cnnMode "frozen" with it');
+  }
+  const labelSmoothing = s2.loss?.labelSmoothing ?? s2.labelSmoothing;
+  const loss: LossFn = ({ batch, rng }) => {
+    const logits = control.strategy.forward(h, batch.x, {
+      schedule: control.schedule,
+      training: true,
+      cnnTraining: false,
+      rng,
+    }).logits;
+    const ce = crossEntropy(logits, batch.y, { labelSmoothing });
+    return { loss: ce, logits, parts: { ce } };
+  };
+  return train({
+    ...s2,
+    label: s2.label ?? `stage 2 (ViT under ${control.strategy.name} selection, CNN frozen)`,
+    model: h,
+    train: options.train,
+    eval: options.eval,
+    stepsPerEpoch: options.stepsPerEpoch,
+    variables: new Map([...h.trainableVariables()].filter(([k]) => k.startsWith("vit."))),
+    loss,
+    evalLogits: control.evalLogits,
+    outDir,
+    resume: options.resume,
+    config: { ...s2.config, stage: 2, cnnMode: mode, control: control.strategy.name },
+  });
 }
