@@ -1,0 +1,95 @@
+/**
+ * tools/synthetic_study.ts end to end in its quick profile (a few images): every variant of every seed is
+ * evaluated on its own run's test subset and written with its provenance, the controls cost what the hybrid
+ * costs (within one token), and a second invocation resumes the finished runs and reproduces every number.
+ */
+import { join, resolve } from "node:path";
+import { assert, assertEquals } from "./_assert.ts";
+
+const root = resolve(new URL("..", import.meta.url).pathname);
+
+async function study(dir: string) {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(root, "tools", "synthetic_study.ts"),
+      "--profile",
+      "quick",
+      "--seeds",
+      "0,1",
+      "--keeps",
+      "0.25,0.5",
+      "--runs",
+      join(dir, "runs"),
+      "--out",
+      join(dir, "out"),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    env: { TFJS_BACKEND: "wasm" },
+  }).output();
+  const dec = new TextDecoder();
+  assertEquals(r.code, 0, dec.decode(r.stderr).slice(-3000));
+  return JSON.parse(await Deno.readTextFile(join(dir, "out", "per_seed.json"))) as {
+    seed: number;
+    variant: string;
+    accuracy: number;
+    gmacs: number;
+    run: string;
+    selectionRecall?: number;
+  }[];
+}
+
+Deno.test({
+  name:
+    "synthetic_study.ts (quick): every variant per seed, controls at the hybrid's cost, resume reproduces",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "synthetic_study_" });
+    try {
+      const first = await study(dir);
+      const variants = [
+        "hybrid, all tokens",
+        "random control, all tokens",
+        ...[0.25, 0.5].flatMap((k) =>
+          ["hybrid", "random=hybrid", "attention=hybrid", "merge=hybrid"].map((v) => `${v}@${k}`)
+        ),
+      ];
+      for (const seed of [0, 1]) {
+        assertEquals(first.filter((r) => r.seed === seed).map((r) => r.variant).sort(), [...variants].sort());
+      }
+      // Random and merge can match the hybrid's cost to about one token's worth.
+      for (const keep of [0.25, 0.5]) {
+        const h = first.find((r) => r.variant === `hybrid@${keep}` && r.seed === 0)!;
+        for (const c of ["random", "merge"]) {
+          const r = first.find((x) => x.variant === `${c}=hybrid@${keep}` && x.seed === 0)!;
+          assert(
+            Math.abs(r.gmacs / h.gmacs - 1) < 0.05,
+            `${c}@${keep}: ${r.gmacs} vs the hybrid's ${h.gmacs}`,
+          );
+        }
+        assert(h.selectionRecall !== undefined, "selection recall against the object masks");
+      }
+      const out = join(dir, "out");
+      for (
+        const f of ["results.md", "results.json", "claims.md", "run.json", "figures/accuracy_vs_gmacs.html"]
+      ) {
+        await Deno.stat(join(out, f));
+      }
+      const claims = await Deno.readTextFile(join(out, "claims.md"));
+      assert(claims.includes("a = hybrid beats b = attention at equal GMACs, keep 0.5"), claims);
+      const trainedRuns = [...Deno.readDirSync(join(out, "training_runs", "s0"))].map((e) => e.name).sort();
+      assertEquals(trainedRuns, ["attention.run.json", "hybrid.run.json", "random.run.json"]);
+      // A second invocation trains nothing new and reproduces every number.
+      const again = await study(dir);
+      assertEquals(
+        again.map((r) => [r.seed, r.variant, r.accuracy, r.gmacs]),
+        first.map((r) => [r.seed, r.variant, r.accuracy, r.gmacs]),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
