@@ -27,12 +27,12 @@ Deno.test({
       const cnnBefore = values(hyb.model!, "cnn.");
       const vitBefore = values(hyb.model!, "vit.");
       hyb.model!.dispose();
-      for (const [strategy, location] of [["random", 0], ["attention", 1]] as const) {
+      for (const [strategy, location] of [["random", 0], ["attention", 1], ["none", 0]] as const) {
         const before = tf.memory().numTensors;
         const r = await runTraining({
           ...base,
           strategy,
-          keep: 0.5,
+          keep: strategy === "none" ? 1 : 0.5,
           cnnFrom: hyb.outDir,
           initFrom: hyb.outDir, // the ViT starts as the hybrid's, so any change is this run's training
           out: join(root, strategy),
@@ -52,7 +52,10 @@ Deno.test({
         );
         assert(moved.length > 0, `${strategy}: the ViT did not train`);
         // GMACs: the stem that makes the tokens plus the ViT on the kept tokens.
-        const expect = createStrategy(strategy).gmacs(r.model!, singleStage(0.5, location));
+        const expect = createStrategy(strategy).gmacs(
+          r.model!,
+          singleStage(strategy === "none" ? 1 : 0.5, location),
+        );
         assertClose([r.result.gmacs], [expect], 1e-12, `${strategy} GMACs`);
         r.model!.dispose();
         assertEquals(tf.memory().numTensors, before, `${strategy}: tensors leaked by a control run`);

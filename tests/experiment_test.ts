@@ -256,7 +256,10 @@ Deno.test({
       [{ model: "vit", evalSplit: "train" as "test" }, '"train"'],
       [{ model: "vit", resume: true, out: "/nonexistent/run" }, "nothing to resume"],
       [{ model: "hybrid", selection: "gather" }, "lower-lr"],
-      [{ model: "hybrid", strategy: "merge" }, '(or "random" / "attention" as controls on CNN tokens)'],
+      [
+        { model: "hybrid", strategy: "merge" },
+        '(or "random" / "attention" / "none" as controls on CNN tokens)',
+      ],
       [{ model: "hybrid", strategy: "random" }, 'override { tokens: "cnn" }'],
       [
         {

@@ -51,8 +51,9 @@ Deno.test({
     try {
       const first = await study(dir);
       const variants = [
+        "ResNet18",
+        "ViT on CNN tokens (all tokens)",
         "hybrid, all tokens",
-        "random control, all tokens",
         ...[0.25, 0.5].flatMap((k) =>
           ["hybrid", "random=hybrid", "attention=hybrid", "merge=hybrid"].map((v) => `${v}@${k}`)
         ),
@@ -81,7 +82,13 @@ Deno.test({
       const claims = await Deno.readTextFile(join(out, "claims.md"));
       assert(claims.includes("a = hybrid beats b = attention at equal GMACs, keep 0.5"), claims);
       const trainedRuns = [...Deno.readDirSync(join(out, "training_runs", "s0"))].map((e) => e.name).sort();
-      assertEquals(trainedRuns, ["attention.run.json", "hybrid.run.json", "random.run.json"]);
+      assertEquals(trainedRuns, [
+        "attention.run.json",
+        "full.run.json",
+        "hybrid.run.json",
+        "random.run.json",
+        "resnet18.run.json",
+      ]);
       // A second invocation trains nothing new and reproduces every number.
       const again = await study(dir);
       assertEquals(

@@ -13,7 +13,9 @@
  * - **random** and **attention** controls: the same CNN (its stage 1 reused, `cnnFrom`: same tokenizer), the
  *   ViT trained from the same initialisation with the same recipe under random or attention selection, at
  *   the token count where the control costs what the hybrid costs at keep 0.5 (`matchTokens`);
- * - **merge**: ToMe on the random control's ViT, training-free, matched in GMACs the same way.
+ * - **merge**: ToMe on the random control's ViT, training-free, matched in GMACs the same way;
+ * - the **ViT on CNN tokens with all tokens** (same CNN, same recipe: the unpruned reference) and
+ *   **ResNet18** alone (the profile's size, on pixels).
  *
  * Every model is evaluated on the whole test split (1000 images) at the hybrid's keep ratios `--keeps`, the
  * controls matched in GMACs at each (trained for the keep-0.5 match only), and with all tokens. Rows carry
@@ -55,7 +57,8 @@ const HELP =
   `usage: deno run -A tools/synthetic_study.ts [--seeds 0,1,2] [--keeps 0.25,0.5] [--profile cpu|quick]
          [--runs DIR] [--out DIR]
 
-  --seeds LIST   seeds, comma-separated (default 0,1,2); each trains the hybrid and both controls
+  --seeds LIST   seeds, comma-separated (default 0,1,2); each trains the hybrid, both controls, the
+                 all-token ViT on CNN tokens and ResNet18
   --keeps LIST   the hybrid's keep ratios compared, in (0, 1) (default 0.25,0.5; the controls train for 0.5)
   --profile P    cpu (default: the study) or quick (a few images, a minute: a smoke test)
   --runs DIR     training runs (default results/runs/synthetic_study_<profile>; resumable)
@@ -186,6 +189,9 @@ interface TrainedSeed {
   hybrid: { model: Model; dir: string };
   random: { model: Model; dir: string };
   attention: { model: Model; dir: string };
+  /** The ViT on the same CNN's tokens, trained and evaluated on all of them: the unpruned reference. */
+  full: { model: Model; dir: string };
+  resnet18: { model: Model; dir: string };
 }
 
 /** Trains (or resumes, or loads) one seed's hybrid and its two controls at the hybrid's keep-0.5 cost. */
@@ -217,11 +223,19 @@ async function trainSeed(
     const r = await run({ strategy, keep: m.keep, cnnFrom: hyb.outDir }, strategy);
     return { model: r.model!, dir: r.outDir };
   };
+  // The main comparison first, then the references.
+  const random = await control("random");
+  const attention = await control("attention");
+  const full = await run({ strategy: "none", keep: 1, cnnFrom: hyb.outDir }, "full");
+  // The CNN alone at the profile's ResNet18 size (pixels in, no tokens).
+  const r18 = await run({ model: "resnet18", override: undefined }, "resnet18");
   return {
     evalSet: hyb.evalDataset,
     hybrid: { model: hyb.model!, dir: hyb.outDir },
-    random: await control("random"),
-    attention: await control("attention"),
+    random,
+    attention,
+    full: { model: full.model!, dir: full.outDir },
+    resnet18: { model: r18.model!, dir: r18.outDir },
   };
 }
 
@@ -256,8 +270,9 @@ async function evaluateSeed(
       `seed ${seed} ${variant}: ${(100 * row.accuracy).toFixed(2)}% at ${row.gmacs?.toFixed(4)} GMACs`,
     );
   };
+  await record(t.resnet18, "ResNet18", "none", 1);
+  await record(t.full, "ViT on CNN tokens (all tokens)", "none", 1);
   await record(t.hybrid, "hybrid, all tokens", "none", 1);
-  await record(t.random, "random control, all tokens", "none", 1);
   for (const keep of keeps) {
     await record(t.hybrid, `hybrid@${keep}`, "cnn", keep);
     const cost = createStrategy("cnn").gmacs(t.hybrid.model, singleStage(keep, 0));
@@ -349,7 +364,7 @@ function summarise(
         answer: verdict(d),
       });
     }
-    for (const ref of ["hybrid, all tokens", "random control, all tokens"]) {
+    for (const ref of ["ViT on CNN tokens (all tokens)", "hybrid, all tokens"]) {
       const d = pairedDifference(acc(h), acc(ref));
       const within = d.n > 1 ? d.ci[0] >= -0.01 : d.mean >= -0.01;
       claimRows.push({
@@ -360,6 +375,26 @@ function summarise(
         answer: within ? "yes" : d.mean >= -0.01 ? "not shown (interval reaches below −1 point)" : "no",
       });
     }
+  }
+  for (const keep of keeps) {
+    // The Pareto question: is the hybrid dominated by the CNN alone (as accurate or more, at no more GMACs)?
+    const h = `hybrid@${keep}`, g = (v: string) => bySeed(v)[0].gmacs!;
+    const d = pairedDifference(acc(h), acc("ResNet18"));
+    claimRows.push({
+      question: `a = hybrid at keep ${keep} (${g(h).toFixed(4)} GMACs) against b = ResNet18 (${
+        g("ResNet18").toFixed(4)
+      } GMACs)`,
+      a: formatSeedCI(summary.get(h)!),
+      b: formatSeedCI(summary.get("ResNet18")!),
+      "a − b": pts(d),
+      answer: g("ResNet18") <= g(h) && d.ci[1] < 0
+        ? "dominated by ResNet18 (less accurate at more GMACs)"
+        : d.ci[0] > 0
+        ? "more accurate than ResNet18"
+        : g("ResNet18") > g(h) && d.ci[1] >= 0
+        ? "not dominated (cheaper, accuracy not shown lower)"
+        : "not shown either way",
+    });
   }
   const md = (rs: Record<string, unknown>[]) => {
     const keys = [...new Set(rs.flatMap((r) => Object.keys(r)))];

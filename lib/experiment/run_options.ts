@@ -250,8 +250,8 @@ function resolveModel(o: TrainingRunOptions, prof: TrainProfile) {
 function resolveStrategy(o: TrainingRunOptions, family: ModelFamily) {
   if (family === "hybrid" && o.strategy !== undefined && !HYBRID_STRATEGIES.includes(o.strategy)) {
     throw new Error(
-      `runTraining: the hybrid trains with strategy "cnn" (or "random" / "attention" as controls on CNN ` +
-        `tokens); for ${JSON.stringify(o.strategy)} train model "vit" with strategy ${
+      `runTraining: the hybrid trains with strategy "cnn" (or "random" / "attention" / "none" as controls on ` +
+        `CNN tokens); for ${JSON.stringify(o.strategy)} train model "vit" with strategy ${
           JSON.stringify(o.strategy)
         }`,
     );
@@ -271,10 +271,10 @@ function resolveStrategy(o: TrainingRunOptions, family: ModelFamily) {
 }
 
 /**
- * Strategies a hybrid trains with: its CNN's top-k, or a control selection on the same tokens (with CNN
- * tokens: the ViT on the CNN's tokens under random or attention selection, the CNN frozen).
+ * Strategies a hybrid trains with: its CNN's top-k, or a control on the same tokens (with CNN tokens: the
+ * ViT on the CNN's tokens under random or attention selection, or on all of them with `none`; CNN frozen).
  */
-const HYBRID_STRATEGIES: readonly StrategyName[] = ["cnn", "random", "attention"];
+const HYBRID_STRATEGIES: readonly StrategyName[] = ["cnn", "random", "attention", "none"];
 
 /** A hybrid trained as a control (strategy random or attention) takes none of the selector's options. */
 function checkControlOptions(o: TrainingRunOptions, family: ModelFamily, strategy: StrategyName) {

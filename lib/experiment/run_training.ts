@@ -569,9 +569,13 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
         keepRatioRange: opts.keepRange,
         selection: opts.selection,
         loss: { labelSmoothing: opts.labelSmoothing, distill: opts.distill, rankDistill: opts.rankDistill },
-        control: opts.strategyName === "cnn"
-          ? undefined
-          : { strategy: run.strategy, schedule: run.schedule, evalLogits: run.evalLogits! },
+        control: opts.strategyName === "cnn" ? undefined : {
+          strategy: run.strategy,
+          schedule: run.schedule,
+          // Strategy "none" (all tokens) is not "pruned": its evaluation is the strategy's plain forward.
+          evalLogits: run.evalLogits ??
+            ((m: Model, b: TrainBatch) => run.strategy.forward(m, b.x, { schedule: run.schedule }).logits),
+        },
       },
       outDir: run.outDir,
       resume: o.resume,

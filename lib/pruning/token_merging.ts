@@ -114,15 +114,12 @@ export function mergeToCount(tokens: tf.Tensor3D, keptIndices: tf.Tensor2D, keep
     throw new Error(`mergeToCount: keep must be an integer in [1, ${t}], got ${keep}`);
   }
   let cur: MergeResult | undefined;
-  let n = t;
-  while (n > keep) {
-    const r = Math.min(n - keep, Math.floor(n / 2));
+  for (const { r } of mergeRounds(t, keep)) {
     const next = bipartiteMerge(cur?.tokens ?? tokens, cur?.keptIndices ?? keptIndices, r, {
       sizes: cur?.sizes,
     });
     if (cur) tf.dispose([cur.tokens, cur.keptIndices, cur.sizes]);
     cur = next;
-    n -= r;
   }
   return cur ??
     { tokens: tf.clone(tokens), keptIndices: tf.clone(keptIndices), sizes: tf.ones([tokens.shape[0], t]) };
@@ -141,10 +138,20 @@ export function mergeToCount(tokens: tf.Tensor3D, keptIndices: tf.Tensor2D, keep
  */
 export function mergeSimilarityGmacs(n: number, keep: number, dim: number): number {
   let macs = 0;
+  for (const round of mergeRounds(n, keep)) macs += Math.ceil(round.n / 2) * Math.floor(round.n / 2) * dim;
+  return macs / 1e9;
+}
+
+/**
+ * The rounds {@link mergeToCount} runs from `n` patch tokens down to `keep`: each round's token count `n`
+ * and the `r` pairs it merges (at most half the tokens per round). One schedule for the merge and its cost.
+ */
+function mergeRounds(n: number, keep: number): { n: number; r: number }[] {
+  const rounds: { n: number; r: number }[] = [];
   while (n > keep) {
     const r = Math.min(n - keep, Math.floor(n / 2));
-    macs += Math.ceil(n / 2) * Math.floor(n / 2) * dim;
+    rounds.push({ n, r });
     n -= r;
   }
-  return macs / 1e9;
+  return rounds;
 }
