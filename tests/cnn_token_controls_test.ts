@@ -27,20 +27,30 @@ Deno.test({
       const cnnBefore = values(hyb.model!, "cnn.");
       const vitBefore = values(hyb.model!, "vit.");
       hyb.model!.dispose();
-      for (const [strategy, location] of [["random", 0], ["attention", 1], ["none", 0]] as const) {
+      // The CNN's own top-k, trained as the controls are ("hard": the ViT alone on the scorer's hard top-k).
+      for (
+        const [strategy, location, selection] of [
+          ["random", 0, undefined],
+          ["attention", 1, undefined],
+          ["none", 0, undefined],
+          ["cnn", 0, "hard"],
+        ] as const
+      ) {
         const before = tf.memory().numTensors;
         const r = await runTraining({
           ...base,
           strategy,
           keep: strategy === "none" ? 1 : 0.5,
+          selection,
           cnnFrom: hyb.outDir,
           initFrom: hyb.outDir, // the ViT starts as the hybrid's, so any change is this run's training
-          out: join(root, strategy),
+          out: join(root, `${strategy}${selection ?? ""}`),
           keepModel: true,
         });
         assert(r.completed, `${strategy}: completed`);
         const config = JSON.parse(await Deno.readTextFile(join(r.outDir, "config.json")));
         assertEquals(config.strategy, strategy);
+        assertEquals(config.selection, selection ?? "topk");
         assertEquals(config.stage1Epochs, undefined, "stage 1 skipped (cnnFrom)");
         // The CNN (weights and batch-norm statistics) is the loaded one; the ViT moved.
         const cnnAfter = values(r.model!, "cnn.");

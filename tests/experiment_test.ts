@@ -256,6 +256,7 @@ Deno.test({
       [{ model: "vit", evalSplit: "train" as "test" }, '"train"'],
       [{ model: "vit", resume: true, out: "/nonexistent/run" }, "nothing to resume"],
       [{ model: "hybrid", selection: "gather" }, "lower-lr"],
+      [{ model: "hybrid", selection: "hard", cnnMode: "lower-lr" }, 'selection "hard" trains the ViT alone'],
       [
         { model: "hybrid", strategy: "merge" },
         '(or "random" / "attention" / "none" as controls on CNN tokens)',

@@ -8,7 +8,16 @@ const root = new URL("..", import.meta.url).pathname;
 Deno.test("README's generated tables and claims agree with the committed results", async () => {
   const current = await Deno.readTextFile(join(root, "README.md"));
   const { text, blocks } = await renderReadme(root);
-  for (const b of ["study-table", "study-claims", "bench-table", "equal-cost"]) {
+  for (
+    const b of [
+      "study-table",
+      "study-claims",
+      "bench-table",
+      "equal-cost",
+      "synthetic-study",
+      "synthetic-claims",
+    ]
+  ) {
     assert(blocks.includes(b), `blocks: ${blocks}`);
   }
   assertEquals(changedBlocks(current, text), [], "README drifted from results/: run deno task readme");
@@ -26,6 +35,9 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
     await Deno.copyFile(join(root, ec, "claims.md"), join(tmp, ec, "claims.md"));
     await Deno.mkdir(join(tmp, "results", "bench"), { recursive: true });
     await Deno.copyFile(join(root, "results/bench/bench.json"), join(tmp, "results/bench/bench.json"));
+    const syn = "results/study/cpu/07_synthetic_equal_cost";
+    await Deno.mkdir(join(tmp, syn), { recursive: true });
+    for (const f of ["results.json", "claims.md"]) await Deno.copyFile(join(root, syn, f), join(tmp, syn, f));
     for (const t of ["cam", "mask"]) {
       const sel = `results/selection/synthetic_cnn_tokens_${t}`;
       await Deno.mkdir(join(tmp, sel), { recursive: true });

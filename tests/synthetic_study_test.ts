@@ -75,7 +75,14 @@ Deno.test({
       }
       const out = join(dir, "out");
       for (
-        const f of ["results.md", "results.json", "claims.md", "run.json", "figures/accuracy_vs_gmacs.html"]
+        const f of [
+          "results.md",
+          "results.json",
+          "claims.md",
+          "run.json",
+          "figures/accuracy_vs_gmacs.html",
+          "figures/accuracy_vs_img_per_s.html",
+        ]
       ) {
         await Deno.stat(join(out, f));
       }

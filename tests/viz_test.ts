@@ -9,6 +9,7 @@ import { createModel } from "../lib/models/mod.ts";
 import {
   accuracyVsGmacsPlot,
   accuracyVsKeepRatioPlot,
+  accuracyVsThroughputPlot,
   attentionMapsImage,
   type AttentionMatrix,
   attentionRollout,
@@ -580,4 +581,26 @@ Deno.test("accuracyVsGmacsPlot() keeps a crowded figure readable: keep ratios on
     "(fashion-mnist, mean of 3 seeds)",
   ]);
   assertEquals(wrapTitle("a-very-long-word short", 5), ["a-very-long-word", "short"]);
+});
+
+Deno.test("accuracyVsThroughputPlot(): measured img/s on x, the Pareto front of faster-and-more-accurate", () => {
+  const pts = [
+    { model: "ViT", gmacs: 4, imgPerS: 100, accuracy: 0.8 },
+    { model: "hybrid", gmacs: 2, imgPerS: 300, accuracy: 0.79 },
+    { model: "random", gmacs: 2, imgPerS: 250, accuracy: 0.7 }, // slower and less accurate than hybrid
+    { model: "ResNet18", gmacs: 1, imgPerS: 900, accuracy: 0.6 },
+  ];
+  const fig = accuracyVsThroughputPlot(pts);
+  const front = fig.data.at(-1) as { name: string; x: number[]; y: number[] };
+  assertEquals(front.name, "Pareto front");
+  // Slowest to fastest along the front; "random" is dominated by "hybrid".
+  assertEquals(front.x, [100, 300, 900]);
+  assertEquals(front.y.map((v) => Math.round(v)), [80, 79, 60]);
+  const layout = fig.layout as { xaxis: { title: { text: string } } };
+  assert(layout.xaxis.title.text.includes("images/s"), layout.xaxis.title.text);
+  assertThrows(
+    () => accuracyVsThroughputPlot([{ model: "x", gmacs: 1, imgPerS: NaN, accuracy: 1 }]),
+    RangeError,
+    "points[0].imgPerS",
+  );
 });

@@ -86,8 +86,13 @@ async function studyClaims(root: string): Promise<string> {
  * The equal-cost study's answers (notebook 06): claims.md without its title, i.e. the questions with
  * numbers, the GMACs matching of the controls and the ablation.
  */
-async function equalCostClaims(root: string): Promise<string> {
-  const text = await readText(root, "results/study/cpu/06_equal_cost/claims.md");
+function equalCostClaims(root: string): Promise<string> {
+  return claimsWithoutTitle(root, "results/study/cpu/06_equal_cost/claims.md");
+}
+
+/** A claims.md without its `# ` title line. */
+async function claimsWithoutTitle(root: string, path: string): Promise<string> {
+  const text = await readText(root, path);
   return text.split("\n").filter((l) => !l.startsWith("# ")).join("\n").trim();
 }
 
@@ -202,6 +207,42 @@ async function selectionTable(root: string): Promise<string> {
   );
 }
 
+interface StudyRow {
+  model: string;
+  accuracy: number;
+  accuracyCI?: [number, number];
+  gmacs?: number;
+  keptTokens?: number;
+  throughputImgPerS?: number;
+  selectionPrecision?: number;
+  selectionRecall?: number;
+}
+
+const SYNTHETIC_STUDY = "results/study/cpu/07_synthetic_equal_cost";
+
+/** The equal-cost study on the synthetic set (tools/synthetic_study.ts): every variant, mean over seeds. */
+async function syntheticStudyTable(root: string): Promise<string> {
+  const { rows } = await readJson<{ rows: StudyRow[] }>(root, `${SYNTHETIC_STUDY}/results.json`);
+  const pct = (v?: number) => (v === undefined ? "-" : (100 * v).toFixed(1));
+  return markdownTable(
+    ["Variant", "GMACs", "Tokens", "Accuracy % [95% CI]", "Precision / recall %", "img/s"],
+    rows.map((r) => [
+      r.model,
+      r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
+      r.keptTokens === undefined ? "-" : String(r.keptTokens),
+      `${pct(r.accuracy)}${r.accuracyCI ? ` [${pct(r.accuracyCI[0])}, ${pct(r.accuracyCI[1])}]` : ""}`,
+      r.selectionPrecision === undefined ? "-" : `${pct(r.selectionPrecision)} / ${pct(r.selectionRecall)}`,
+      r.throughputImgPerS === undefined ? "-" : r.throughputImgPerS.toFixed(0),
+    ]),
+    ["l", "r", "r", "r", "r", "r"],
+  );
+}
+
+/** The synthetic study's claims.md (without its title). */
+function syntheticStudyClaims(root: string): Promise<string> {
+  return claimsWithoutTitle(root, `${SYNTHETIC_STUDY}/claims.md`);
+}
+
 /** The generators, by block name. */
 export const GENERATORS: Record<string, Generator> = {
   "study-table": studyTable,
@@ -209,6 +250,8 @@ export const GENERATORS: Record<string, Generator> = {
   "bench-table": benchTable,
   "equal-cost": equalCostClaims,
   selection: selectionTable,
+  "synthetic-study": syntheticStudyTable,
+  "synthetic-claims": syntheticStudyClaims,
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */

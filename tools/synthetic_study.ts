@@ -28,6 +28,7 @@
 import { join } from "node:path";
 import {
   accuracyVsGmacsPlot,
+  accuracyVsThroughputPlot,
   canResume,
   collectRunInfo,
   createStrategy,
@@ -157,7 +158,7 @@ await runCli("synthetic_study", async () => {
   const report = await writeReport(outDir, {
     table,
     run: info,
-    figures: { accuracy_vs_gmacs: figure(table.rows, seeds.length, evalSet!.name) },
+    figures: figures(table.rows, seeds.length, evalSet!.name),
     files: {
       ...prov.files,
       "claims.md": claims,
@@ -423,7 +424,8 @@ function summarise(
   return { table, summary, claims };
 }
 
-function figure(rows: readonly ResultRow[], nSeeds: number, name: string) {
+/** Accuracy against GMACs, and against img/s measured on this machine (first seed, batch `BENCH_BATCH`). */
+function figures(rows: readonly ResultRow[], nSeeds: number, name: string) {
   const group = (v: string) =>
     v.startsWith("hybrid@")
       ? "CNN-ViT hybrid"
@@ -434,18 +436,29 @@ function figure(rows: readonly ResultRow[], nSeeds: number, name: string) {
       : v.startsWith("merge=")
       ? "ToMe merge (training-free)"
       : v;
-  return accuracyVsGmacsPlot(
-    rows.map((r) => ({
-      model: group(r.model),
-      gmacs: r.gmacs!,
-      accuracy: r.accuracy,
-      ci: r.accuracyCI,
-      keepRatio: r.keepRatio !== undefined && r.keepRatio < 1 ? +r.keepRatio.toFixed(2) : undefined,
-    })),
-    {
-      title: `Accuracy vs GMACs per image (${name}, CNN tokens, ${
-        nSeeds > 1 ? `mean of ${nSeeds} seeds, 95% t interval over seeds` : "one seed, 95% bootstrap interval"
-      })`,
-    },
-  );
+  const points = rows.map((r) => ({
+    model: group(r.model),
+    gmacs: r.gmacs!,
+    accuracy: r.accuracy,
+    ci: r.accuracyCI,
+    keepRatio: r.keepRatio !== undefined && r.keepRatio < 1 ? +r.keepRatio.toFixed(2) : undefined,
+    imgPerS: r.throughputImgPerS,
+  }));
+  const interval = nSeeds > 1
+    ? `mean of ${nSeeds} seeds, 95% t interval over seeds`
+    : "one seed, 95% bootstrap interval";
+  const timed = points.filter((p): p is typeof p & { imgPerS: number } => p.imgPerS !== undefined);
+  return {
+    accuracy_vs_gmacs: accuracyVsGmacsPlot(points, {
+      title: `Accuracy vs GMACs per image (${name}, CNN tokens, ${interval})`,
+    }),
+    ...(timed.length > 0
+      ? {
+        accuracy_vs_img_per_s: accuracyVsThroughputPlot(timed, {
+          title: `Accuracy vs measured img/s (${name}, CNN tokens, ${interval}; batch ${BENCH_BATCH}, ` +
+            `${rows[0].backend ?? ""} backend, this machine)`,
+        }),
+      }
+      : {}),
+  };
 }

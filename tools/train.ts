@@ -47,6 +47,7 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --distill X           hybrid stage 2: weight of KL distillation from the unpruned ViT (default 0)
   --selection MODE      hybrid stage 2: topk (straight-through mask, default) | threshold (DynamicViT,
                         with the ratio penalty) | gather (real gathering, cheapest; needs --cnn-mode lower-lr)
+                        | hard (the ViT alone on the frozen scorer's hard top-k, task loss only)
   --selector-target T   hybrid stage 1: what the selector learns to rank by: auto (mask, else the CNN's CAM;
                         default) | cam | mask | vit_attention (the ViT's last-block CLS attention; with --init-from
                         a ViT) | vit_attention_first (its first block's)
@@ -227,7 +228,7 @@ const options: TrainingRunOptions = {
   cnnMode: oneOf("cnn-mode", a["cnn-mode"], ["frozen", "lower-lr"] as const),
   cnnLrScale: num("cnn-lr-scale", a["cnn-lr-scale"], (v) => v > 0, "a positive number"),
   distill: num("distill", a.distill, (v) => v >= 0, "a number ≥ 0"),
-  selection: oneOf("selection", a.selection, ["topk", "threshold", "gather"] as const),
+  selection: oneOf("selection", a.selection, ["topk", "threshold", "gather", "hard"] as const),
   selectorTarget: oneOf("selector-target", a["selector-target"], SELECTOR_TARGETS),
   fuse: a.fuse,
   rankDistill: num("rank-distill", a["rank-distill"], (v) => v >= 0, "a number ≥ 0"),

@@ -70,8 +70,12 @@ export interface TrainingRunOptions {
   cnnLrScale?: number;
   /** Hybrid stage 2: weight of KL distillation from the unpruned ViT (default 0). */
   distill?: number;
-  /** Hybrid stage 2 selection (default `"topk"`; `"gather"` needs `cnnMode: "lower-lr"`). */
-  selection?: "topk" | "threshold" | "gather";
+  /**
+   * Hybrid stage 2 selection (default `"topk"`; `"gather"` needs `cnnMode: "lower-lr"`; `"hard"`: the ViT
+   * trains on the frozen scorer's hard top-k, gathered, with the task loss only, as the controls on CNN
+   * tokens train; the selector does not move in stage 2).
+   */
+  selection?: "topk" | "threshold" | "gather" | "hard";
   /**
    * Hybrid stage 1: what the selector learns to rank by (default `"auto"`: the mask where the data has one,
    * else the CNN's class activation map; `"vit_attention"`: the ViT's own CLS attention, for a hybrid whose
@@ -191,7 +195,7 @@ export interface ResolvedRunOptions {
   selectorTarget: SelectorTarget;
   rankDistill: number;
   keepRange?: [number, number];
-  selection: "topk" | "threshold" | "gather";
+  selection: "topk" | "threshold" | "gather" | "hard";
   trainSubset?: number;
   evalSubset?: number;
   evalSplit: "val" | "test";
@@ -304,11 +308,17 @@ function resolveHybrid(o: TrainingRunOptions) {
   const distill = optional(o.distill, "distill", isNum((v) => v >= 0), "a number ≥ 0") ?? 0;
   const selection = o.selection ?? "topk";
   check(
-    selection === "topk" || selection === "threshold" || selection === "gather",
+    selection === "topk" || selection === "threshold" || selection === "gather" || selection === "hard",
     "selection",
     selection,
-    '"topk", "threshold" or "gather"',
+    '"topk", "threshold", "gather" or "hard"',
   );
+  if (selection === "hard" && (cnnMode !== "frozen" || distill > 0 || o.keepRange || o.rankDistill)) {
+    throw new Error(
+      'runTraining: selection "hard" trains the ViT alone on the frozen scorer\'s top-k with the task loss; ' +
+        "it takes cnnMode frozen and no distill, rankDistill or keepRange",
+    );
+  }
   if (selection === "gather" && cnnMode === "frozen") {
     throw new Error(
       'runTraining: selection "gather" needs cnnMode "lower-lr" (it trains the CNN\'s batch norm)',

@@ -567,9 +567,10 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
         cnnLrScale: opts.cnnLrScale,
         keepRatio: opts.keep,
         keepRatioRange: opts.keepRange,
-        selection: opts.selection,
+        selection: opts.selection === "hard" ? undefined : opts.selection,
         loss: { labelSmoothing: opts.labelSmoothing, distill: opts.distill, rankDistill: opts.rankDistill },
-        control: opts.strategyName === "cnn" ? undefined : {
+        // The controls, and the hybrid with selection "hard", train the ViT under the strategy's own forward.
+        control: opts.strategyName === "cnn" && opts.selection !== "hard" ? undefined : {
           strategy: run.strategy,
           schedule: run.schedule,
           // Strategy "none" (all tokens) is not "pruned": its evaluation is the strategy's plain forward.

@@ -1,6 +1,6 @@
 /**
- * Accuracy-efficiency figures: accuracy vs GMACs with the Pareto front, accuracy vs keep ratio per
- * strategy, measured throughput vs keep ratio.
+ * Accuracy-efficiency figures: accuracy vs GMACs and vs measured img/s with the Pareto front, accuracy vs
+ * keep ratio per strategy, measured throughput vs keep ratio.
  *
  * @module
  */
@@ -61,23 +61,75 @@ export const MAX_POINT_LABELS = 12;
  */
 export function accuracyVsGmacsPlot(
   points: readonly AccuracyGmacsPoint[],
-  options: {
-    title?: string;
-    /**
-     * Write each point's keep ratio next to it (default: only when at most {@link MAX_POINT_LABELS} points
-     * have one; a crowded figure, where controls sit at the same GMACs by construction, shows the keep
-     * ratio on hover instead).
-     */
-    labels?: boolean;
-  } = {},
+  options: AccuracyPlotOptions = {},
+): Figure {
+  return accuracyVsCostPlot("accuracyVsGmacsPlot", points, {
+    ...options,
+    x: (p) => p.gmacs,
+    field: "gmacs",
+    axis: "GMACs per image",
+    hover: "%{x:.4f} GMACs",
+    lowerIsBetter: true,
+    title: options.title ?? "Accuracy vs compute",
+  });
+}
+
+/** Options of {@link accuracyVsGmacsPlot} and {@link accuracyVsThroughputPlot}. */
+export interface AccuracyPlotOptions {
+  title?: string;
+  /**
+   * Write each point's keep ratio next to it (default: only when at most {@link MAX_POINT_LABELS} points
+   * have one; a crowded figure, where controls sit at the same GMACs by construction, shows the keep
+   * ratio on hover instead).
+   */
+  labels?: boolean;
+}
+
+/**
+ * Accuracy (%) vs measured inference speed (images/s, higher is better), drawn as {@link accuracyVsGmacsPlot}
+ * draws GMACs: one trace per model/strategy and the Pareto front (no other point both faster and more
+ * accurate). Points need `imgPerS`; the GMACs stay in the hover text.
+ *
+ * @example
+ * ```ts
+ * accuracyVsThroughputPlot([{ model: "ViT", gmacs: 4.6, imgPerS: 900, accuracy: 0.81 }]);
+ * ```
+ */
+export function accuracyVsThroughputPlot(
+  points: readonly (AccuracyGmacsPoint & { imgPerS: number })[],
+  options: AccuracyPlotOptions = {},
+): Figure {
+  return accuracyVsCostPlot("accuracyVsThroughputPlot", points, {
+    ...options,
+    x: (p) => (p as AccuracyGmacsPoint & { imgPerS: number }).imgPerS,
+    field: "imgPerS",
+    axis: "Measured inference speed (images/s)",
+    hover: "%{x:.0f} img/s",
+    lowerIsBetter: false,
+    title: options.title ?? "Accuracy vs measured speed",
+  });
+}
+
+function accuracyVsCostPlot(
+  fn: string,
+  points: readonly AccuracyGmacsPoint[],
+  options: AccuracyPlotOptions & {
+    x: (p: AccuracyGmacsPoint) => number;
+    field: string;
+    axis: string;
+    hover: string;
+    lowerIsBetter: boolean;
+    title: string;
+  },
 ): Figure {
   if (points.length === 0) {
-    throw new RangeError("accuracyVsGmacsPlot: points is empty; expected at least one result");
+    throw new RangeError(`${fn}: points is empty; expected at least one result`);
   }
   points.forEach((p, i) => {
-    finite("accuracyVsGmacsPlot", `points[${i}].gmacs`, p.gmacs);
-    finite("accuracyVsGmacsPlot", `points[${i}].accuracy`, p.accuracy);
+    finite(fn, `points[${i}].${options.field}`, options.x(p));
+    finite(fn, `points[${i}].accuracy`, p.accuracy);
   });
+  const xOf = options.x;
   const groups = groupBy(points, (p) => (p.strategy ? `${p.model} · ${p.strategy}` : p.model));
   const labels = options.labels ?? points.filter((p) => p.keepRatio !== undefined).length <= MAX_POINT_LABELS;
   const data: Record<string, unknown>[] = [];
@@ -85,7 +137,7 @@ export function accuracyVsGmacsPlot(
   const symbols = ["circle", "diamond", "square", "triangle-up"];
   let c = 0;
   for (const [name, unsorted] of groups) {
-    const ps = [...unsorted].sort((a, b) => a.gmacs - b.gmacs);
+    const ps = [...unsorted].sort((a, b) => xOf(a) - xOf(b));
     const hasCi = ps.some((p) => p.ci);
     const symbol = symbols[Math.floor(c / PALETTE.length) % symbols.length];
     const color = PALETTE[c++ % PALETTE.length];
@@ -95,7 +147,7 @@ export function accuracyVsGmacsPlot(
       // as one curve; a thin line, as the points are what was measured.
       mode: (ps.length > 1 ? "lines+markers" : "markers") + (labels ? "+text" : ""),
       name,
-      x: ps.map((p) => p.gmacs),
+      x: ps.map(xOf),
       y: ps.map((p) => 100 * p.accuracy),
       text: ps.map((p) => (p.keepRatio !== undefined ? `r=${p.keepRatio}` : "")),
       textposition: "top center",
@@ -111,23 +163,26 @@ export function accuracyVsGmacsPlot(
           },
         }
         : {}),
-      hovertemplate: "%{x:.4f} GMACs, %{y:.2f}% %{text}<extra>" + name + "</extra>",
+      hovertemplate: `${options.hover}, %{y:.2f}% %{text}<extra>${name}</extra>`,
     });
   }
-  const front = paretoFront(points);
+  // Higher speed is better: the front of (−speed, accuracy) is the front of (speed, accuracy).
+  const sign = options.lowerIsBetter ? 1 : -1;
+  const front = paretoFront(points.map((p) => ({ gmacs: sign * xOf(p), accuracy: p.accuracy })));
+  if (!options.lowerIsBetter) front.reverse();
   data.push({
     type: "scatter",
     mode: "lines",
     name: "Pareto front",
-    x: front.map((i) => points[i].gmacs),
+    x: front.map((i) => xOf(points[i])),
     y: front.map((i) => 100 * points[i].accuracy),
-    line: { dash: "dash", color: "#555555", shape: "hv" },
+    line: { dash: "dash", color: "#555555", shape: options.lowerIsBetter ? "hv" : "vh" },
     hoverinfo: "skip",
   });
   return new Figure(
     data,
-    baseLayout(options.title ?? "Accuracy vs compute", {
-      xaxis: { title: { text: "GMACs per image" }, rangemode: "tozero" },
+    baseLayout(options.title, {
+      xaxis: { title: { text: options.axis }, rangemode: "tozero" },
       yaxis: { title: { text: "Top-1 accuracy (%)" } },
     }),
   );
