@@ -53,7 +53,6 @@ Deno.test({
       const variants = [
         "ResNet18",
         "ViT on CNN tokens (all tokens)",
-        "hybrid, all tokens",
         ...[0.25, 0.5].flatMap((k) =>
           ["hybrid", "random=hybrid", "attention=hybrid", "merge=hybrid"].map((v) => `${v}@${k}`)
         ),
@@ -91,9 +90,12 @@ Deno.test({
       const trainedRuns = [...Deno.readDirSync(join(out, "training_runs", "s0"))].map((e) => e.name).sort();
       assertEquals(trainedRuns, [
         "attention.run.json",
+        "attention_k0.25.run.json",
         "full.run.json",
         "hybrid.run.json",
+        "hybrid_k0.25.run.json",
         "random.run.json",
+        "random_k0.25.run.json",
         "resnet18.run.json",
       ]);
       // A second invocation trains nothing new and reproduces every number.

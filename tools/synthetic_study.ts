@@ -8,17 +8,18 @@
  * Per seed, every model makes its ViT tokens with the same CNN stem (CNN tokens, timm's hybrid ViT: on
  * pixels the ViT stays near chance on this set):
  *
- * - **hybrid**: the configuration `tools/selection_probe.ts` chose on the validation split (CNN tokens,
- *   stage-1 target `cam`, i.e. labels only, keep 0.5, cpu profile, 4000 training images);
- * - **random** and **attention** controls: the same CNN (its stage 1 reused, `cnnFrom`: same tokenizer), the
- *   ViT trained from the same initialisation with the same recipe under random or attention selection, at
- *   the token count where the control costs what the hybrid costs at keep 0.5 (`matchTokens`);
+ * - **hybrid**: the configuration `tools/selection_probe.ts` evaluated on the validation split (CNN tokens,
+ *   stage-1 target `cam`, i.e. labels only, cpu profile, 4000 training images), trained at keep 0.5; its
+ *   stage-1 CNN is the tokenizer of every other run (`cnnFrom`), and a hybrid is trained at each other keep
+ *   ratio of `--keeps` on it;
+ * - **random** and **attention** controls: the same CNN, the ViT trained from the same initialisation with
+ *   the same recipe under random or attention selection, at the token count where the control costs what
+ *   the hybrid costs at that keep ratio (`matchTokens`), one pair per keep ratio;
  * - **merge**: ToMe on the random control's ViT, training-free, matched in GMACs the same way;
  * - the **ViT on CNN tokens with all tokens** (same CNN, same recipe: the unpruned reference) and
  *   **ResNet18** alone (the profile's size, on pixels).
  *
- * Every model is evaluated on the whole test split (1000 images) at the hybrid's keep ratios `--keeps`, the
- * controls matched in GMACs at each (trained for the keep-0.5 match only), and with all tokens. Rows carry
+ * Every model is evaluated on the whole test split (1000 images) at the cost it was trained for. Rows carry
  * selection precision/recall against the object masks and measured img/s (first seed). Runs are resumable:
  * an interrupted study continues from the checkpoints in `--runs`. Writes results.{md,csv,json}, claims.md,
  * per_seed.json, the accuracy-vs-GMACs figure, run.json and every training run's run.json to `--out`.
@@ -60,7 +61,8 @@ const HELP =
 
   --seeds LIST   seeds, comma-separated (default 0,1,2); each trains the hybrid, both controls, the
                  all-token ViT on CNN tokens and ResNet18
-  --keeps LIST   the hybrid's keep ratios compared, in (0, 1) (default 0.25,0.5; the controls train for 0.5)
+  --keeps LIST   keep ratios of the hybrid, in (0, 1) (default 0.25,0.5): at each, the hybrid and the
+                 controls are trained for its cost
   --profile P    cpu (default: the study) or quick (a few images, a minute: a smoke test)
   --runs DIR     training runs (default results/runs/synthetic_study_<profile>; resumable)
   --out DIR      results folder (default results/study/<profile>/07_synthetic_equal_cost)`;
@@ -87,6 +89,7 @@ const QUICK: Omit<TrainingRunOptions, "model"> = {
 };
 let BASE = CPU;
 /** The keep ratio the hybrid trains at, and at whose cost the controls are trained. */
+/** The keep ratio of the main hybrid (whose stage-1 CNN every run shares), as the probe chose it. */
 const TRAIN_KEEP = 0.5;
 const BENCH_BATCH = 128;
 
@@ -136,7 +139,7 @@ await runCli("synthetic_study", async () => {
   for (const seed of seeds) {
     const models: Model[] = [];
     try {
-      const runSeed = await trainSeed(seed, runs, models, trained);
+      const runSeed = await trainSeed(seed, runs, keeps, models, trained);
       evalSet = runSeed.evalSet;
       rows.push(...await evaluateSeed(seed, runSeed, keeps, seed === seeds[0] ? matched : undefined));
     } finally {
@@ -185,24 +188,33 @@ await runCli("synthetic_study", async () => {
   return 0;
 });
 
+type Trained = { model: Model; dir: string };
+
 interface TrainedSeed {
   evalSet: Dataset;
-  hybrid: { model: Model; dir: string };
-  random: { model: Model; dir: string };
-  attention: { model: Model; dir: string };
+  /** Per keep ratio: the hybrid trained at it, and the controls trained at its cost. */
+  byKeep: Map<number, { hybrid: Trained; random: Trained; attention: Trained }>;
   /** The ViT on the same CNN's tokens, trained and evaluated on all of them: the unpruned reference. */
-  full: { model: Model; dir: string };
-  resnet18: { model: Model; dir: string };
+  full: Trained;
+  resnet18: Trained;
 }
 
-/** Trains (or resumes, or loads) one seed's hybrid and its two controls at the hybrid's keep-0.5 cost. */
+/**
+ * Trains (or resumes, or loads) one seed's runs: the hybrid at keep 0.5 (its stage-1 CNN is every other
+ * run's tokenizer, `cnnFrom`), the hybrid at each other keep ratio, the random and attention controls at
+ * each hybrid's cost, the all-token ViT on CNN tokens and ResNet18.
+ */
 async function trainSeed(
   seed: number,
   runs: string,
+  keeps: number[],
   models: Model[],
   trained: string[],
 ): Promise<TrainedSeed> {
-  const run = async (o: Partial<TrainingRunOptions>, name: string) => {
+  const run = async (
+    o: Partial<TrainingRunOptions>,
+    name: string,
+  ): Promise<Trained & { evalSet: Dataset }> => {
     const out = join(runs, `s${seed}`, name);
     const r = await runTraining({
       ...BASE,
@@ -215,29 +227,27 @@ async function trainSeed(
     });
     models.push(r.model!);
     trained.push(r.outDir);
-    return r;
+    return { model: r.model!, dir: r.outDir, evalSet: r.evalDataset };
   };
-  const hyb = await run({ keep: TRAIN_KEEP, selectorTarget: "cam" }, "hybrid");
-  const cost = createStrategy("cnn").gmacs(hyb.model!, singleStage(TRAIN_KEEP, 0));
-  const control = async (strategy: "random" | "attention") => {
-    const m = matchTokens(hyb.model!, strategy, strategy === "attention" ? 1 : 0, cost);
-    const r = await run({ strategy, keep: m.keep, cnnFrom: hyb.outDir }, strategy);
-    return { model: r.model!, dir: r.outDir };
-  };
-  // The main comparison first, then the references.
-  const random = await control("random");
-  const attention = await control("attention");
-  const full = await run({ strategy: "none", keep: 1, cnnFrom: hyb.outDir }, "full");
+  const main = await run({ keep: TRAIN_KEEP, selectorTarget: "cam" }, "hybrid");
+  const byKeep: TrainedSeed["byKeep"] = new Map();
+  // The main comparison first, then the references. Runs at keep 0.5 carry no suffix.
+  for (const keep of [TRAIN_KEEP, ...keeps.filter((k) => k !== TRAIN_KEEP)]) {
+    const suffix = keep === TRAIN_KEEP ? "" : `_k${keep}`;
+    const hybrid = keep === TRAIN_KEEP ? main : await run({ keep, cnnFrom: main.dir }, `hybrid${suffix}`);
+    const cost = createStrategy("cnn").gmacs(hybrid.model, singleStage(keep, 0));
+    const control = (strategy: "random" | "attention") =>
+      run({
+        strategy,
+        keep: matchTokens(main.model, strategy, strategy === "attention" ? 1 : 0, cost).keep,
+        cnnFrom: main.dir,
+      }, `${strategy}${suffix}`);
+    byKeep.set(keep, { hybrid, random: await control("random"), attention: await control("attention") });
+  }
+  const full = await run({ strategy: "none", keep: 1, cnnFrom: main.dir }, "full");
   // The CNN alone at the profile's ResNet18 size (pixels in, no tokens).
-  const r18 = await run({ model: "resnet18", override: undefined }, "resnet18");
-  return {
-    evalSet: hyb.evalDataset,
-    hybrid: { model: hyb.model!, dir: hyb.outDir },
-    random,
-    attention,
-    full: { model: full.model!, dir: full.outDir },
-    resnet18: { model: r18.model!, dir: r18.outDir },
-  };
+  const resnet18 = await run({ model: "resnet18", override: undefined }, "resnet18");
+  return { evalSet: main.evalSet, byKeep, full, resnet18 };
 }
 
 /** Every variant of one seed on that seed's test subset (speed measured on the first seed evaluated). */
@@ -250,12 +260,7 @@ async function evaluateSeed(
 ): Promise<SeedRow[]> {
   const out: SeedRow[] = [];
   const measureSpeed = matched !== undefined;
-  const record = async (
-    m: { model: Model; dir: string },
-    variant: string,
-    strategy: StrategyName,
-    keep: number,
-  ) => {
+  const record = async (m: Trained, variant: string, strategy: StrategyName, keep: number) => {
     const { row } = await recordRunMetrics(m.model, t.evalSet, {
       label: variant,
       strategy,
@@ -273,23 +278,21 @@ async function evaluateSeed(
   };
   await record(t.resnet18, "ResNet18", "none", 1);
   await record(t.full, "ViT on CNN tokens (all tokens)", "none", 1);
-  await record(t.hybrid, "hybrid, all tokens", "none", 1);
   for (const keep of keeps) {
-    await record(t.hybrid, `hybrid@${keep}`, "cnn", keep);
-    const cost = createStrategy("cnn").gmacs(t.hybrid.model, singleStage(keep, 0));
-    for (const [c, m] of [["random", t.random], ["attention", t.attention], ["merge", t.random]] as const) {
-      const location = c === "attention" ? 1 : 0;
-      const match = matchTokens(m.model, c, location, cost);
-      if (matched) {
-        matched.push({
-          control: `${c}=hybrid@${keep}`,
-          tokens: match.tokens,
-          gmacs: +match.gmacs.toFixed(4),
-          hybridGmacs: +cost.toFixed(4),
-          // Attention pays block 0 on every token: below some cost it cannot match the hybrid at all.
-          difference: `${(100 * (match.gmacs / cost - 1)).toFixed(1)}%`,
-        });
-      }
+    const k = t.byKeep.get(keep)!;
+    await record(k.hybrid, `hybrid@${keep}`, "cnn", keep);
+    const cost = createStrategy("cnn").gmacs(k.hybrid.model, singleStage(keep, 0));
+    // Merge (training-free) runs on the ViT trained under random tokens at this cost.
+    for (const [c, m] of [["random", k.random], ["attention", k.attention], ["merge", k.random]] as const) {
+      const match = matchTokens(m.model, c, c === "attention" ? 1 : 0, cost);
+      matched?.push({
+        control: `${c}=hybrid@${keep}`,
+        tokens: match.tokens,
+        gmacs: +match.gmacs.toFixed(4),
+        hybridGmacs: +cost.toFixed(4),
+        // Attention pays block 0 on every token: below some cost it cannot match the hybrid at all.
+        difference: `${(100 * (match.gmacs / cost - 1)).toFixed(1)}%`,
+      });
       await record(m, `${c}=hybrid@${keep}`, c, match.keep);
     }
   }
@@ -353,19 +356,20 @@ function summarise(
   const claimRows: Record<string, string>[] = [];
   for (const keep of keeps) {
     const h = `hybrid@${keep}`;
-    const trainedAt = keep === TRAIN_KEEP ? "" : ` (controls trained for keep ${TRAIN_KEEP})`;
     for (const c of ["random", "attention", "merge"]) {
       const v = `${c}=${h}`;
       const d = pairedDifference(acc(h), acc(v));
       claimRows.push({
-        question: `a = hybrid beats b = ${c} at equal GMACs, keep ${keep}${trainedAt}`,
+        question: `a = hybrid beats b = ${c}${
+          c === "merge" ? " (training-free)" : ""
+        } at equal GMACs, keep ${keep}`,
         a: formatSeedCI(summary.get(h)!),
         b: formatSeedCI(summary.get(v)!),
         "a − b": pts(d),
         answer: verdict(d),
       });
     }
-    for (const ref of ["ViT on CNN tokens (all tokens)", "hybrid, all tokens"]) {
+    for (const ref of ["ViT on CNN tokens (all tokens)"]) {
       const d = pairedDifference(acc(h), acc(ref));
       const within = d.n > 1 ? d.ci[0] >= -0.01 : d.mean >= -0.01;
       claimRows.push({
@@ -430,9 +434,9 @@ function figures(rows: readonly ResultRow[], nSeeds: number, name: string) {
     v.startsWith("hybrid@")
       ? "CNN-ViT hybrid"
       : v.startsWith("random=")
-      ? "random (trained at keep-0.5 cost)"
+      ? "random"
       : v.startsWith("attention=")
-      ? "attention (trained at keep-0.5 cost)"
+      ? "attention (EViT)"
       : v.startsWith("merge=")
       ? "ToMe merge (training-free)"
       : v;

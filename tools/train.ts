@@ -23,7 +23,8 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --model NAME          resnet18 | vit | hybrid (sized by the profile), or a registry preset:
                         ${listModels().map((m) => m.name).join(", ")}
   --strategy NAME       none | random | cnn | attention | merge (default: cnn for the hybrid, none otherwise);
-                        used in training and evaluation (ViT or hybrid)
+                        used in training and evaluation (ViT or hybrid; a hybrid with CNN tokens also takes
+                        random | attention | none: the ViT on the same frozen CNN's tokens, a control)
   --keep RATIO          fraction of patch tokens kept, in (0, 1] (default 0.5 with a pruning strategy)
   --location N          block before which tokens are pruned (default 0; 1 for attention)
   --dataset NAME        auto | cifar10 | fashion-mnist | synthetic | synthetic-he | pcam (default auto)
