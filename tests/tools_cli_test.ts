@@ -46,6 +46,16 @@ const badFlags: [string, string[], string][] = [
     ["--run", "x", "--keeps", "0.5,1"],
     `selection_probe: --keeps: "1" is not a ratio in (0, 1)`,
   ],
+  [
+    "selection_probe.ts",
+    ["--run", "x", "--train", "cam", "--stage1-epochs", "0"],
+    `selection_probe: --stage1-epochs "0" is not an integer ≥ 1`,
+  ],
+  [
+    "selection_probe.ts",
+    ["--run", "x", "--stage1-epochs", "8"],
+    "selection_probe: --stage1-epochs needs --train",
+  ],
   ["synthetic_study.ts", ["--seeds", "0,x"], `synthetic_study: --seeds: "x" is not an integer ≥ 0`],
   ["synthetic_study.ts", ["--keeps", "0"], `synthetic_study: --keeps: "0" is not a ratio in (0, 1)`],
   ["synthetic_study.ts", ["--profile", "full"], `synthetic_study: --profile "full" is not cpu or quick`],

@@ -6,7 +6,7 @@
  * only the choice of tokens differs, so this asks whether the selector finds what the class depends on.
  *
  *   deno run -A tools/selection_probe.ts --run DIR [--keeps 0.1,0.25,0.5] [--out FILE.json]
- *   deno run -A tools/selection_probe.ts --train cam|mask --run DIR ...   (trains the run first, or resumes it)
+ *   deno run -A tools/selection_probe.ts --train cam|mask [--stage1-epochs N] --run DIR ...   (trains the run first, or resumes it)
  *
  * `--train` trains the hybrid this probe was made for: the synthetic set (4000 training images, the
  * validation split for evaluation, cpu profile), CNN tokens (timm's hybrid ViT: the ViT embeds the scorer's
@@ -37,12 +37,14 @@ import { parseDatasetName } from "../lib/data/mod.ts";
 import { writeFileAtomic } from "../lib/util/mod.ts";
 import { CliError, parseCli, runCli } from "./cli.ts";
 
-const HELP = `usage: deno run -A tools/selection_probe.ts [--train cam|mask] --run DIR [--keeps 0.1,0.25,0.5]
-         [--out FILE.json]
+const HELP = `usage: deno run -A tools/selection_probe.ts [--train cam|mask [--stage1-epochs N]] --run DIR
+         [--keeps 0.1,0.25,0.5] [--out FILE.json]
 
   --run DIR      a trained hybrid run folder (model.safetensors, identity.json) on a dataset with masks
   --train T      first train (or resume) that run: synthetic set, CNN tokens, keep 0.5, stage-1 target T
                  (cam: the CNN's class-activation map; mask: the object masks, an oracle)
+  --stage1-epochs N  with --train: epochs of stage 1 (the CNN and its importance head; default the
+                 cpu profile's)
   --keeps LIST   keep ratios in (0, 1), comma-separated (default 0.1,0.25,0.5)
   --out FILE     write the rows as JSON, and run.json in the same folder`;
 
@@ -52,6 +54,7 @@ await runCli("selection_probe", async () => {
     keeps: { type: "string", default: "0.1,0.25,0.5" },
     out: { type: "string" },
     train: { type: "string" },
+    "stage1-epochs": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) {
@@ -65,6 +68,14 @@ await runCli("selection_probe", async () => {
     if (k.trim() === "" || !(v > 0 && v < 1)) throw new CliError(`--keeps: "${k}" is not a ratio in (0, 1)`);
     return v;
   });
+  const s1 = values["stage1-epochs"];
+  const stage1Epochs = s1 === undefined ? undefined : Number(s1);
+  if (stage1Epochs !== undefined && !(Number.isInteger(stage1Epochs) && stage1Epochs >= 1)) {
+    throw new CliError(`--stage1-epochs "${s1}" is not an integer ≥ 1`);
+  }
+  if (stage1Epochs !== undefined && values.train === undefined) {
+    throw new CliError("--stage1-epochs needs --train (it sets how the run is trained)");
+  }
   if (values.train !== undefined) {
     if (values.train !== "cam" && values.train !== "mask") {
       throw new CliError(`--train "${values.train}" is not "cam" or "mask"`);
@@ -77,6 +88,7 @@ await runCli("selection_probe", async () => {
       override: { tokens: "cnn" },
       keep: 0.5,
       selectorTarget: values.train,
+      ...(stage1Epochs === undefined ? {} : { stage1Epochs }),
       trainSubset: 4000,
       evalSubset: 1000,
       evalSplit: "val",
