@@ -38,7 +38,7 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
     const syn = "results/study/cpu/07_synthetic_equal_cost";
     await Deno.mkdir(join(tmp, syn), { recursive: true });
     for (const f of ["results.json", "claims.md"]) await Deno.copyFile(join(root, syn, f), join(tmp, syn, f));
-    for (const t of ["cam", "mask"]) {
+    for (const t of ["cam", "mask", "cam_s1e8"]) {
       const sel = `results/selection/synthetic_cnn_tokens_${t}`;
       await Deno.mkdir(join(tmp, sel), { recursive: true });
       await Deno.copyFile(join(root, sel, "selection.json"), join(tmp, sel, "selection.json"));
