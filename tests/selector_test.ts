@@ -8,6 +8,8 @@ import { createModel, type Hybrid } from "../lib/models/mod.ts";
 import { importanceKL, stage1Loss, stage2Loss, train, type TrainBatch } from "../lib/train/mod.ts";
 import { Rng } from "../lib/util/mod.ts";
 import { stage1Prepare, stage2Prepare, vitAttentionTarget } from "../lib/train/two_stage.ts";
+import { crossEntropy } from "../lib/train/losses.ts";
+import { maskedHybridForward } from "../lib/pruning/masked_forward.ts";
 import { assert, assertThrows } from "./_assert.ts";
 import { assertClose, assertNoLeak, seededRandom } from "./_backends.ts";
 
@@ -240,6 +242,57 @@ Deno.test({
         () => tf.tidy(() => void noAttention({ ...ctx, rng: new Rng(1), prepared: {} })),
         Error,
         "rankDistill needs",
+      );
+    } finally {
+      tf.dispose([x, y]);
+      h.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "stage 2 with a frozen CNN skips the auxiliary CNN loss: the trained variables get the same gradients",
+  ...opts,
+  fn: async () => {
+    await initBackend("wasm", { log: false });
+    const h = createModel("hybrid_test", { cnnHead: true, keepRatio: 0.5 }, { seed: 12 }) as Hybrid;
+    const x = images(2, 61);
+    const y = tf.tensor1d([5, 6], "int32");
+    // What stage 2 trains with a frozen CNN: the ViT and the importance head.
+    const vars = [...h.trainableVariables()]
+      .filter(([k]) => !k.startsWith("cnn.") || k.startsWith("cnn.importance_head."))
+      .map(([, v]) => v);
+    const grads = (aux: number, cnnTraining: boolean) =>
+      tf.tidy(() => {
+        const loss = stage2Loss(h, { loss: { aux }, cnnTraining, noiseScale: 0 });
+        let parts: string[] = [];
+        const g = tf.variableGrads(() => {
+          const out = loss({ model: h, batch: { x, y }, step: 0, epoch: 0, rng: new Rng(3), prepared: {} });
+          parts = Object.keys(out.parts ?? {});
+          return out.loss;
+        }, vars);
+        return { parts, flat: Object.values(g.grads).flatMap((t) => [...t.dataSync()]) };
+      });
+    try {
+      const frozen = await assertNoLeak("frozen-CNN step", () => grads(0.3, false));
+      const noAux = grads(0, false);
+      const trained = grads(0.3, true);
+      assert(!frozen.parts.includes("aux"), `parts ${frozen.parts}`);
+      assert(trained.parts.includes("aux"), `a CNN in training keeps its auxiliary loss: ${trained.parts}`);
+      assertClose(frozen.flat, noAux.flat, 1e-6, "frozen CNN, aux 0.3 vs aux 0");
+      assert(frozen.flat.some((v) => v !== 0), "the trained variables get gradients");
+      // Why skipping is exact: the CNN's own loss reaches none of the variables stage 2 trains.
+      assertThrows(
+        () =>
+          tf.tidy(() => {
+            tf.variableGrads(() => {
+              const out = maskedHybridForward(h, x, { keepRatio: 0.5, cnnTraining: false, cnnLogits: true });
+              return crossEntropy(out.cnnLogits!, y);
+            }, vars);
+          }),
+        Error,
+        "Cannot find a connection",
       );
     } finally {
       tf.dispose([x, y]);

