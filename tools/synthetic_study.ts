@@ -3,7 +3,7 @@
  * among distractors) and token selection should matter: the CNN-guided hybrid against random and attention
  * (EViT) selection and training-free ToMe merging at the same total GMACs per image, over seeds.
  *
- *   deno run -A tools/synthetic_study.ts [--seeds 0,1,2] [--keeps 0.25,0.5] [--profile cpu|quick] [--runs DIR] [--out DIR]
+ *   deno run -A tools/synthetic_study.ts [--seeds 0,1,2] [--keeps 0.25,0.5,0.6] [--profile cpu|quick] [--runs DIR] [--out DIR]
  *
  * Per seed, every model makes its ViT tokens with the same CNN stem (CNN tokens, timm's hybrid ViT: on
  * pixels the ViT stays near chance on this set):
@@ -56,12 +56,12 @@ import {
 import { CliError, parseCli, runCli } from "./cli.ts";
 
 const HELP =
-  `usage: deno run -A tools/synthetic_study.ts [--seeds 0,1,2] [--keeps 0.25,0.5] [--profile cpu|quick]
+  `usage: deno run -A tools/synthetic_study.ts [--seeds 0,1,2] [--keeps 0.25,0.5,0.6] [--profile cpu|quick]
          [--runs DIR] [--out DIR]
 
   --seeds LIST   seeds, comma-separated (default 0,1,2); each trains the hybrid, both controls, the
                  all-token ViT on CNN tokens and ResNet18
-  --keeps LIST   keep ratios of the hybrid, in (0, 1) (default 0.25,0.5): at each, the hybrid and the
+  --keeps LIST   keep ratios of the hybrid, in (0, 1) (default 0.25,0.5,0.6): at each, the hybrid and the
                  controls are trained for its cost
   --profile P    cpu (default: the study) or quick (a few images, a minute: a smoke test)
   --runs DIR     training runs (default results/runs/synthetic_study_<profile>; resumable)
@@ -117,7 +117,7 @@ function parseList(flag: string, raw: string, ok: (v: number) => boolean, want: 
 await runCli("synthetic_study", async () => {
   const { values } = parseCli(Deno.args, {
     seeds: { type: "string", default: "0,1,2" },
-    keeps: { type: "string", default: "0.25,0.5" },
+    keeps: { type: "string", default: "0.25,0.5,0.6" },
     runs: { type: "string" },
     out: { type: "string" },
     profile: { type: "string", default: "cpu" },
