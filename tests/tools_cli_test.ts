@@ -56,6 +56,12 @@ const badFlags: [string, string[], string][] = [
     ["--run", "x", "--stage1-epochs", "8"],
     "selection_probe: --stage1-epochs needs --train",
   ],
+  ["synthetic_ablation.ts", ["--seed", "x"], `synthetic_ablation: --seed "x" is not an integer ≥ 0`],
+  [
+    "synthetic_ablation.ts",
+    ["--profile", "full"],
+    `synthetic_ablation: --profile "full" is not cpu or quick`,
+  ],
   ["synthetic_study.ts", ["--seeds", "0,x"], `synthetic_study: --seeds: "x" is not an integer ≥ 0`],
   ["synthetic_study.ts", ["--keeps", "0"], `synthetic_study: --keeps: "0" is not a ratio in (0, 1)`],
   ["synthetic_study.ts", ["--profile", "full"], `synthetic_study: --profile "full" is not cpu or quick`],
