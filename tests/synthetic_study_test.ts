@@ -52,6 +52,7 @@ Deno.test({
       const first = await study(dir);
       const variants = [
         "ResNet18",
+        "ResNet18 (width 8)",
         "ViT on CNN tokens (all tokens)",
         ...[0.25, 0.5].flatMap((k) =>
           ["hybrid", "random=hybrid", "attention=hybrid", "merge=hybrid"].map((v) => `${v}@${k}`)
@@ -97,6 +98,7 @@ Deno.test({
         "random.run.json",
         "random_k0.25.run.json",
         "resnet18.run.json",
+        "resnet18_w8.run.json",
       ]);
       // A second invocation trains nothing new and reproduces every number.
       const again = await study(dir);
