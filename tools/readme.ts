@@ -246,6 +246,34 @@ async function syntheticStudyTable(root: string): Promise<string> {
   );
 }
 
+/** One step of the synthetic ablation (tools/synthetic_ablation.ts). */
+interface AblationRow {
+  label: string;
+  accuracy: number;
+  accuracyCI?: [number, number];
+  allTokensAccuracy: number;
+  gmacs?: number;
+  selectionPrecision?: number;
+  selectionRecall?: number;
+}
+
+/** The one-seed ablation on the synthetic set's validation split. */
+async function syntheticAblationTable(root: string): Promise<string> {
+  const rows = await readJson<AblationRow[]>(root, "results/ablation/cpu/synthetic/ablation.json");
+  const pct = (v?: number) => (v === undefined ? "-" : (100 * v).toFixed(1));
+  return markdownTable(
+    ["Step", "Accuracy % at keep 0.5 [95% CI]", "All tokens %", "Precision / recall %", "GMACs"],
+    rows.map((r) => [
+      r.label,
+      `${pct(r.accuracy)}${r.accuracyCI ? ` [${pct(r.accuracyCI[0])}, ${pct(r.accuracyCI[1])}]` : ""}`,
+      pct(r.allTokensAccuracy),
+      r.selectionPrecision === undefined ? "-" : `${pct(r.selectionPrecision)} / ${pct(r.selectionRecall)}`,
+      r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
+    ]),
+    ["l", "r", "r", "r", "r"],
+  );
+}
+
 /** The synthetic study's claims.md (without its title). */
 function syntheticStudyClaims(root: string): Promise<string> {
   return claimsWithoutTitle(root, `${SYNTHETIC_STUDY}/claims.md`);
@@ -260,6 +288,7 @@ export const GENERATORS: Record<string, Generator> = {
   selection: selectionTable,
   "synthetic-study": syntheticStudyTable,
   "synthetic-claims": syntheticStudyClaims,
+  "synthetic-ablation": syntheticAblationTable,
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */
