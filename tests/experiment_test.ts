@@ -319,6 +319,18 @@ Deno.test({
     const resumed = await runTraining({ ...tiny, model: "vit", out, resume: true });
     assert(resumed.completed);
     assertEquals((await loadRunResult(out)).accuracy, resumed.result.accuracy);
+    // Resuming the finished run (a study reloading it, maybe at a later commit) trains nothing: its
+    // run.json keeps the training invocation's provenance and lists the new recording.
+    const trained = JSON.parse(await Deno.readTextFile(join(out, "run.json")));
+    assertEquals(trained.extra.recordedAgain, undefined);
+    const again = await runTraining({ ...tiny, model: "vit", out, resume: true });
+    assertEquals(again.result.accuracy, resumed.result.accuracy);
+    const reloaded = JSON.parse(await Deno.readTextFile(join(out, "run.json")));
+    assertEquals(reloaded.createdAt, trained.createdAt);
+    assertEquals(reloaded.git, trained.git);
+    assertEquals(reloaded.durations, trained.durations);
+    assertEquals(reloaded.extra.recordedAgain.length, 1);
+    assert(reloaded.extra.recordedAgain[0].createdAt > trained.createdAt, "the recording is listed");
   },
 });
 

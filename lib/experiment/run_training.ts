@@ -740,7 +740,10 @@ async function recordRun(
       ...(claim.status === "forced" ? { forcedResume: claim.differences } : {}),
     },
   });
-  await writeFileAtomic(join(outDir, "run.json"), JSON.stringify(info, null, 2) + "\n");
+  await writeFileAtomic(
+    join(outDir, "run.json"),
+    JSON.stringify(await keepTrainingProvenance(outDir, info, claim), null, 2) + "\n",
+  );
   const sel = result.selection;
   run.say(
     `${run.runName}: ${opts.evalSplit} accuracy ${(100 * result.accuracy).toFixed(2)}% on ` +
@@ -753,6 +756,33 @@ async function recordRun(
         : "") +
       ` → ${outDir}`,
   );
+}
+
+/**
+ * The run.json to write when a run is recorded: a finished run resumed with the same identity trained
+ * nothing now (its run.json exists only once training completed), so its training provenance (commit,
+ * createdAt, durations) stays that of the invocation that trained it, and this recording is appended to
+ * `extra.recordedAgain`. A new or force-resumed run records the current invocation.
+ */
+async function keepTrainingProvenance(outDir: string, info: RunInfo, claim: ClaimResult): Promise<RunInfo> {
+  if (claim.status !== "resumed") return info;
+  let previous: RunInfo;
+  try {
+    previous = JSON.parse(await Deno.readTextFile(join(outDir, "run.json"))) as RunInfo;
+  } catch {
+    return info; // interrupted before it finished: this invocation completed the training
+  }
+  const again = (previous.extra?.recordedAgain as unknown[] | undefined) ?? [];
+  return {
+    ...info,
+    git: previous.git,
+    createdAt: previous.createdAt,
+    durations: previous.durations,
+    extra: {
+      ...info.extra,
+      recordedAgain: [...again, { git: info.git, createdAt: info.createdAt, backend: info.backend }],
+    },
+  };
 }
 
 /**
