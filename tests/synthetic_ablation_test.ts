@@ -3,10 +3,9 @@
  * own configuration, evaluated on the validation split with selection precision/recall, written with its
  * provenance, and a second invocation resumes the finished runs and reproduces every number.
  */
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { assert, assertEquals } from "./_assert.ts";
-
-const root = resolve(new URL("..", import.meta.url).pathname);
+import { runTool } from "./_tool.ts";
 
 interface Row {
   step: string;
@@ -17,24 +16,14 @@ interface Row {
 }
 
 async function ablation(dir: string): Promise<Row[]> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      join(root, "tools", "synthetic_ablation.ts"),
-      "--profile",
-      "quick",
-      "--runs",
-      join(dir, "runs"),
-      "--out",
-      join(dir, "out"),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    env: { TFJS_BACKEND: "wasm" },
-  }).output();
-  const dec = new TextDecoder();
-  assertEquals(r.code, 0, dec.decode(r.stderr).slice(-3000));
+  await runTool("synthetic_ablation.ts", [
+    "--profile",
+    "quick",
+    "--runs",
+    join(dir, "runs"),
+    "--out",
+    join(dir, "out"),
+  ]);
   return JSON.parse(await Deno.readTextFile(join(dir, "out", "ablation.json"))) as Row[];
 }
 

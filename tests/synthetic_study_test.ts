@@ -3,34 +3,23 @@
  * evaluated on its own run's test subset and written with its provenance, the controls cost what the hybrid
  * costs (within one token), and a second invocation resumes the finished runs and reproduces every number.
  */
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { assert, assertEquals } from "./_assert.ts";
-
-const root = resolve(new URL("..", import.meta.url).pathname);
+import { runTool } from "./_tool.ts";
 
 async function study(dir: string) {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      join(root, "tools", "synthetic_study.ts"),
-      "--profile",
-      "quick",
-      "--seeds",
-      "0,1",
-      "--keeps",
-      "0.25,0.5",
-      "--runs",
-      join(dir, "runs"),
-      "--out",
-      join(dir, "out"),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    env: { TFJS_BACKEND: "wasm" },
-  }).output();
-  const dec = new TextDecoder();
-  assertEquals(r.code, 0, dec.decode(r.stderr).slice(-3000));
+  await runTool("synthetic_study.ts", [
+    "--profile",
+    "quick",
+    "--seeds",
+    "0,1",
+    "--keeps",
+    "0.25,0.5",
+    "--runs",
+    join(dir, "runs"),
+    "--out",
+    join(dir, "out"),
+  ]);
   return JSON.parse(await Deno.readTextFile(join(dir, "out", "per_seed.json"))) as {
     seed: number;
     variant: string;

@@ -49,6 +49,27 @@ export function intFlag(name: string, raw: string, min: number): number {
   return v;
 }
 
+/** The flags every study tool shares: its runs folder, its results folder, its profile and help. */
+export const STUDY_FLAGS = {
+  runs: { type: "string" },
+  out: { type: "string" },
+  profile: { type: "string", default: "cpu" },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
+/**
+ * A study tool's `--profile`: `cpu` (the study) or `quick` (a smoke test); anything else is a {@link CliError}.
+ *
+ * @example
+ * ```ts
+ * cpuOrQuick("quick"); // "quick"
+ * ```
+ */
+export function cpuOrQuick(raw: string): "cpu" | "quick" {
+  if (raw !== "cpu" && raw !== "quick") throw new CliError(`--profile "${raw}" is not cpu or quick`);
+  return raw;
+}
+
 /**
  * Calls `f` (parsing inside it throws {@link CliError}); a `CliError`, or an error of a `parse*` validator
  * passed as `usageErrors`, prints `<tool>: <message>` and `(see --help)` and exits 2.

@@ -38,7 +38,7 @@ import {
   useProjectRoot,
   writeReport,
 } from "../lib/mod.ts";
-import { CliError, parseCli, runCli } from "./cli.ts";
+import { cpuOrQuick, intFlag, parseCli, runCli, STUDY_FLAGS } from "./cli.ts";
 
 const HELP =
   `usage: deno run -A tools/synthetic_ablation.ts [--seed 0] [--profile cpu|quick] [--runs DIR] [--out DIR]
@@ -101,23 +101,14 @@ export const STEPS: { name: string; label: string; options: Partial<TrainingRunO
 await runCli("synthetic_ablation", async () => {
   const { values } = parseCli(Deno.args, {
     seed: { type: "string", default: "0" },
-    runs: { type: "string" },
-    out: { type: "string" },
-    profile: { type: "string", default: "cpu" },
-    help: { type: "boolean", short: "h", default: false },
+    ...STUDY_FLAGS,
   });
   if (values.help) {
     console.log(HELP);
     return 0;
   }
-  const seed = Number(values.seed);
-  if (values.seed!.trim() === "" || !(Number.isInteger(seed) && seed >= 0)) {
-    throw new CliError(`--seed "${values.seed}" is not an integer ≥ 0`);
-  }
-  const profile = values.profile!;
-  if (profile !== "cpu" && profile !== "quick") {
-    throw new CliError(`--profile "${profile}" is not cpu or quick`);
-  }
+  const seed = intFlag("seed", values.seed!, 0);
+  const profile = cpuOrQuick(values.profile!);
   const base = profile === "quick" ? QUICK : CPU;
   const runs = values.runs ?? `results/runs/synthetic_ablation_${profile}`;
   const outDir = values.out ?? `results/ablation/${profile}/synthetic`;

@@ -54,7 +54,7 @@ import {
   useProjectRoot,
   writeReport,
 } from "../lib/mod.ts";
-import { CliError, parseCli, runCli } from "./cli.ts";
+import { CliError, cpuOrQuick, parseCli, runCli, STUDY_FLAGS } from "./cli.ts";
 
 const HELP =
   `usage: deno run -A tools/synthetic_study.ts [--seeds 0,1,2] [--keeps 0.25,0.5,0.6] [--profile cpu|quick]
@@ -122,10 +122,7 @@ await runCli("synthetic_study", async () => {
   const { values } = parseCli(Deno.args, {
     seeds: { type: "string", default: "0,1,2" },
     keeps: { type: "string", default: "0.25,0.5,0.6" },
-    runs: { type: "string" },
-    out: { type: "string" },
-    profile: { type: "string", default: "cpu" },
-    help: { type: "boolean", short: "h", default: false },
+    ...STUDY_FLAGS,
   });
   if (values.help) {
     console.log(HELP);
@@ -133,10 +130,7 @@ await runCli("synthetic_study", async () => {
   }
   const seeds = parseList("seeds", values.seeds!, (v) => Number.isInteger(v) && v >= 0, "an integer ≥ 0");
   const keeps = parseList("keeps", values.keeps!, (v) => v > 0 && v < 1, "a ratio in (0, 1)");
-  const profile = values.profile!;
-  if (profile !== "cpu" && profile !== "quick") {
-    throw new CliError(`--profile "${profile}" is not cpu or quick`);
-  }
+  const profile = cpuOrQuick(values.profile!);
   BASE = profile === "quick" ? QUICK : CPU;
   const runs = values.runs ?? `results/runs/synthetic_study_${profile}`;
   const outDir = values.out ?? `results/study/${profile}/07_synthetic_equal_cost`;
