@@ -228,18 +228,26 @@ interface StudyRow {
 
 const SYNTHETIC_STUDY = "results/study/cpu/07_synthetic_equal_cost";
 
+/** A fraction as a percentage with one decimal ("-" when absent). */
+const pct1 = (v?: number) => pct(v, 1);
+/** An accuracy in percent with its interval, `74.4 [66.6, 82.3]`. */
+const pctWithCI = (v: number, ci?: [number, number]) =>
+  `${pct1(v)}${ci ? ` [${pct1(ci[0])}, ${pct1(ci[1])}]` : ""}`;
+/** Selection precision / recall in percent ("-" for rows without a selection). */
+const precisionRecall = (r: { selectionPrecision?: number; selectionRecall?: number }) =>
+  r.selectionPrecision === undefined ? "-" : `${pct1(r.selectionPrecision)} / ${pct1(r.selectionRecall)}`;
+
 /** The equal-cost study on the synthetic set (tools/synthetic_study.ts): every variant, mean over seeds. */
 async function syntheticStudyTable(root: string): Promise<string> {
   const { rows } = await readJson<{ rows: StudyRow[] }>(root, `${SYNTHETIC_STUDY}/results.json`);
-  const pct = (v?: number) => (v === undefined ? "-" : (100 * v).toFixed(1));
   return markdownTable(
     ["Variant", "GMACs", "Tokens", "Accuracy % [95% CI]", "Precision / recall %", "img/s"],
     rows.map((r) => [
       r.model,
       r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
       r.keptTokens === undefined ? "-" : String(r.keptTokens),
-      `${pct(r.accuracy)}${r.accuracyCI ? ` [${pct(r.accuracyCI[0])}, ${pct(r.accuracyCI[1])}]` : ""}`,
-      r.selectionPrecision === undefined ? "-" : `${pct(r.selectionPrecision)} / ${pct(r.selectionRecall)}`,
+      pctWithCI(r.accuracy, r.accuracyCI),
+      precisionRecall(r),
       r.throughputImgPerS === undefined ? "-" : r.throughputImgPerS.toFixed(0),
     ]),
     ["l", "r", "r", "r", "r", "r"],
@@ -260,14 +268,13 @@ interface AblationRow {
 /** The one-seed ablation on the synthetic set's validation split. */
 async function syntheticAblationTable(root: string): Promise<string> {
   const rows = await readJson<AblationRow[]>(root, "results/ablation/cpu/synthetic/ablation.json");
-  const pct = (v?: number) => (v === undefined ? "-" : (100 * v).toFixed(1));
   return markdownTable(
     ["Step", "Accuracy % at keep 0.5 [95% CI]", "All tokens %", "Precision / recall %", "GMACs"],
     rows.map((r) => [
       r.label,
-      `${pct(r.accuracy)}${r.accuracyCI ? ` [${pct(r.accuracyCI[0])}, ${pct(r.accuracyCI[1])}]` : ""}`,
-      pct(r.allTokensAccuracy),
-      r.selectionPrecision === undefined ? "-" : `${pct(r.selectionPrecision)} / ${pct(r.selectionRecall)}`,
+      pctWithCI(r.accuracy, r.accuracyCI),
+      pct1(r.allTokensAccuracy),
+      precisionRecall(r),
       r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
     ]),
     ["l", "r", "r", "r", "r"],

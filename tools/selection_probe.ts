@@ -35,7 +35,7 @@ import { canResume } from "../lib/experiment/study.ts";
 import { collectRunInfo } from "../lib/report/mod.ts";
 import { parseDatasetName } from "../lib/data/mod.ts";
 import { writeFileAtomic } from "../lib/util/mod.ts";
-import { CliError, parseCli, runCli } from "./cli.ts";
+import { CliError, intFlag, parseCli, runCli } from "./cli.ts";
 
 const HELP = `usage: deno run -A tools/selection_probe.ts [--train cam|mask [--stage1-epochs N]] --run DIR
          [--keeps 0.1,0.25,0.5] [--out FILE.json]
@@ -69,10 +69,7 @@ await runCli("selection_probe", async () => {
     return v;
   });
   const s1 = values["stage1-epochs"];
-  const stage1Epochs = s1 === undefined ? undefined : Number(s1);
-  if (stage1Epochs !== undefined && !(Number.isInteger(stage1Epochs) && stage1Epochs >= 1)) {
-    throw new CliError(`--stage1-epochs "${s1}" is not an integer ≥ 1`);
-  }
+  const stage1Epochs = s1 === undefined ? undefined : intFlag("stage1-epochs", s1, 1);
   if (stage1Epochs !== undefined && values.train === undefined) {
     throw new CliError("--stage1-epochs needs --train (it sets how the run is trained)");
   }
