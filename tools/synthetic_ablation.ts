@@ -1,9 +1,15 @@
 /**
- * One-seed ablation of the hybrid on the synthetic object-in-clutter set, on the **validation split** (so
- * its answers can choose the study's configuration): today's hybrid, the steps to the synthetic study's
- * configuration, then each further piece this wave built, added alone to that configuration.
+ * One-seed ablation of the hybrid on the synthetic object-in-clutter set (or Fashion-MNIST, `--dataset`), on
+ * the **validation split** (so its answers can choose a study's configuration): today's hybrid, the steps to
+ * the synthetic study's configuration, then each further piece this wave built, added alone to that
+ * configuration.
  *
- *   deno run -A tools/synthetic_ablation.ts [--seed 0] [--profile cpu|quick] [--runs DIR] [--out DIR]
+ *   deno run -A tools/synthetic_ablation.ts [--dataset synthetic|fashion-mnist] [--seed 0] [--profile cpu|quick]
+ *       [--runs DIR] [--out DIR]
+ *
+ * On the synthetic set the runs train on 4000 images and are evaluated on 1000 validation images; on
+ * Fashion-MNIST on the cpu profile's 10000 and 2000 (notebook 06's sizes), which has no object masks, so
+ * its rows have no selection precision/recall.
  *
  * Every row is a hybrid trained from scratch at keep 0.5 and evaluated at keep 0.5 (its CNN's top-k) and
  * with all tokens (how good its ViT is), with selection precision/recall against the object masks and
@@ -38,15 +44,26 @@ import {
   useProjectRoot,
   writeReport,
 } from "../lib/mod.ts";
-import { cpuOrQuick, intFlag, parseCli, runCli, STUDY_FLAGS } from "./cli.ts";
+import { CliError, cpuOrQuick, intFlag, parseCli, runCli, STUDY_FLAGS } from "./cli.ts";
 
-const HELP =
-  `usage: deno run -A tools/synthetic_ablation.ts [--seed 0] [--profile cpu|quick] [--runs DIR] [--out DIR]
+const HELP = `usage: deno run -A tools/synthetic_ablation.ts [--dataset synthetic|fashion-mnist] [--seed 0]
+         [--profile cpu|quick] [--runs DIR] [--out DIR]
 
+  --dataset D    synthetic (default: 4000 training, 1000 validation images) or fashion-mnist (the cpu
+                 profile's 10000 and 2000)
   --seed N       seed of every run (default 0)
   --profile P    cpu (default) or quick (a few images: a smoke test, its numbers mean nothing)
-  --runs DIR     training runs (default results/runs/synthetic_ablation_<profile>; resumable)
-  --out DIR      results folder (default results/ablation/<profile>/synthetic)`;
+  --runs DIR     training runs (default results/runs/synthetic_ablation_<profile> for the synthetic set,
+                 results/runs/hybrid_ablation_<dataset>_<profile> otherwise; resumable)
+  --out DIR      results folder (default results/ablation/<profile>/<dataset>)`;
+
+/** Datasets of the ablation and what their runs train and evaluate on (cpu profile). */
+const DATASETS = {
+  synthetic: { dataset: "synthetic", trainSubset: 4000, evalSubset: 1000 },
+  // The cpu profile's subsets (undefined: the profile decides), as notebook 06 trains on.
+  "fashion-mnist": { dataset: "fashion-mnist", trainSubset: undefined, evalSubset: undefined },
+} as const;
+type AblationDataset = keyof typeof DATASETS;
 
 const KEEP = 0.5;
 const CPU: TrainingRunOptions = {
@@ -101,6 +118,7 @@ export const STEPS: { name: string; label: string; options: Partial<TrainingRunO
 await runCli("synthetic_ablation", async () => {
   const { values } = parseCli(Deno.args, {
     seed: { type: "string", default: "0" },
+    dataset: { type: "string", default: "synthetic" },
     ...STUDY_FLAGS,
   });
   if (values.help) {
@@ -109,9 +127,19 @@ await runCli("synthetic_ablation", async () => {
   }
   const seed = intFlag("seed", values.seed!, 0);
   const profile = cpuOrQuick(values.profile!);
-  const base = profile === "quick" ? QUICK : CPU;
-  const runs = values.runs ?? `results/runs/synthetic_ablation_${profile}`;
-  const outDir = values.out ?? `results/ablation/${profile}/synthetic`;
+  const name = values.dataset!;
+  if (!Object.hasOwn(DATASETS, name)) {
+    throw new CliError(`--dataset "${name}" is not ${Object.keys(DATASETS).join(" or ")}`);
+  }
+  const data = DATASETS[name as AblationDataset];
+  const base: TrainingRunOptions = profile === "quick"
+    ? { ...QUICK, dataset: data.dataset }
+    : { ...CPU, ...data };
+  const runs = values.runs ??
+    (name === "synthetic"
+      ? `results/runs/synthetic_ablation_${profile}`
+      : `results/runs/hybrid_ablation_${name}_${profile}`);
+  const outDir = values.out ?? `results/ablation/${profile}/${name}`;
   useProjectRoot();
   const backend = await initBackend(undefined, { log: false });
   const t0 = performance.now();
@@ -157,7 +185,7 @@ await runCli("synthetic_ablation", async () => {
   console.log(table.toMarkdown());
   const prov = await trainingProvenance(trained);
   const info = await collectRunInfo({
-    experiment: "synthetic_ablation",
+    experiment: name === "synthetic" ? "synthetic_ablation" : `hybrid_ablation_${name}`,
     profile,
     dataset: { name: evalSet!.name, split: evalSet!.split, images: evalSet!.size, source: evalSet!.source },
     config: { base, steps: STEPS, keep: KEEP, backend: backend.name },
@@ -171,7 +199,9 @@ await runCli("synthetic_ablation", async () => {
     "",
     "Generated by tools/synthetic_ablation.ts from the runs listed in run.json. Accuracy in percent with the",
     "hybrid's own top-k at keep 0.5 [95% bootstrap interval over images] and with all tokens (the same model);",
-    "precision and recall of the kept tokens against the object masks.",
+    name === "synthetic"
+      ? "precision and recall of the kept tokens against the object masks."
+      : "no precision/recall: this dataset has no object masks.",
     "",
     "| step | accuracy at keep 0.5 | all tokens | precision / recall | GMACs |",
     "|---|---|---|---|---|",
