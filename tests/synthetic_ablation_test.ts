@@ -11,6 +11,7 @@ interface Row {
   step: string;
   accuracy: number;
   allTokensAccuracy: number;
+  randomAccuracy: number;
   selectionRecall?: number;
   run: string;
 }
@@ -48,6 +49,7 @@ Deno.test({
       for (const r of first) {
         assert(r.selectionRecall !== undefined, `${r.step}: selection recall against the object masks`);
         assert(r.allTokensAccuracy >= 0 && r.allTokensAccuracy <= 1, `${r.step}: ${r.allTokensAccuracy}`);
+        assert(r.randomAccuracy >= 0 && r.randomAccuracy <= 1, `${r.step}: ${r.randomAccuracy}`);
       }
       // Each step's run recorded the configuration it claims (its identity), on the validation split.
       const identity = async (step: string) =>
@@ -70,6 +72,42 @@ Deno.test({
       }
       const again = await ablation(dir);
       assertEquals(again, first);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "synthetic_ablation.ts --dataset fashion-mnist --steps: only the named steps, on Fashion-MNIST's validation split",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "hybrid_ablation_fm_" });
+    try {
+      await runTool("synthetic_ablation.ts", [
+        "--profile",
+        "quick",
+        "--dataset",
+        "fashion-mnist",
+        "--steps",
+        "a1_cnn_tokens",
+        "--runs",
+        join(dir, "runs"),
+        "--out",
+        join(dir, "out"),
+      ]);
+      const rows = JSON.parse(await Deno.readTextFile(join(dir, "out", "ablation.json"))) as Row[];
+      assertEquals(rows.map((r) => r.step), ["a1_cnn_tokens"]);
+      assertEquals(rows[0].selectionRecall, undefined, "Fashion-MNIST has no object masks");
+      const run = JSON.parse(await Deno.readTextFile(join(dir, "out", "run.json"))) as {
+        experiment: string;
+        dataset: { name: string; split: string };
+      };
+      assertEquals(run.experiment, "hybrid_ablation_fashion-mnist");
+      assertEquals(run.dataset.split, "val");
+      assert(run.dataset.name.startsWith("fashion-mnist"), run.dataset.name);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -67,6 +67,11 @@ const badFlags: [string, string[], string][] = [
     ["--dataset", "cifar"],
     `synthetic_ablation: --dataset "cifar" is not synthetic or fashion-mnist`,
   ],
+  [
+    "synthetic_ablation.ts",
+    ["--steps", "a0_today,a9"],
+    `synthetic_ablation: --steps: "a9" is not one of a0_today`,
+  ],
   ["synthetic_study.ts", ["--seeds", "0,x"], `synthetic_study: --seeds: "x" is not an integer ≥ 0`],
   ["synthetic_study.ts", ["--keeps", "0"], `synthetic_study: --keeps: "0" is not a ratio in (0, 1)`],
   ["synthetic_study.ts", ["--profile", "full"], `synthetic_study: --profile "full" is not cpu or quick`],
