@@ -9,6 +9,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { backendFromEnv, initBackend } from "../lib/backend/mod.ts";
 import { createModel, type Model, type ModelOverrides } from "../lib/models/mod.ts";
+import { maskedAttentionKernel } from "../lib/backend/mod.ts";
+import { opByOpAttention } from "../lib/models/vit.ts";
 
 const info = await initBackend(backendFromEnv(), { log: false });
 const full = Deno.env.get("BENCH_SIZE") === "full";
@@ -80,7 +82,55 @@ for (const [label, name, overrides] of MODELS) {
   });
 }
 
+// The hybrid's training-time attention (DynamicViT's token policy, a straight-through keep mask): one
+// block's attention forward + backward at the cpu profile's shape (65 tokens, 128 wide, 4 heads), as
+// tfjs ops and as the fused kernel where the backend has one; the summary prints their ratio.
+const attnMs: Record<string, number> = {};
+{
+  const [b, t, d, heads] = [128, 65, 128, 4];
+  const qkv = tf.randomNormal([b, t, 3 * d], 0, 1, "float32", 2) as tf.Tensor3D;
+  const mask = tf.cast(
+    tf.greater(tf.randomUniform([b, t], 0, 1, "float32", 3), 0.5),
+    "float32",
+  ) as tf.Tensor2D;
+  const up = tf.randomNormal([b, t, d], 0, 1, "float32", 4);
+  const paths: [string, (x: tf.Tensor3D, m: tf.Tensor2D) => tf.Tensor3D | undefined][] = [
+    ["masked attention, tfjs ops", (x, m) => opByOpAttention(x, heads, m).ctx],
+    ["masked attention, fused kernel", (x, m) => maskedAttentionKernel(x, m, heads)],
+  ];
+  for (const [label, f] of paths) {
+    if (!tf.tidy(() => f(qkv, mask) !== undefined)) continue; // no fused kernel on this backend
+    let total = 0, n = 0;
+    Deno.bench({
+      name: `${label}: forward + backward, [${b}, ${t}, ${d}], ${heads} heads [${info.name}]`,
+      group: "masked attention",
+      n: 5,
+      warmup: 1,
+      fn: async (bc) => {
+        bc.start();
+        const t0 = performance.now();
+        const g = tf.grads((x: tf.Tensor, m: tf.Tensor) =>
+          tf.sum(tf.mul(f(x as tf.Tensor3D, m as tf.Tensor2D)!, up))
+        )([qkv, mask]);
+        await Promise.all(g.map((x) => x.data()));
+        total += performance.now() - t0;
+        n++;
+        bc.end();
+        tf.dispose(g);
+        attnMs[label] = total / n;
+      },
+    });
+  }
+}
+
 globalThis.addEventListener("unload", () => {
   console.log(`\nmodels_bench (${info.name}, batch ${BATCH}, 32x32, ${full ? "full" : "quick"} sizes):`);
   console.table(rows);
+  const [ops, fused] = [attnMs["masked attention, tfjs ops"], attnMs["masked attention, fused kernel"]];
+  if (ops && fused) {
+    console.log(
+      `masked attention forward + backward: tfjs ops ${ops.toFixed(1)} ms, fused ${fused.toFixed(1)} ms ` +
+        `(${(ops / fused).toFixed(2)}× faster)`,
+    );
+  }
 });

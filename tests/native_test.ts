@@ -19,8 +19,10 @@ import {
   geluLean,
   LAYER_NORM_KERNEL,
   layerNormLean,
+  maskedAttentionKernel,
 } from "../lib/backend/native/fused_ops.ts";
 import { batchNorm } from "../lib/models/layers.ts";
+import { opByOpAttention } from "../lib/models/vit.ts";
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, seededRandom } from "./_backends.ts";
 
@@ -847,6 +849,65 @@ nativeTest(
       const got = await run("native", [qkv, up], (x, u) => tf.grad((y: tf.Tensor) => fusedLoss(y, u))(x));
       assertEquals(tf.memory().numTensors, before, "attention gradient leaked");
       assertClose(got[0], ref[0], TOL, `attention gradient b=${b} t=${t} d=${d} heads=${heads}`);
+    }
+  },
+);
+
+nativeTest(
+  "native masked attention kernel (DynamicViT's token policy) matches the ViT's op-by-op masked attention on cpu, with gradients for qkv and the mask",
+  async () => {
+    if (!/^oneDNN/.test(nativeBackendStatus()?.convolution ?? "")) return; // no oneDNN: the op path runs
+    // The last case is degenerate: scores ×12, so in many rows a masked key scores far above every kept
+    // one and the kept weights fall below ε: there the max's own gradient matters.
+    for (const [b, t, d, heads, sharp] of [[2, 5, 12, 3, 3], [3, 17, 64, 4, 3], [2, 9, 8, 2, 12]]) {
+      const qkv = rand([b, t, 3 * d]), up = rand([b, t, d]);
+      qkv.values.forEach((v, i) => qkv.values[i] = sharp * v);
+      // A hard mask (CLS and a few tokens kept) plus a soft one, as a straight-through mask can carry.
+      const mask = {
+        values: Float32Array.from({ length: b * t }, (_, i) => (i % t === 0 || (i * 7) % 3 === 0 ? 1 : 0)),
+        shape: [b, t],
+      };
+      const soft = { values: Float32Array.from(rand([b, t]).values, (v) => 0.5 + 0.5 * v), shape: [b, t] };
+      for (const m of [mask, soft]) {
+        const ref = await run(
+          "cpu",
+          [qkv, m],
+          (x, mm) => opByOpAttention(x as tf.Tensor3D, heads, mm as tf.Tensor2D).ctx,
+        );
+        await tf.setBackend("native");
+        let before = tf.memory().numTensors;
+        const got = await run("native", [qkv, m], (x, mm) => {
+          const fused = maskedAttentionKernel(x as tf.Tensor3D, mm as tf.Tensor2D, heads);
+          if (!fused) throw new Error("maskedAttentionKernel() is undefined on native with oneDNN");
+          return fused;
+        });
+        assertEquals(tf.memory().numTensors, before, "masked attention kernel leaked");
+        assertClose(got[0], ref[0], TOL, `masked attention b=${b} t=${t} d=${d} heads=${heads}`);
+        // Gradients with respect to qkv and the mask.
+        const refGrads = await run(
+          "cpu",
+          [qkv, m, up],
+          (x, mm, u) =>
+            tf.grads((y: tf.Tensor, z: tf.Tensor) =>
+              tf.sum(tf.mul(opByOpAttention(y as tf.Tensor3D, heads, z as tf.Tensor2D).ctx, u))
+            )([x, mm]),
+        );
+        await tf.setBackend("native");
+        before = tf.memory().numTensors;
+        const gotGrads = await run(
+          "native",
+          [qkv, m, up],
+          (x, mm, u) =>
+            tf.grads((y: tf.Tensor, z: tf.Tensor) => {
+              const fused = maskedAttentionKernel(y as tf.Tensor3D, z as tf.Tensor2D, heads);
+              if (!fused) throw new Error("maskedAttentionKernel() is undefined under a tape");
+              return tf.sum(tf.mul(fused, u));
+            })([x, mm]),
+        );
+        assertEquals(tf.memory().numTensors, before, "masked attention gradient leaked");
+        assertClose(gotGrads[0], refGrads[0], TOL, `masked attention dqkv b=${b} t=${t}`);
+        assertClose(gotGrads[1], refGrads[1], TOL, `masked attention dmask b=${b} t=${t}`);
+      }
     }
   },
 );

@@ -234,5 +234,6 @@ export {
   batchNormTrainKernel,
   geluLean,
   layerNormLean,
+  maskedAttentionKernel,
   recordingGradients,
 } from "./native/fused_ops.ts";

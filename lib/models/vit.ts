@@ -12,7 +12,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { ParamStore } from "./param_store.ts";
 import { conv2d, gelu, layerNorm, linear } from "./layers.ts";
 import { gatherTokens } from "../pruning/select_top_k.ts";
-import { attentionKernel, recordingGradients } from "../backend/mod.ts";
+import { attentionKernel, maskedAttentionKernel, recordingGradients } from "../backend/mod.ts";
 import type {
   ForwardAux,
   ForwardOptions,
@@ -262,34 +262,16 @@ export class ViT implements Model {
     opts: BlockOptions,
     w: BlockParams,
   ): { out: tf.Tensor3D; attention?: tf.Tensor4D } {
-    const [b, t, d] = x.shape;
     const h = this.c.numHeads;
-    const dh = d / h;
     const qkv = linear(x, w("attn.qkv.weight"), w("attn.qkv.bias"));
-    if (!opts.tokenMask && !opts.returnAttention) {
+    if (!opts.returnAttention) {
       // Native backend with oneDNN: one kernel reads q, k, v in place (no head split, transposes or
-      // separate softmax), and one computes the gradient straight into qkv's; undefined elsewhere.
-      const fused = attentionKernel(qkv, h);
+      // separate softmax), and one computes the gradient straight into qkv's (and the mask's); undefined
+      // elsewhere.
+      const fused = opts.tokenMask ? maskedAttentionKernel(qkv, opts.tokenMask, h) : attentionKernel(qkv, h);
       if (fused) return { out: linear(fused, w("attn.proj.weight"), w("attn.proj.bias")) as tf.Tensor3D };
     }
-    const [q, k, v] = tf.split(qkv, 3, 2).map((m) =>
-      tf.transpose(tf.reshape(m, [b, t, h, dh]), [0, 2, 1, 3])
-    );
-    let logits = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)) as tf.Tensor4D;
-    let probs: tf.Tensor4D;
-    if (opts.tokenMask) {
-      // DynamicViT's softmax with policy: masked keys get no weight, except each token on itself.
-      const policy = tf.reshape(opts.tokenMask, [b, 1, 1, t]);
-      const eye = tf.reshape(tf.eye(t), [1, 1, t, t]);
-      const attnPolicy = tf.add(policy, tf.mul(tf.sub(1, policy), eye));
-      logits = tf.sub(logits, tf.max(logits, -1, true));
-      const e = tf.mul(tf.exp(logits), attnPolicy);
-      const eps = 1e-6;
-      probs = tf.div(tf.add(e, eps / t), tf.add(tf.sum(e, -1, true), eps)) as tf.Tensor4D;
-    } else {
-      probs = tf.softmax(logits) as tf.Tensor4D;
-    }
-    const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, t, d]);
+    const { ctx, probs } = opByOpAttention(qkv, h, opts.tokenMask);
     const out = linear(ctx, w("attn.proj.weight"), w("attn.proj.bias")) as tf.Tensor3D;
     return opts.returnAttention ? { out, attention: probs } : { out };
   }
@@ -567,4 +549,43 @@ export class ViT implements Model {
   dispose(): void {
     this.store.dispose();
   }
+}
+
+/**
+ * Multi-head self-attention from the fused projection `qkv` `[b, t, 3·d]` (timm's layout) as tfjs ops:
+ * the merged-heads context `[b, t, d]` and the probabilities `[b, heads, t, t]`. With `tokenMask`
+ * (`[b, t]`, 1 = kept) DynamicViT's softmax with policy: masked keys get no weight, except each token on
+ * itself (`p = (e·P + ε/t) / (Σ e·P + ε)`, ε = 1e-6). The reference the fused kernels are tested against.
+ * Call inside `tf.tidy`.
+ *
+ * @example
+ * ```ts
+ * const { ctx } = opByOpAttention(qkv, 4, mask);
+ * ```
+ */
+export function opByOpAttention(
+  qkv: tf.Tensor3D,
+  heads: number,
+  tokenMask?: tf.Tensor2D,
+): { ctx: tf.Tensor3D; probs: tf.Tensor4D } {
+  const [b, t, d3] = qkv.shape;
+  const d = d3 / 3, dh = d / heads;
+  const [q, k, v] = tf.split(qkv, 3, 2).map((m) =>
+    tf.transpose(tf.reshape(m, [b, t, heads, dh]), [0, 2, 1, 3])
+  );
+  let logits = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)) as tf.Tensor4D;
+  let probs: tf.Tensor4D;
+  if (tokenMask) {
+    const policy = tf.reshape(tokenMask, [b, 1, 1, t]);
+    const eye = tf.reshape(tf.eye(t), [1, 1, t, t]);
+    const attnPolicy = tf.add(policy, tf.mul(tf.sub(1, policy), eye));
+    logits = tf.sub(logits, tf.max(logits, -1, true));
+    const e = tf.mul(tf.exp(logits), attnPolicy);
+    const eps = 1e-6;
+    probs = tf.div(tf.add(e, eps / t), tf.add(tf.sum(e, -1, true), eps)) as tf.Tensor4D;
+  } else {
+    probs = tf.softmax(logits) as tf.Tensor4D;
+  }
+  const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, t, d]) as tf.Tensor3D;
+  return { ctx, probs };
 }

@@ -17,6 +17,7 @@
  * @module
  */
 import type * as tf from "@tensorflow/tfjs-core";
+import { policySoftmax, policySoftmaxBackward } from "./policy_softmax.ts";
 
 // oneDNN 2.6 constants (dnnl_types.h; read off the header with a C compiler).
 const DNNL_SUCCESS = 0;
@@ -216,6 +217,8 @@ export type DnnlConv = Pick<
   | "batchedMatMul"
   | "attention"
   | "attentionBackward"
+  | "maskedAttention"
+  | "maskedAttentionBackward"
   | "gelu"
   | "geluBackward"
   | "layerNorm"
@@ -921,6 +924,62 @@ class DnnlConvImpl {
     this.run(plan.dS, [probs, dP, dS], "attention softmax backward");
     this.run(plan.dQ, [dS, qkv.subarray(d), dqkv], "attention dQ");
     this.run(plan.dK, [dS, qkv, dqkv.subarray(d)], "attention dK");
+  }
+
+  /**
+   * {@link DnnlConvImpl.attention} with DynamicViT's token policy (`mask` `[b, t]`, 1 = kept: each query
+   * attends to the kept keys and itself; see `policySoftmax`). The products run in oneDNN, the policy
+   * softmax in JS. Writes the context to `ctx`, the probabilities to `probs`, `exp(s − rowmax)` to
+   * `expScores` (both `[b, heads, t, t]`), the rows' normalisers to `rowInv` and their max's column to
+   * `rowArgmax` (both `[b, heads, t]`): the gradient needs all four.
+   */
+  maskedAttention(
+    b: number,
+    t: number,
+    d: number,
+    heads: number,
+    qkv: Float32Array,
+    mask: Float32Array,
+    ctx: Float32Array,
+    probs: Float32Array,
+    expScores: Float32Array,
+    rowInv: Float32Array,
+    rowArgmax: Float32Array,
+  ): void {
+    if (b === 0 || t === 0) return;
+    const plan = this.attentionPlan(b, t, d, heads);
+    this.run(plan.scores, [qkv, qkv.subarray(d), expScores], "masked attention q·kᵀ");
+    policySoftmax(b, heads, t, mask, expScores, probs, rowInv, rowArgmax);
+    this.run(plan.context, [probs, qkv.subarray(2 * d), ctx], "masked attention probs·v");
+  }
+
+  /**
+   * Gradient of {@link DnnlConvImpl.maskedAttention} with respect to `qkv` (all of `dqkv` `[b, t, 3·d]`) and
+   * to the mask (`dmask` `[b, t]`), from the forward's `probs`, `expScores`, `rowInv` and `rowArgmax`.
+   */
+  maskedAttentionBackward(
+    b: number,
+    t: number,
+    d: number,
+    heads: number,
+    qkv: Float32Array,
+    mask: Float32Array,
+    probs: Float32Array,
+    expScores: Float32Array,
+    rowInv: Float32Array,
+    rowArgmax: Float32Array,
+    dctx: Float32Array,
+    dqkv: Float32Array,
+    dmask: Float32Array,
+  ): void {
+    if (b === 0 || t === 0) return;
+    const plan = this.attentionPlan(b, t, d, heads);
+    const g = this.scratchFor(b * heads * t * t * 4, "attentionGrad");
+    this.run(plan.dV, [probs, dctx, dqkv.subarray(2 * d)], "masked attention dV");
+    this.run(plan.dP, [dctx, qkv.subarray(2 * d), g], "masked attention dP");
+    policySoftmaxBackward(b, heads, t, mask, expScores, probs, rowInv, rowArgmax, g, dmask);
+    this.run(plan.dQ, [g, qkv.subarray(d), dqkv], "masked attention dQ");
+    this.run(plan.dK, [g, qkv, dqkv.subarray(d)], "masked attention dK");
   }
 
   /** `y = x·Φ(x)` (exact GELU, `torch.nn.GELU()`), elementwise over equal-length arrays. */

@@ -33,6 +33,14 @@ export const LAYER_NORM_GRAD_KERNEL = "CnnvitLayerNormGrad";
 export const ATTENTION_KERNEL = "CnnvitAttention";
 /** Inputs `{qkv, probs, dctx}`, attrs `{heads}` → `dqkv` `[b, t, 3·d]`. */
 export const ATTENTION_GRAD_KERNEL = "CnnvitAttentionGrad";
+/**
+ * Inputs `{qkv, mask}` (mask `[b, t]`, 1 = kept), attrs `{heads, keepProbs?}` → the context of DynamicViT's
+ * attention with a token policy (each query attends to the kept keys and itself), and with `keepProbs`
+ * also what its gradient needs: `[ctx, probs, expScores, rowInv, rowArgmax]`.
+ */
+export const MASKED_ATTENTION_KERNEL = "CnnvitMaskedAttention";
+/** Inputs `{qkv, mask, probs, expScores, rowInv, rowArgmax, dctx}`, attrs `{heads}` → `[dqkv, dmask]`. */
+export const MASKED_ATTENTION_GRAD_KERNEL = "CnnvitMaskedAttentionGrad";
 
 /** Inputs `{x, weight, bias}` (x NHWC), attrs `{eps}` → `[y, mean, variance]` (batch stats `[c]`, biased). */
 export const BATCH_NORM_KERNEL = "CnnvitBatchNorm";
@@ -259,4 +267,52 @@ export function attentionKernel(qkv: tf.Tensor3D, heads: number): tf.Tensor3D | 
     }) as unknown as LooseCustomGrad,
   );
   return op(qkv) as tf.Tensor3D;
+}
+
+/**
+ * {@link attentionKernel} with DynamicViT's token policy: `mask` `[b, t]` (1 = kept, float32, possibly a
+ * straight-through mask that carries a gradient) lets each query attend to the kept keys and itself, as
+ * the ViT's op-by-op `tokenMask` path computes it. One kernel where the backend has one (the native backend
+ * with oneDNN), else `undefined`. Under a gradient tape it is one custom-gradient op with gradients for
+ * `qkv` and for the mask.
+ *
+ * @example
+ * ```ts
+ * const ctx = maskedAttentionKernel(qkv, mask, 4) ?? opByOpMaskedAttention(qkv, mask);
+ * ```
+ */
+export function maskedAttentionKernel(
+  qkv: tf.Tensor3D,
+  mask: tf.Tensor2D,
+  heads: number,
+): tf.Tensor3D | undefined {
+  if (
+    qkv.dtype !== "float32" || mask.dtype !== "float32" || !hasKernel(MASKED_ATTENTION_KERNEL) ||
+    !hasKernel(MASKED_ATTENTION_GRAD_KERNEL)
+  ) {
+    return undefined;
+  }
+  if (!recordingGradients()) return run(MASKED_ATTENTION_KERNEL, { qkv, mask }, { heads }) as tf.Tensor3D;
+  const op = tf.customGrad(
+    ((x: tf.Tensor, m: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [ctx, probs, expScores, rowInv, rowArgmax] = run(
+        MASKED_ATTENTION_KERNEL,
+        { qkv: x, mask: m },
+        { heads, keepProbs: 1 },
+      ) as tf.Tensor[];
+      save([x, m, probs, expScores, rowInv, rowArgmax]);
+      return {
+        value: ctx,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [xs, ms, p, e, r, a] = saved;
+          return run(
+            MASKED_ATTENTION_GRAD_KERNEL,
+            { qkv: xs, mask: ms, probs: p, expScores: e, rowInv: r, rowArgmax: a, dctx: dy },
+            { heads },
+          ) as tf.Tensor[];
+        },
+      };
+    }) as unknown as LooseCustomGrad,
+  );
+  return op(qkv, mask) as tf.Tensor3D;
 }

@@ -19,6 +19,8 @@ import {
   GELU_KERNEL,
   LAYER_NORM_GRAD_KERNEL,
   LAYER_NORM_KERNEL,
+  MASKED_ATTENTION_GRAD_KERNEL,
+  MASKED_ATTENTION_KERNEL,
 } from "./fused_ops.ts";
 
 type Info = tf.TensorInfo;
@@ -1053,8 +1055,73 @@ export function dnnlKernelConfigs(backendName: string, dnnl: DnnlConv): tf.Kerne
     dnnl.attentionBackward(n, t, d3 / 3, heads, f32(b, qkv), f32(b, probs), f32(b, dctx), f32(b, dqkv));
     return dqkv;
   };
+  const maskedAttention: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { qkv, mask } = inputs as { qkv: Info; mask: Info };
+    const { heads, keepProbs } = attrs as unknown as { heads: number; keepProbs?: boolean };
+    const b = backend as BackendWasm;
+    const [n, t, d3] = qkv.shape, d = d3 / 3;
+    if (
+      qkv.shape.length !== 3 || d3 % 3 !== 0 || d % heads !== 0 || qkv.dtype !== "float32" ||
+      mask.dtype !== "float32" || mask.shape.length !== 2 || mask.shape[0] !== n || mask.shape[1] !== t
+    ) {
+      throw new Error(
+        `${MASKED_ATTENTION_KERNEL}: qkv must be float32 [b, t, 3·d] with d divisible by heads=${heads} and ` +
+          `mask float32 [b, t], got qkv ${qkv.dtype} [${qkv.shape}], mask ${mask.dtype} [${mask.shape}]`,
+      );
+    }
+    const ctx = b.makeOutput([n, t, d], "float32");
+    const shapes = [[n, heads, t, t], [n, heads, t, t], [n, heads, t], [n, heads, t]];
+    const attend = (rest: Float32Array[]) =>
+      dnnl.maskedAttention(
+        n,
+        t,
+        d,
+        heads,
+        f32(b, qkv),
+        f32(b, mask),
+        f32(b, ctx),
+        ...rest as [Float32Array, Float32Array, Float32Array, Float32Array],
+      );
+    if (!keepProbs) {
+      // Inference: the probabilities and row statistics live in JS arrays and are dropped.
+      attend(shapes.map((s) => new Float32Array(size(s))));
+      return ctx;
+    }
+    const kept = shapes.map((s) => b.makeOutput(s, "float32"));
+    // Views after every allocation (an allocation may grow the wasm heap and detach earlier views).
+    attend(kept.map((o) => f32(b, o)));
+    return [ctx, ...kept];
+  };
+  const maskedAttentionGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { qkv, mask, probs, expScores, rowInv, rowArgmax, dctx } = inputs as Record<string, Info>;
+    const { heads } = attrs as unknown as { heads: number };
+    const b = backend as BackendWasm;
+    const [n, t, d3] = qkv.shape;
+    const dqkv = b.makeOutput([...qkv.shape], "float32");
+    const dmask = b.makeOutput([...mask.shape], "float32");
+    dnnl.maskedAttentionBackward(
+      n,
+      t,
+      d3 / 3,
+      heads,
+      ...[qkv, mask, probs, expScores, rowInv, rowArgmax, dctx, dqkv, dmask].map((x) => f32(b, x)) as [
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+      ],
+    );
+    return [dqkv, dmask];
+  };
   return [
     { kernelName: ATTENTION_KERNEL, backendName, kernelFunc: attention },
+    { kernelName: MASKED_ATTENTION_KERNEL, backendName, kernelFunc: maskedAttention },
+    { kernelName: MASKED_ATTENTION_GRAD_KERNEL, backendName, kernelFunc: maskedAttentionGrad },
     { kernelName: ATTENTION_GRAD_KERNEL, backendName, kernelFunc: attentionGrad },
     { kernelName: BATCH_NORM_KERNEL, backendName, kernelFunc: batchNorm },
     { kernelName: BATCH_NORM_GRAD_KERNEL, backendName, kernelFunc: batchNormGrad },
