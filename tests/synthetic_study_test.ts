@@ -100,3 +100,52 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "synthetic_study.ts --dataset fashion-mnist (quick): the same study on Fashion-MNIST's test subset, every run on CNN tokens",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cnn_tokens_study_fm_" });
+    try {
+      await runTool("synthetic_study.ts", [
+        "--profile",
+        "quick",
+        "--dataset",
+        "fashion-mnist",
+        "--seeds",
+        "0",
+        "--keeps",
+        "0.5",
+        "--runs",
+        join(dir, "runs"),
+        "--out",
+        join(dir, "out"),
+      ]);
+      const run = JSON.parse(await Deno.readTextFile(join(dir, "out", "run.json"))) as {
+        experiment: string;
+        dataset: { name: string; split: string };
+      };
+      assertEquals(run.experiment, "08_fashion-mnist_cnn_tokens");
+      assertEquals(run.dataset.split, "test");
+      assert(run.dataset.name.startsWith("fashion-mnist"), run.dataset.name);
+      const rows = JSON.parse(await Deno.readTextFile(join(dir, "out", "per_seed.json"))) as {
+        variant: string;
+        selectionRecall?: number;
+      }[];
+      assert(
+        rows.some((r) => r.variant === "hybrid@0.5") && rows.some((r) => r.variant === "random=hybrid@0.5"),
+      );
+      assert(rows.every((r) => r.selectionRecall === undefined), "Fashion-MNIST has no object masks");
+      const identity = JSON.parse(
+        await Deno.readTextFile(join(dir, "runs", "s0", "random", "identity.json")),
+      ) as {
+        identity: { config: { modelConfig: { tokens?: string } } };
+      };
+      assertEquals(identity.identity.config.modelConfig.tokens, "cnn");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -76,6 +76,11 @@ const badFlags: [string, string[], string][] = [
   ["synthetic_study.ts", ["--keeps", "0"], `synthetic_study: --keeps: "0" is not a ratio in (0, 1)`],
   ["synthetic_study.ts", ["--profile", "full"], `synthetic_study: --profile "full" is not cpu or quick`],
   [
+    "synthetic_study.ts",
+    ["--dataset", "pcam"],
+    `synthetic_study: --dataset "pcam" is not synthetic or fashion-mnist`,
+  ],
+  [
     "selection_probe.ts",
     ["--run", "/nonexistent"],
     `selection_probe: --run "/nonexistent": no readable identity.json`,

@@ -71,6 +71,33 @@ export function cpuOrQuick(raw: string): "cpu" | "quick" {
 }
 
 /**
+ * The datasets the study tools run on, with what their cpu-profile runs train and evaluate on: the
+ * synthetic set's 4000 training and 1000 evaluation images, or Fashion-MNIST at the cpu profile's subsets
+ * (undefined: the profile's 10000 and 2000, as notebook 06 trains on).
+ */
+export const STUDY_DATASETS = {
+  synthetic: { dataset: "synthetic", trainSubset: 4000, evalSubset: 1000 },
+  "fashion-mnist": { dataset: "fashion-mnist", trainSubset: undefined, evalSubset: undefined },
+} as const;
+/** A study tool's dataset name. */
+export type StudyDataset = keyof typeof STUDY_DATASETS;
+
+/**
+ * A study tool's `--dataset`: one of {@link STUDY_DATASETS}; anything else is a {@link CliError}.
+ *
+ * @example
+ * ```ts
+ * studyDataset("fashion-mnist"); // "fashion-mnist"
+ * ```
+ */
+export function studyDataset(raw: string): StudyDataset {
+  if (!Object.hasOwn(STUDY_DATASETS, raw)) {
+    throw new CliError(`--dataset "${raw}" is not ${Object.keys(STUDY_DATASETS).join(" or ")}`);
+  }
+  return raw as StudyDataset;
+}
+
+/**
  * Calls `f` (parsing inside it throws {@link CliError}); a `CliError`, or an error of a `parse*` validator
  * passed as `usageErrors`, prints `<tool>: <message>` and `(see --help)` and exits 2.
  * Returns `f`'s exit code, or exits with it when `exit` is true.

@@ -44,7 +44,16 @@ import {
   useProjectRoot,
   writeReport,
 } from "../lib/mod.ts";
-import { CliError, cpuOrQuick, intFlag, parseCli, runCli, STUDY_FLAGS } from "./cli.ts";
+import {
+  CliError,
+  cpuOrQuick,
+  intFlag,
+  parseCli,
+  runCli,
+  STUDY_DATASETS,
+  STUDY_FLAGS,
+  studyDataset,
+} from "./cli.ts";
 
 /** The usage text (a function: it lists `STEPS`, defined below). */
 const help = () =>
@@ -61,14 +70,6 @@ const help = () =>
   --runs DIR     training runs (default results/runs/synthetic_ablation_<profile> for the synthetic set,
                  results/runs/hybrid_ablation_<dataset>_<profile> otherwise; resumable)
   --out DIR      results folder (default results/ablation/<profile>/<dataset>)`;
-
-/** Datasets of the ablation and what their runs train and evaluate on (cpu profile). */
-const DATASETS = {
-  synthetic: { dataset: "synthetic", trainSubset: 4000, evalSubset: 1000 },
-  // The cpu profile's subsets (undefined: the profile decides), as notebook 06 trains on.
-  "fashion-mnist": { dataset: "fashion-mnist", trainSubset: undefined, evalSubset: undefined },
-} as const;
-type AblationDataset = keyof typeof DATASETS;
 
 const KEEP = 0.5;
 const CPU: TrainingRunOptions = {
@@ -133,11 +134,8 @@ await runCli("synthetic_ablation", async () => {
   }
   const seed = intFlag("seed", values.seed!, 0);
   const profile = cpuOrQuick(values.profile!);
-  const name = values.dataset!;
-  if (!Object.hasOwn(DATASETS, name)) {
-    throw new CliError(`--dataset "${name}" is not ${Object.keys(DATASETS).join(" or ")}`);
-  }
-  const data = DATASETS[name as AblationDataset];
+  const name = studyDataset(values.dataset!);
+  const data = STUDY_DATASETS[name];
   const base: TrainingRunOptions = profile === "quick"
     ? { ...QUICK, dataset: data.dataset }
     : { ...CPU, ...data };

@@ -1,9 +1,12 @@
 /**
  * Equal-cost study on the synthetic object-in-clutter set, where the class depends on a few tokens (an object
  * among distractors) and token selection should matter: the CNN-guided hybrid against random and attention
- * (EViT) selection and training-free ToMe merging at the same total GMACs per image, over seeds.
+ * (EViT) selection and training-free ToMe merging at the same total GMACs per image, over seeds. The same
+ * study runs on Fashion-MNIST with `--dataset fashion-mnist` (the cpu profile's 10000 training images, each
+ * seed's 2000-image test subset, as notebook 06; no object masks, so no selection precision/recall).
  *
- *   deno run -A tools/synthetic_study.ts [--seeds 0,1,2] [--keeps 0.25,0.5,0.6] [--profile cpu|quick] [--runs DIR] [--out DIR]
+ *   deno run -A tools/synthetic_study.ts [--dataset synthetic|fashion-mnist] [--seeds 0,1,2] [--keeps 0.25,0.5,0.6]
+ *       [--profile cpu|quick] [--runs DIR] [--out DIR]
  *
  * Per seed, every model makes its ViT tokens with the same CNN stem (CNN tokens, timm's hybrid ViT: on
  * pixels the ViT stays near chance on this set):
@@ -20,7 +23,7 @@
  *   **ResNet18** alone (the profile's size, on pixels), and at the hybrid's CNN width (8, about a quarter of
  *   the GMACs): a hybrid is on the Pareto front only if no CNN alone is as accurate for no more GMACs.
  *
- * Every model is evaluated on the whole test split (1000 images) at the cost it was trained for. Rows carry
+ * Every model is evaluated on the synthetic set's whole test split (1000 images) at the cost it was trained for. Rows carry
  * selection precision/recall against the object masks and measured img/s (first seed). Runs are resumable:
  * an interrupted study continues from the checkpoints in `--runs`. Writes results.{md,csv,json}, claims.md,
  * per_seed.json, the accuracy-vs-GMACs figure, run.json and every training run's run.json to `--out`.
@@ -54,19 +57,22 @@ import {
   useProjectRoot,
   writeReport,
 } from "../lib/mod.ts";
-import { CliError, cpuOrQuick, parseCli, runCli, STUDY_FLAGS } from "./cli.ts";
+import { CliError, cpuOrQuick, parseCli, runCli, STUDY_DATASETS, STUDY_FLAGS, studyDataset } from "./cli.ts";
 
-const HELP =
-  `usage: deno run -A tools/synthetic_study.ts [--seeds 0,1,2] [--keeps 0.25,0.5,0.6] [--profile cpu|quick]
-         [--runs DIR] [--out DIR]
+const HELP = `usage: deno run -A tools/synthetic_study.ts [--dataset synthetic|fashion-mnist] [--seeds 0,1,2]
+         [--keeps 0.25,0.5,0.6] [--profile cpu|quick] [--runs DIR] [--out DIR]
 
+  --dataset D    synthetic (default: 4000 training images, the 1000-image test split) or fashion-mnist (the
+                 cpu profile's 10000 training images, each seed's 2000-image test subset)
   --seeds LIST   seeds, comma-separated (default 0,1,2); each trains the hybrid, both controls, the
                  all-token ViT on CNN tokens and ResNet18
   --keeps LIST   keep ratios of the hybrid, in (0, 1) (default 0.25,0.5,0.6): at each, the hybrid and the
                  controls are trained for its cost
   --profile P    cpu (default: the study) or quick (a few images, a minute: a smoke test)
-  --runs DIR     training runs (default results/runs/synthetic_study_<profile>; resumable)
-  --out DIR      results folder (default results/study/<profile>/07_synthetic_equal_cost)`;
+  --runs DIR     training runs (default results/runs/synthetic_study_<profile>, or
+                 results/runs/cnn_tokens_study_<dataset>_<profile>; resumable)
+  --out DIR      results folder (default results/study/<profile>/07_synthetic_equal_cost, or
+                 results/study/<profile>/08_<dataset>_cnn_tokens)`;
 
 /**
  * What every run of the study shares: the selection probe's validated configuration, on the test split.
@@ -122,6 +128,7 @@ await runCli("synthetic_study", async () => {
   const { values } = parseCli(Deno.args, {
     seeds: { type: "string", default: "0,1,2" },
     keeps: { type: "string", default: "0.25,0.5,0.6" },
+    dataset: { type: "string", default: "synthetic" },
     ...STUDY_FLAGS,
   });
   if (values.help) {
@@ -131,9 +138,15 @@ await runCli("synthetic_study", async () => {
   const seeds = parseList("seeds", values.seeds!, (v) => Number.isInteger(v) && v >= 0, "an integer ≥ 0");
   const keeps = parseList("keeps", values.keeps!, (v) => v > 0 && v < 1, "a ratio in (0, 1)");
   const profile = cpuOrQuick(values.profile!);
-  BASE = profile === "quick" ? QUICK : CPU;
-  const runs = values.runs ?? `results/runs/synthetic_study_${profile}`;
-  const outDir = values.out ?? `results/study/${profile}/07_synthetic_equal_cost`;
+  const name = studyDataset(values.dataset!);
+  BASE = profile === "quick" ? { ...QUICK, dataset: name } : { ...CPU, ...STUDY_DATASETS[name] };
+  const synthetic = name === "synthetic";
+  const experiment = synthetic ? "07_synthetic_equal_cost" : `08_${name}_cnn_tokens`;
+  const runs = values.runs ??
+    (synthetic
+      ? `results/runs/synthetic_study_${profile}`
+      : `results/runs/cnn_tokens_study_${name}_${profile}`);
+  const outDir = values.out ?? `results/study/${profile}/${experiment}`;
   useProjectRoot();
   const backend = await initBackend(undefined, { log: false });
   const t0 = performance.now();
@@ -155,7 +168,7 @@ await runCli("synthetic_study", async () => {
   console.log(table.toMarkdown());
   const prov = await trainingProvenance(trained);
   const info = await collectRunInfo({
-    experiment: "07_synthetic_equal_cost",
+    experiment,
     profile,
     dataset: { name: evalSet!.name, split: evalSet!.split, images: evalSet!.size, source: evalSet!.source },
     config: { base: BASE, trainKeep: TRAIN_KEEP, keeps, benchBatch: BENCH_BATCH, backend: backend.name },
@@ -428,8 +441,11 @@ function summarise(
     })`,
     "",
     "Generated by tools/synthetic_study.ts from the runs listed in run.json; accuracy in percent, mean over seeds",
-    "[95% Student-t interval]; differences are paired per seed. The configuration was chosen on the validation",
-    `split (tools/selection_probe.ts); nothing here was tuned on the test split (${evalSet.size} images).`,
+    "[95% Student-t interval]; differences are paired per seed. The configuration was chosen on validation",
+    "splits (tools/selection_probe.ts and tools/synthetic_ablation.ts, on the synthetic set and on",
+    `Fashion-MNIST); nothing here was tuned on the test split (${evalSet.size} images${
+      evalSet.name.startsWith("synthetic") ? "" : ", each seed's own subset"
+    }).`,
     "",
     md(claimRows),
     "Controls matched in GMACs (tokens kept, their GMACs, the hybrid's, how much more the control costs; same for",
