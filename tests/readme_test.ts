@@ -17,6 +17,7 @@ Deno.test("README's generated tables and claims agree with the committed results
       "synthetic-study",
       "synthetic-claims",
       "synthetic-ablation",
+      "fmnist-ablation",
     ]
   ) {
     assert(blocks.includes(b), `blocks: ${blocks}`);
@@ -39,9 +40,11 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
     const syn = "results/study/cpu/07_synthetic_equal_cost";
     await Deno.mkdir(join(tmp, syn), { recursive: true });
     for (const f of ["results.json", "claims.md"]) await Deno.copyFile(join(root, syn, f), join(tmp, syn, f));
-    const abl = "results/ablation/cpu/synthetic";
-    await Deno.mkdir(join(tmp, abl), { recursive: true });
-    await Deno.copyFile(join(root, abl, "ablation.json"), join(tmp, abl, "ablation.json"));
+    for (const d of ["synthetic", "fashion-mnist"]) {
+      const abl = `results/ablation/cpu/${d}`;
+      await Deno.mkdir(join(tmp, abl), { recursive: true });
+      await Deno.copyFile(join(root, abl, "ablation.json"), join(tmp, abl, "ablation.json"));
+    }
     for (const t of ["cam", "mask", "cam_s1e8"]) {
       const sel = `results/selection/synthetic_cnn_tokens_${t}`;
       await Deno.mkdir(join(tmp, sel), { recursive: true });

@@ -254,12 +254,14 @@ async function syntheticStudyTable(root: string): Promise<string> {
   );
 }
 
-/** One step of the synthetic ablation (tools/synthetic_ablation.ts). */
+/** One step of an ablation (tools/synthetic_ablation.ts). */
 interface AblationRow {
   label: string;
   accuracy: number;
   accuracyCI?: [number, number];
   allTokensAccuracy: number;
+  /** The same model on random tokens (ablations from the Fashion-MNIST one on). */
+  randomAccuracy?: number;
   gmacs?: number;
   selectionPrecision?: number;
   selectionRecall?: number;
@@ -281,6 +283,22 @@ async function syntheticAblationTable(root: string): Promise<string> {
   );
 }
 
+/** The one-seed ablation on Fashion-MNIST's validation split (no object masks: a random-tokens column). */
+async function fashionMnistAblationTable(root: string): Promise<string> {
+  const rows = await readJson<AblationRow[]>(root, "results/ablation/cpu/fashion-mnist/ablation.json");
+  return markdownTable(
+    ["Step", "Accuracy % at keep 0.5 [95% CI]", "Random tokens %", "All tokens %", "GMACs"],
+    rows.map((r) => [
+      r.label,
+      pctWithCI(r.accuracy, r.accuracyCI),
+      r.randomAccuracy === undefined ? "-" : pct1(r.randomAccuracy),
+      pct1(r.allTokensAccuracy),
+      r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
+    ]),
+    ["l", "r", "r", "r", "r"],
+  );
+}
+
 /** The synthetic study's claims.md (without its title). */
 function syntheticStudyClaims(root: string): Promise<string> {
   return claimsWithoutTitle(root, `${SYNTHETIC_STUDY}/claims.md`);
@@ -296,6 +314,7 @@ export const GENERATORS: Record<string, Generator> = {
   "synthetic-study": syntheticStudyTable,
   "synthetic-claims": syntheticStudyClaims,
   "synthetic-ablation": syntheticAblationTable,
+  "fmnist-ablation": fashionMnistAblationTable,
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */
