@@ -54,6 +54,7 @@ import {
   type StrategyName,
   trainingProvenance,
   type TrainingRunOptions,
+  trainProfile,
   useProjectRoot,
   writeReport,
 } from "../lib/mod.ts";
@@ -106,8 +107,8 @@ let BASE = CPU;
 /** The keep ratio of the main hybrid (whose stage-1 CNN every run shares), as the probe chose it. */
 const TRAIN_KEEP = 0.5;
 const BENCH_BATCH = 128;
-/** Width of the narrow ResNet18 reference: the hybrid's own CNN width in the cpu profile. */
-const NARROW_WIDTH = 8;
+/** Width of the narrow ResNet18 reference: the hybrid's own CNN width in the cpu profile (8). */
+const NARROW_WIDTH = (trainProfile("cpu").models.hybrid.overrides.resnet as { width: number }).width;
 const RESNET_NARROW = `ResNet18 (width ${NARROW_WIDTH})`;
 
 /** One evaluated variant of one seed. */
@@ -267,7 +268,10 @@ async function trainSeed(
   const full = await run({ strategy: "none", keep: 1, cnnFrom: main.dir }, "full");
   // The CNN alone at the profile's ResNet18 size (pixels in, no tokens).
   const resnet18 = await run({ model: "resnet18", override: undefined }, "resnet18");
-  const resnet18Narrow = await run({ model: "resnet18", override: { width: NARROW_WIDTH } }, "resnet18_w8");
+  const resnet18Narrow = await run(
+    { model: "resnet18", override: { width: NARROW_WIDTH } },
+    `resnet18_w${NARROW_WIDTH}`,
+  );
   return { evalSet: main.evalSet, byKeep, full, resnet18, resnet18Narrow };
 }
 

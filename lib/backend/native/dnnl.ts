@@ -893,12 +893,57 @@ class DnnlConvImpl {
     ctx: Float32Array,
     probs?: Float32Array,
   ): void {
+    const p = probs ?? this.scratchFor(b * heads * t * t * 4, "attention");
+    this.attentionForwardWith(b, t, d, heads, qkv, ctx, p, p, (plan) => {
+      this.run(plan.softmax, [p, p], "attention softmax");
+    });
+  }
+
+  /**
+   * The forward passes every attention shares: scores `q·kᵀ/√dh` into `scores`, then `softmax` (which
+   * leaves the probabilities in `probs`), then `probs·v` into `ctx`.
+   */
+  private attentionForwardWith(
+    b: number,
+    t: number,
+    d: number,
+    heads: number,
+    qkv: Float32Array,
+    ctx: Float32Array,
+    scores: Float32Array,
+    probs: Float32Array,
+    softmax: (plan: ReturnType<DnnlConvImpl["attentionPlan"]>) => void,
+  ): void {
     if (b === 0 || t === 0) return;
     const plan = this.attentionPlan(b, t, d, heads);
-    const s = probs ?? this.scratchFor(b * heads * t * t * 4, "attention");
-    this.run(plan.scores, [qkv, qkv.subarray(d), s], "attention q·kᵀ");
-    this.run(plan.softmax, [s, s], "attention softmax");
-    this.run(plan.context, [s, qkv.subarray(2 * d), ctx], "attention probs·v");
+    this.run(plan.scores, [qkv, qkv.subarray(d), scores], "attention q·kᵀ");
+    softmax(plan);
+    this.run(plan.context, [probs, qkv.subarray(2 * d), ctx], "attention probs·v");
+  }
+
+  /**
+   * The backward passes every attention shares: dV = Pᵀ·dC, dP = dC·Vᵀ (into `dP`), then `softmaxBackward`
+   * (returns the scores' gradient dS), then dQ = s·dS·K and dK = s·dSᵀ·Q, all straight into `dqkv`.
+   */
+  private attentionBackwardWith(
+    b: number,
+    t: number,
+    d: number,
+    heads: number,
+    qkv: Float32Array,
+    probs: Float32Array,
+    dctx: Float32Array,
+    dqkv: Float32Array,
+    dP: Float32Array,
+    softmaxBackward: (plan: ReturnType<DnnlConvImpl["attentionPlan"]>) => Float32Array,
+  ): void {
+    if (b === 0 || t === 0) return;
+    const plan = this.attentionPlan(b, t, d, heads);
+    this.run(plan.dV, [probs, dctx, dqkv.subarray(2 * d)], "attention dV");
+    this.run(plan.dP, [dctx, qkv.subarray(2 * d), dP], "attention dP");
+    const dS = softmaxBackward(plan);
+    this.run(plan.dQ, [dS, qkv.subarray(d), dqkv], "attention dQ");
+    this.run(plan.dK, [dS, qkv, dqkv.subarray(d)], "attention dK");
   }
 
   /**
@@ -915,15 +960,12 @@ class DnnlConvImpl {
     dctx: Float32Array,
     dqkv: Float32Array,
   ): void {
-    if (b === 0 || t === 0) return;
-    const plan = this.attentionPlan(b, t, d, heads);
     const dS = this.scratchFor(b * heads * t * t * 4, "attention");
     const dP = this.scratchFor(b * heads * t * t * 4, "attentionGrad");
-    this.run(plan.dV, [probs, dctx, dqkv.subarray(2 * d)], "attention dV");
-    this.run(plan.dP, [dctx, qkv.subarray(2 * d), dP], "attention dP");
-    this.run(plan.dS, [probs, dP, dS], "attention softmax backward");
-    this.run(plan.dQ, [dS, qkv.subarray(d), dqkv], "attention dQ");
-    this.run(plan.dK, [dS, qkv, dqkv.subarray(d)], "attention dK");
+    this.attentionBackwardWith(b, t, d, heads, qkv, probs, dctx, dqkv, dP, (plan) => {
+      this.run(plan.dS, [probs, dP, dS], "attention softmax backward");
+      return dS;
+    });
   }
 
   /**
@@ -946,11 +988,9 @@ class DnnlConvImpl {
     rowInv: Float32Array,
     rowArgmax: Float32Array,
   ): void {
-    if (b === 0 || t === 0) return;
-    const plan = this.attentionPlan(b, t, d, heads);
-    this.run(plan.scores, [qkv, qkv.subarray(d), expScores], "masked attention q·kᵀ");
-    policySoftmax(b, heads, t, mask, expScores, probs, rowInv, rowArgmax);
-    this.run(plan.context, [probs, qkv.subarray(2 * d), ctx], "masked attention probs·v");
+    this.attentionForwardWith(b, t, d, heads, qkv, ctx, expScores, probs, () => {
+      policySoftmax(b, heads, t, mask, expScores, probs, rowInv, rowArgmax);
+    });
   }
 
   /**
@@ -972,14 +1012,12 @@ class DnnlConvImpl {
     dqkv: Float32Array,
     dmask: Float32Array,
   ): void {
-    if (b === 0 || t === 0) return;
-    const plan = this.attentionPlan(b, t, d, heads);
+    // dL/dP is turned into dL/dS in place.
     const g = this.scratchFor(b * heads * t * t * 4, "attentionGrad");
-    this.run(plan.dV, [probs, dctx, dqkv.subarray(2 * d)], "masked attention dV");
-    this.run(plan.dP, [dctx, qkv.subarray(2 * d), g], "masked attention dP");
-    policySoftmaxBackward(b, heads, t, mask, expScores, probs, rowInv, rowArgmax, g, dmask);
-    this.run(plan.dQ, [g, qkv.subarray(d), dqkv], "masked attention dQ");
-    this.run(plan.dK, [g, qkv, dqkv.subarray(d)], "masked attention dK");
+    this.attentionBackwardWith(b, t, d, heads, qkv, probs, dctx, dqkv, g, () => {
+      policySoftmaxBackward(b, heads, t, mask, expScores, probs, rowInv, rowArgmax, g, dmask);
+      return g;
+    });
   }
 
   /** `y = x·Φ(x)` (exact GELU, `torch.nn.GELU()`), elementwise over equal-length arrays. */
