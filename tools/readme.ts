@@ -227,6 +227,8 @@ interface StudyRow {
 }
 
 const SYNTHETIC_STUDY = "results/study/cpu/07_synthetic_equal_cost";
+/** The same study on Fashion-MNIST (tools/synthetic_study.ts --dataset fashion-mnist). */
+const FMNIST_STUDY = "results/study/cpu/08_fashion-mnist_cnn_tokens";
 
 /** A fraction as a percentage with one decimal ("-" when absent). */
 const pct1 = (v?: number) => pct(v, 1);
@@ -237,22 +239,26 @@ const pctWithCI = (v: number, ci?: [number, number]) =>
 const precisionRecall = (r: { selectionPrecision?: number; selectionRecall?: number }) =>
   r.selectionPrecision === undefined ? "-" : `${pct1(r.selectionPrecision)} / ${pct1(r.selectionRecall)}`;
 
-/** The equal-cost study on the synthetic set (tools/synthetic_study.ts): every variant, mean over seeds. */
-async function syntheticStudyTable(root: string): Promise<string> {
-  const { rows } = await readJson<{ rows: StudyRow[] }>(root, `${SYNTHETIC_STUDY}/results.json`);
+/**
+ * An equal-cost study of tools/synthetic_study.ts (results in `dir`): every variant, mean over seeds; the
+ * precision/recall column only where the dataset has object masks.
+ */
+const cnnTokenStudyTable = (dir: string, masks: boolean) => async (root: string): Promise<string> => {
+  const { rows } = await readJson<{ rows: StudyRow[] }>(root, `${dir}/results.json`);
+  const cols = masks ? ["Precision / recall %"] : [];
   return markdownTable(
-    ["Variant", "GMACs", "Tokens", "Accuracy % [95% CI]", "Precision / recall %", "img/s"],
+    ["Variant", "GMACs", "Tokens", "Accuracy % [95% CI]", ...cols, "img/s"],
     rows.map((r) => [
       r.model,
       r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
       r.keptTokens === undefined ? "-" : String(r.keptTokens),
       pctWithCI(r.accuracy, r.accuracyCI),
-      precisionRecall(r),
+      ...(masks ? [precisionRecall(r)] : []),
       r.throughputImgPerS === undefined ? "-" : r.throughputImgPerS.toFixed(0),
     ]),
-    ["l", "r", "r", "r", "r", "r"],
+    ["l", "r", "r", "r", ...cols.map(() => "r" as const), "r"],
   );
-}
+};
 
 /** One step of an ablation (tools/synthetic_ablation.ts). */
 interface AblationRow {
@@ -299,10 +305,9 @@ async function fashionMnistAblationTable(root: string): Promise<string> {
   );
 }
 
-/** The synthetic study's claims.md (without its title). */
-function syntheticStudyClaims(root: string): Promise<string> {
-  return claimsWithoutTitle(root, `${SYNTHETIC_STUDY}/claims.md`);
-}
+/** A study's claims.md (without its title). */
+const studyClaimsIn = (dir: string) => (root: string): Promise<string> =>
+  claimsWithoutTitle(root, `${dir}/claims.md`);
 
 /** The generators, by block name. */
 export const GENERATORS: Record<string, Generator> = {
@@ -311,8 +316,10 @@ export const GENERATORS: Record<string, Generator> = {
   "bench-table": benchTable,
   "equal-cost": equalCostClaims,
   selection: selectionTable,
-  "synthetic-study": syntheticStudyTable,
-  "synthetic-claims": syntheticStudyClaims,
+  "synthetic-study": cnnTokenStudyTable(SYNTHETIC_STUDY, true),
+  "synthetic-claims": studyClaimsIn(SYNTHETIC_STUDY),
+  "fmnist-study": cnnTokenStudyTable(FMNIST_STUDY, false),
+  "fmnist-claims": studyClaimsIn(FMNIST_STUDY),
   "synthetic-ablation": syntheticAblationTable,
   "fmnist-ablation": fashionMnistAblationTable,
 };
