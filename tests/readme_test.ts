@@ -18,6 +18,8 @@ Deno.test("README's generated tables and claims agree with the committed results
       "synthetic-claims",
       "synthetic-ablation",
       "fmnist-ablation",
+      "fmnist-study",
+      "fmnist-claims",
     ]
   ) {
     assert(blocks.includes(b), `blocks: ${blocks}`);
@@ -37,9 +39,17 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
     await Deno.copyFile(join(root, ec, "claims.md"), join(tmp, ec, "claims.md"));
     await Deno.mkdir(join(tmp, "results", "bench"), { recursive: true });
     await Deno.copyFile(join(root, "results/bench/bench.json"), join(tmp, "results/bench/bench.json"));
-    const syn = "results/study/cpu/07_synthetic_equal_cost";
-    await Deno.mkdir(join(tmp, syn), { recursive: true });
-    for (const f of ["results.json", "claims.md"]) await Deno.copyFile(join(root, syn, f), join(tmp, syn, f));
+    for (
+      const syn of [
+        "results/study/cpu/07_synthetic_equal_cost",
+        "results/study/cpu/08_fashion-mnist_cnn_tokens",
+      ]
+    ) {
+      await Deno.mkdir(join(tmp, syn), { recursive: true });
+      for (const f of ["results.json", "claims.md"]) {
+        await Deno.copyFile(join(root, syn, f), join(tmp, syn, f));
+      }
+    }
     for (const d of ["synthetic", "fashion-mnist"]) {
       const abl = `results/ablation/cpu/${d}`;
       await Deno.mkdir(join(tmp, abl), { recursive: true });
