@@ -1,7 +1,9 @@
 /** EViT's dropped-token fusion: one extra token, the weighted mean of the dropped ones, for every strategy. */
 import * as tf from "@tensorflow/tfjs-core";
 import { createModel, type Model, type ViT } from "../lib/models/mod.ts";
-import { createStrategy, fuseDropped, singleStage } from "../lib/pruning/mod.ts";
+import type { Hybrid } from "../lib/models/hybrid.ts";
+import { crossEntropy } from "../lib/train/losses.ts";
+import { createStrategy, fuseDropped, maskedHybridForward, singleStage } from "../lib/pruning/mod.ts";
 import { TINY_RUN, withTinyRuns } from "./_tiny_run.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, assertNoLeak, forEachBackend, seededRandom } from "./_backends.ts";
@@ -79,6 +81,59 @@ forEachBackend("strategies with fuse run the blocks on k + 2 tokens and count th
   }
 });
 
+forEachBackend(
+  "the hybrid's masked training forward with fuse equals the gathered top-k with fusion; the selector learns",
+  async () => {
+    for (const tokens of ["pixels", "cnn"] as const) {
+      const hybrid = createModel("hybrid_test", tokens === "cnn" ? { tokens } : {}, { seed: 3 }) as Hybrid;
+      const x = images(2, 11);
+      try {
+        const [masked, gathered] = await assertNoLeak(
+          `masked forward with fuse (${tokens})`,
+          () =>
+            tf.tidy(() => {
+              const m = maskedHybridForward(hybrid, x, { training: false, keepRatio: 0.5, fuse: true });
+              const g = createStrategy("cnn", { fuse: true }).forward(hybrid, x, {
+                schedule: singleStage(0.5, 0),
+              });
+              return [m.logits.arraySync(), g.logits.arraySync()];
+            }),
+        );
+        assertClose(masked.flat(), gathered.flat(), 1e-4, `${tokens}: masked + fused vs gathered + fused`);
+        // Without fusion the logits differ: the fused token does something.
+        const plain = tf.tidy(() =>
+          maskedHybridForward(hybrid, x, { training: false, keepRatio: 0.5 }).logits.arraySync()
+        );
+        assert(
+          plain.flat().some((v, i) => Math.abs(v - masked.flat()[i]) > 1e-4),
+          `${tokens}: fuse changed nothing`,
+        );
+        // The importance head gets a gradient through the mask and the fused token's weights.
+        const vars = hybrid.trainableVariables();
+        const head = [...vars.keys()].filter((k) => k.startsWith("cnn.importance")).map((k) => vars.get(k)!);
+        const y = tf.tensor1d([1, 3], "int32");
+        const norm = tf.tidy(() => {
+          const { grads } = tf.variableGrads(
+            () => crossEntropy(maskedHybridForward(hybrid, x, { keepRatio: 0.5, fuse: true }).logits, y),
+            head,
+          );
+          return tf.addN(Object.values(grads).map((g) => tf.sum(tf.abs(g)))).arraySync() as number;
+        });
+        y.dispose();
+        assert(norm > 0, `${tokens}: the importance head got no gradient`);
+        assertThrows(
+          () => maskedHybridForward(hybrid, x, { selection: "threshold", fuse: true }),
+          Error,
+          'fuse needs selection "topk"',
+        );
+      } finally {
+        x.dispose();
+        hybrid.dispose();
+      }
+    }
+  },
+);
+
 Deno.test({
   name:
     "runTraining() fine-tunes and evaluates a ViT with fusion: recorded, counted in GMACs, refused elsewhere",
@@ -111,11 +166,37 @@ Deno.test({
         r.model!.dispose();
         assertEquals(tf.memory().numTensors, before, `${strategy}: tensors leaked by a fused run`);
       }
-      let err: Error | undefined;
-      await runTraining({ ...tiny, model: "hybrid", fuse: true, out: join(root, "hybrid") }).catch((e) =>
-        err = e
+      // The hybrid trains through its masked top-k with the fused token, and is evaluated and charged with it.
+      const before = tf.memory().numTensors;
+      const h = await runTraining({
+        ...tiny,
+        model: "hybrid",
+        stage1Epochs: 1,
+        keep: 0.5,
+        fuse: true,
+        out: join(root, "hybrid"),
+        keepModel: true,
+      });
+      assert(h.completed);
+      assertEquals(JSON.parse(await Deno.readTextFile(join(h.outDir, "config.json"))).fuse, true);
+      const fusedCost = createStrategy("cnn", { fuse: true }).gmacs(h.model!, singleStage(0.5, 0));
+      assertClose([h.result.gmacs], [fusedCost], 1e-12, "hybrid GMACs");
+      assert(
+        fusedCost > createStrategy("cnn").gmacs(h.model!, singleStage(0.5, 0)),
+        "hybrid: fused token free",
       );
-      assert(err?.message.includes('fuse needs model "vit"'), err?.message);
+      h.model!.dispose();
+      assertEquals(tf.memory().numTensors, before, "tensors leaked by a fused hybrid run");
+      let err: Error | undefined;
+      await runTraining({
+        ...tiny,
+        model: "hybrid",
+        selection: "threshold",
+        fuse: true,
+        out: join(root, "thr"),
+      })
+        .catch((e) => err = e);
+      assert(err?.message.includes('selection "topk" or "hard"'), err?.message);
       let err2: Error | undefined;
       await runTraining({ ...tiny, model: "vit", fuse: true, out: join(root, "none") }).catch((e) =>
         err2 = e

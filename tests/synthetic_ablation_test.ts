@@ -13,6 +13,8 @@ interface Row {
   allTokensAccuracy: number;
   randomAccuracy: number;
   selectionRecall?: number;
+  keptTokens?: number;
+  gmacs?: number;
   run: string;
 }
 
@@ -44,6 +46,8 @@ Deno.test({
         "a3_mlp_head",
         "a4_unfrozen_kl",
         "a5_keep_range",
+        "a6_budget",
+        "a7_fuse",
       ];
       assertEquals(first.map((r) => r.step), steps);
       for (const r of first) {
@@ -66,6 +70,17 @@ Deno.test({
       assertEquals((await config("a4_unfrozen_kl")).cnnMode, "lower-lr");
       assertEquals((await config("a4_unfrozen_kl")).distill, 0.5);
       assertEquals((await config("a5_keep_range")).keepRange, [0.4, 0.8]);
+      assertEquals((await config("a6_budget")).selection, "threshold");
+      assertEquals((await config("a7_fuse")).fuse, true);
+      // The budget row is evaluated in the budget mode (its token count is a learned mean), the fusion row
+      // with the fused token (one more token's GMACs than the plain top-k row above it).
+      const byStep = new Map(first.map((r) => [r.step, r]));
+      const budget = byStep.get("a6_budget")!,
+        fused = byStep.get("a7_fuse")!,
+        plain = byStep.get("a5_keep_range")!;
+      assert(budget.keptTokens! >= 0 && budget.keptTokens! <= 64, `budget row keeps ${budget.keptTokens}`);
+      assertEquals(fused.keptTokens, plain.keptTokens);
+      assert(fused.gmacs! > plain.gmacs!, `fusion row ${fused.gmacs} GMACs, plain ${plain.gmacs}`);
       const out = join(dir, "out");
       for (const f of ["ablation.md", "results.md", "results.json", "run.json"]) {
         assert((await Deno.stat(join(out, f))).size > 0, f);

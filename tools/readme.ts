@@ -268,24 +268,38 @@ interface AblationRow {
   allTokensAccuracy: number;
   /** The same model on random tokens (ablations from the Fashion-MNIST one on). */
   randomAccuracy?: number;
+  /** Patch tokens kept per image (a mean with the budget mode; ablations from the budget row on). */
+  keptTokens?: number;
   gmacs?: number;
   selectionPrecision?: number;
   selectionRecall?: number;
 }
 
+/** Patch tokens kept per image (one decimal: the budget row's is a mean). */
+const keptTokens = (r: AblationRow) =>
+  (r.keptTokens === undefined ? "-" : +r.keptTokens.toFixed(1)).toString();
+
 /** The one-seed ablation on the synthetic set's validation split. */
 async function syntheticAblationTable(root: string): Promise<string> {
   const rows = await readJson<AblationRow[]>(root, "results/ablation/cpu/synthetic/ablation.json");
   return markdownTable(
-    ["Step", "Accuracy % at keep 0.5 [95% CI]", "All tokens %", "Precision / recall %", "GMACs"],
+    [
+      "Step",
+      "Accuracy % at keep 0.5 [95% CI]",
+      "All tokens %",
+      "Precision / recall %",
+      "Tokens kept",
+      "GMACs",
+    ],
     rows.map((r) => [
       r.label,
       pctWithCI(r.accuracy, r.accuracyCI),
       pct1(r.allTokensAccuracy),
       precisionRecall(r),
+      keptTokens(r),
       r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
     ]),
-    ["l", "r", "r", "r", "r"],
+    ["l", "r", "r", "r", "r", "r"],
   );
 }
 
@@ -293,15 +307,16 @@ async function syntheticAblationTable(root: string): Promise<string> {
 async function fashionMnistAblationTable(root: string): Promise<string> {
   const rows = await readJson<AblationRow[]>(root, "results/ablation/cpu/fashion-mnist/ablation.json");
   return markdownTable(
-    ["Step", "Accuracy % at keep 0.5 [95% CI]", "Random tokens %", "All tokens %", "GMACs"],
+    ["Step", "Accuracy % at keep 0.5 [95% CI]", "Random tokens %", "All tokens %", "Tokens kept", "GMACs"],
     rows.map((r) => [
       r.label,
       pctWithCI(r.accuracy, r.accuracyCI),
       r.randomAccuracy === undefined ? "-" : pct1(r.randomAccuracy),
       pct1(r.allTokensAccuracy),
+      keptTokens(r),
       r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
     ]),
-    ["l", "r", "r", "r", "r"],
+    ["l", "r", "r", "r", "r", "r"],
   );
 }
 

@@ -21,7 +21,12 @@
  * 3. + stage 1 as long as ResNet18 trains (8 epochs): the synthetic study's configuration;
  * 4. that + an MLP selector head with global context (DynamicViT's predictor);
  * 5. that + the CNN trained in stage 2 (lr × 0.1) with KL to the full-token ViT;
- * 6. that + the keep ratio drawn per batch in [0.4, 0.8] (one model for every ratio).
+ * 6. that + the keep ratio drawn per batch in [0.4, 0.8] (one model for every ratio);
+ * 7. that + a learned number of tokens per image (DynamicViT's threshold with the ratio loss towards 0.5),
+ *    evaluated in the budget mode (the row's keep ratio and GMACs are the means over images; its random
+ *    control keeps that mean ratio);
+ * 8. that + EViT's dropped-token fusion (trained and evaluated with the fused token, which GMACs count; its
+ *    random control fuses too).
  *
  * Runs are resumable (`--runs`); writes ablation.{md,json}, results.{md,csv,json}, run.json and every training run's run.json
  * to `--out`.
@@ -96,7 +101,13 @@ const QUICK: TrainingRunOptions = {
 const STUDY: Partial<TrainingRunOptions> = { override: { tokens: "cnn" }, stage1Epochs: 8 };
 
 /** The ablation's steps: a run name, what the row says, and the options on top of the base. */
-export const STEPS: { name: string; label: string; options: Partial<TrainingRunOptions> }[] = [
+export const STEPS: {
+  name: string;
+  label: string;
+  options: Partial<TrainingRunOptions>;
+  /** How the row is evaluated, when not the plain top-k at keep 0.5 (the budget mode, fusion). */
+  evaluate?: { budget?: boolean; fuse?: boolean };
+}[] = [
   {
     name: "a0_today",
     label: "today's hybrid (pixel tokens, CAM target, linear head, frozen CNN, profile's stage-1 epochs)",
@@ -118,6 +129,19 @@ export const STEPS: { name: string; label: string; options: Partial<TrainingRunO
     name: "a5_keep_range",
     label: "study's hybrid + keep ratio drawn per batch in [0.4, 0.8]",
     options: { ...STUDY, keepRange: [0.4, 0.8] },
+  },
+  {
+    name: "a6_budget",
+    label:
+      "study's hybrid + learned tokens per image (threshold, ratio loss to 0.5; budget mode at inference)",
+    options: { ...STUDY, selection: "threshold" },
+    evaluate: { budget: true },
+  },
+  {
+    name: "a7_fuse",
+    label: "study's hybrid + dropped-token fusion (EViT's extra token, weighted by the CNN's scores)",
+    options: { ...STUDY, fuse: true },
+    evaluate: { fuse: true },
   },
 ];
 
@@ -164,8 +188,13 @@ await runCli("synthetic_ablation", async () => {
     try {
       trained.push(r.outDir);
       evalSet = r.evalDataset;
-      const metrics = (strategy: "cnn" | "random" | "none", keep: number) =>
+      const metrics = (
+        strategy: "cnn" | "random" | "none",
+        keep: number,
+        more: { budget?: boolean; fuse?: boolean } = {},
+      ) =>
         recordRunMetrics(model, r.evalDataset, {
+          ...more,
           label: step.label,
           strategy,
           keep,
@@ -177,8 +206,15 @@ await runCli("synthetic_ablation", async () => {
         });
       const all = await metrics("none", 1);
       // The same ViT on as many random tokens (no fine-tuning): does its selector pick better than chance?
-      const random = await metrics("random", KEEP);
-      const { row } = await metrics("cnn", KEEP);
+      // With the budget mode the random control keeps as many tokens as the selector did on average.
+      const { row } = await metrics("cnn", KEEP, step.evaluate);
+      const random = await metrics(
+        "random",
+        step.evaluate?.budget ? Math.max(row.keepRatio!, 1 / 64) : KEEP,
+        {
+          fuse: step.evaluate?.fuse,
+        },
+      );
       rows.push({
         ...row,
         step: step.name,
@@ -220,14 +256,17 @@ await runCli("synthetic_ablation", async () => {
       ? "precision and recall of the kept tokens against the object masks."
       : "no precision/recall: this dataset has no object masks.",
     "",
-    "| step | accuracy at keep 0.5 | random tokens | all tokens | precision / recall | GMACs |",
-    "|---|---|---|---|---|---|",
+    "Tokens kept: patch tokens per image (the budget row: the mean of a learned count), GMACs at that count",
+    "(the fusion row: one more token).",
+    "",
+    "| step | accuracy at keep 0.5 | random tokens | all tokens | precision / recall | tokens kept | GMACs |",
+    "|---|---|---|---|---|---|---|",
     ...rows.map((r) =>
       `| ${r.model} | ${pct(r.accuracy)} [${pct(r.accuracyCI?.[0])}, ${pct(r.accuracyCI?.[1])}] | ${
         pct(r.randomAccuracy)
       } | ${pct(r.allTokensAccuracy)} | ${pct(r.selectionPrecision)} / ${pct(r.selectionRecall)} | ${
-        r.gmacs?.toFixed(4)
-      } |`
+        r.keptTokens?.toFixed(1)
+      } | ${r.gmacs?.toFixed(4)} |`
     ),
     "",
   ].join("\n");
@@ -246,6 +285,7 @@ await runCli("synthetic_ablation", async () => {
           accuracyCI: r.accuracyCI,
           allTokensAccuracy: r.allTokensAccuracy,
           randomAccuracy: r.randomAccuracy,
+          keptTokens: r.keptTokens,
           gmacs: r.gmacs,
           selectionPrecision: r.selectionPrecision,
           selectionRecall: r.selectionRecall,

@@ -52,8 +52,9 @@ run.json, model.safetensors in PyTorch layout). Interrupt with Ctrl-C: a checkpo
   --selector-target T   hybrid stage 1: what the selector learns to rank by: auto (mask, else the CNN's CAM;
                         default) | cam | mask | vit_attention (the ViT's last-block CLS attention; with --init-from
                         a ViT) | vit_attention_first (its first block's)
-  --fuse                ViT with --strategy random|attention: EViT fusion of the dropped tokens into one extra
-                        token, while training and in the final evaluation
+  --fuse                ViT with --strategy random|attention, or the hybrid (--selection topk|hard): EViT
+                        fusion of the dropped tokens into one extra token, while training and in the final
+                        evaluation
   --rank-distill X      hybrid stage 2: weight of KL(ViT's CLS attention ‖ selector scores) (default 0)
   --keep-range LO,HI    hybrid stage 2: keep ratio drawn per batch in [LO, HI] (one model for every ratio)
   --train-subset N      class-balanced training subset (default from the profile)

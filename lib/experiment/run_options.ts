@@ -83,9 +83,10 @@ export interface TrainingRunOptions {
    */
   selectorTarget?: SelectorTarget;
   /**
-   * ViT with strategy `random` or `attention`: EViT's dropped-token fusion while training and in the final
-   * evaluation: the dropped tokens enter the blocks as one extra token, their score-weighted mean (attention)
-   * or plain mean (random). Counted in GMACs. Default false.
+   * EViT's dropped-token fusion while training and in the final evaluation, for a ViT with strategy
+   * `random` or `attention` or the hybrid (selection `"topk"` or `"hard"`): the dropped tokens enter the
+   * blocks as one extra token, their score-weighted mean (attention: CLS attention; hybrid: softmax of
+   * the CNN's scores) or plain mean (random). Counted in GMACs. Default false.
    */
   fuse?: boolean;
   /** Hybrid stage 2: weight of the ranking distillation to the ViT's CLS attention (default 0). */
@@ -203,7 +204,7 @@ export interface ResolvedRunOptions {
   override: Record<string, unknown>;
   augment: boolean;
   tokenDropout?: TokenDropout;
-  /** EViT fusion of the dropped tokens (ViT with random or attention). */
+  /** EViT fusion of the dropped tokens (ViT with random or attention, hybrid with topk or hard). */
   fuse: boolean;
   /** DeiT distillation (with `teacher`). */
   deit?: { teacher: string; mode: "hard" | "soft"; temperature: number };
@@ -429,13 +430,25 @@ function resolveTokenDropout(o: TrainingRunOptions, family: ModelFamily, strateg
   return { min: d.min, max: d.max };
 }
 
-/** EViT fusion: only where a ViT drops tokens by a strategy (the hybrid trains through its own top-k). */
-function resolveFuse(o: TrainingRunOptions, family: ModelFamily, strategy: StrategyName): boolean {
+/**
+ * EViT fusion: where tokens are dropped by a strategy: a ViT under random or attention selection, or the
+ * hybrid with its CNN's top-k (selection `"topk"` through the mask, or `"hard"` through the strategy).
+ */
+function resolveFuse(
+  o: TrainingRunOptions,
+  family: ModelFamily,
+  strategy: StrategyName,
+  selection: ResolvedRunOptions["selection"],
+): boolean {
   if (o.fuse === undefined || o.fuse === false) return false;
   check(o.fuse === true, "fuse", o.fuse, "a boolean");
-  if (family !== "vit" || (strategy !== "random" && strategy !== "attention")) {
+  const vit = family === "vit" && (strategy === "random" || strategy === "attention");
+  const hybrid = family === "hybrid" && strategy === "cnn" && (selection === "topk" || selection === "hard");
+  if (!vit && !hybrid) {
     throw new Error(
-      `runTraining: fuse needs model "vit" with strategy "random" or "attention"; got a ${family} with strategy "${strategy}"`,
+      `runTraining: fuse needs model "vit" with strategy "random" or "attention", or the hybrid with strategy ` +
+        `"cnn" and selection "topk" or "hard"; got a ${family} with strategy "${strategy}"` +
+        (family === "hybrid" ? ` and selection "${selection}"` : ""),
     );
   }
   return true;
@@ -532,7 +545,7 @@ export async function resolveRunOptions(o: TrainingRunOptions): Promise<Resolved
   checkControlOptions(o, model.family, resolved.strategyName);
   resolved.tokenDropout = resolveTokenDropout(o, model.family, resolved.strategyName);
   resolved.deit = resolveDeit(o, model.family);
-  resolved.fuse = resolveFuse(o, model.family, resolved.strategyName);
+  resolved.fuse = resolveFuse(o, model.family, resolved.strategyName, resolved.selection);
   await checkRunFolders(o, model.family);
   return resolved;
 }

@@ -568,6 +568,8 @@ async function trainRun(run: BuiltRun): Promise<TrainResult[]> {
         keepRatio: opts.keep,
         keepRatioRange: opts.keepRange,
         selection: opts.selection === "hard" ? undefined : opts.selection,
+        // With "hard" the control's strategy (created with fuse) fuses; with "topk" the masked forward does.
+        fuse: opts.selection === "topk" && opts.fuse,
         loss: { labelSmoothing: opts.labelSmoothing, distill: opts.distill, rankDistill: opts.rankDistill },
         // The controls, and the hybrid with selection "hard", train the ViT under the strategy's own forward.
         control: opts.strategyName === "cnn" && opts.selection !== "hard" ? undefined : {

@@ -9,6 +9,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { Hybrid } from "../models/hybrid.ts";
 import { keepCount } from "./select_top_k.ts";
+import { fuseDropped } from "./strategies.ts";
 import { straightThroughThresholdMask, straightThroughTopKMask } from "./topk_mask.ts";
 
 /** Options of {@link maskedHybridForward}. */
@@ -30,6 +31,12 @@ export interface MaskedForwardOptions {
   selection?: "topk" | "threshold";
   /** Also run the rest of the CNN and return its logits (needs `cnnHead` in the config). */
   cnnLogits?: boolean;
+  /**
+   * EViT's dropped-token fusion (`"topk"` only): one extra token, always kept, the mean of the masked-out
+   * tokens weighted by `softmax(scores)`, as strategy `cnn` with `fuse` computes it at inference. The mask's
+   * straight-through gradient reaches the scores through the fused token too.
+   */
+  fuse?: boolean;
 }
 
 /** What {@link maskedHybridForward} returns (the caller disposes). */
@@ -62,6 +69,11 @@ export function maskedHybridForward(
   if (options.selection !== undefined && options.selection !== "topk" && options.selection !== "threshold") {
     throw new Error(`maskedHybridForward: selection "${options.selection}" is not "topk" or "threshold"`);
   }
+  if (options.fuse && options.selection === "threshold") {
+    throw new Error(
+      'maskedHybridForward: fuse needs selection "topk" (the budget mode\'s inference does not fuse)',
+    );
+  }
   if (options.cnnLogits && !c.cnnHead) {
     throw new Error(
       "maskedHybridForward: cnnLogits needs a hybrid built with cnnHead: true (the CNN's later stages)",
@@ -78,10 +90,14 @@ export function maskedHybridForward(
     const mask = options.selection === "threshold"
       ? straightThroughThresholdMask(scores, st)
       : straightThroughTopKMask(scores, keepCount(n, ratio), st);
-    const r = hybrid.vit.forwardTokens(hybrid.vit.embed(hybrid.cnnTokens ? feature : x), {
-      training,
-      tokenMask: mask,
-    });
+    let tokens = hybrid.vit.embed(hybrid.cnnTokens ? feature : x);
+    let tokenMask = mask;
+    if (options.fuse) {
+      const b = mask.shape[0];
+      tokens = tf.concat([tokens, fuseDropped(tokens, tf.softmax(scores), mask)], 1) as tf.Tensor3D;
+      tokenMask = tf.concat([mask, tf.ones([b, 1])], 1) as tf.Tensor2D;
+    }
+    const r = hybrid.vit.forwardTokens(tokens, { training, tokenMask });
     const logits = hybrid.vit.forwardHead(r.tokens);
     const res: Record<string, tf.Tensor> = { logits, mask, scores };
     if (options.cnnLogits) {

@@ -21,7 +21,7 @@ import { crossEntropy, hybridLoss, type HybridLossWeights, importanceKL } from "
 import type { BatchSource, TrainBatch } from "./batch_source.ts";
 import { type LossFn, train, type TrainOptions, type TrainResult } from "./trainer.ts";
 import type { Rng } from "../util/rng.ts";
-import type { KeepSchedule, PruningStrategy } from "../pruning/mod.ts";
+import { createStrategy, type KeepSchedule, type PruningStrategy, singleStage } from "../pruning/mod.ts";
 
 /** How the CNN is treated in stage 2. */
 export type CnnMode = "frozen" | "lower-lr";
@@ -80,6 +80,11 @@ export interface TwoStageOptions {
      * (cheapest steps; no noise, no ratio term; needs `cnnMode: "lower-lr"` for a CNN in training mode).
      */
     selection?: "topk" | "threshold" | "gather";
+    /**
+     * EViT's dropped-token fusion with `"topk"` (default false): the masked-out tokens enter the blocks as
+     * one extra token, their mean weighted by `softmax(scores)`; the per-epoch evaluation fuses the same way.
+     */
+    fuse?: boolean;
     /** Loss weights: ratio (2), distill (0 = off), aux CNN CE (0.3), label smoothing. */
     loss?: HybridLossWeights;
     /**
@@ -282,6 +287,8 @@ export function stage2Loss(
     tau?: number;
     noiseScale?: number;
     selection?: "topk" | "threshold" | "gather";
+    /** Dropped-token fusion (`"topk"` only; as `maskedHybridForward`'s `fuse`). */
+    fuse?: boolean;
     loss?: HybridLossWeights;
     cnnTraining?: boolean;
   } = {},
@@ -301,6 +308,9 @@ export function stage2Loss(
   // same gradients, about 30% less time per step.
   const wantCnn = (w.aux ?? 0.3) > 0 && (hybrid.config.cnnHead ?? false) && options.cnnTraining !== false;
   const noiseScale = options.noiseScale ?? 0.5;
+  if (options.fuse && (options.selection ?? "topk") !== "topk") {
+    throw new Error(`stage2Loss: fuse needs selection "topk"; got "${options.selection}"`);
+  }
   if (options.selection === "gather") {
     // Real gathering during training (the hybrid's own straight-through score gate): cheaper steps,
     // no mask, so no ratio term and no Gumbel exploration.
@@ -334,6 +344,7 @@ export function stage2Loss(
       tau: options.tau,
       noise,
       selection: options.selection as "topk" | "threshold" | undefined,
+      fuse: options.fuse,
       training: true,
       cnnTraining: options.cnnTraining,
       cnnLogits: wantCnn,
@@ -478,11 +489,17 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
       tau: s2.tau,
       noiseScale: s2.noiseScale,
       selection: s2.selection,
+      fuse: s2.fuse,
       loss: weights,
       cnnTraining: mode !== "frozen",
     }),
     prepare: stage2Prepare(h, weights),
-    evalLogits: s2.keepRatio === undefined
+    evalLogits: s2.fuse
+      ? (_m, b: TrainBatch) =>
+        createStrategy("cnn", { fuse: true }).forward(h, b.x, {
+          schedule: singleStage(s2.keepRatio ?? h.config.keepRatio, 0),
+        }).logits
+      : s2.keepRatio === undefined
       ? undefined
       : (_m, b: TrainBatch) => h.forward(b.x, { keepRatio: s2.keepRatio }).logits,
     outDir: dir("stage2"),
