@@ -307,6 +307,14 @@ export function declinedImpl(
   return kind === "weights" && impl.startsWith("jit_1x1:avx2") && (ci.strideHeight > 1 || ci.strideWidth > 1);
 }
 
+/** What {@link DnnlConvImpl.maskedAttention} keeps for its gradient (`[b, heads, t, t]` and `[b, heads, t]`). */
+export interface MaskedAttentionSaved {
+  probs: Float32Array;
+  expScores: Float32Array;
+  rowInv: Float32Array;
+  rowArgmax: Float32Array;
+}
+
 class DnnlConvImpl {
   private engine: Ptr;
   private stream: Ptr;
@@ -611,7 +619,7 @@ class DnnlConvImpl {
 
   private scratchFor(
     bytes: number,
-    slot: "weights" | "src" | "dst" | "attention" | "attentionGrad" = "weights",
+    slot: "weights" | "src" | "dst" | "attention" | "attentionGrad" | "rowInv" | "rowArgmax" = "weights",
   ): Float32Array<ArrayBuffer> {
     let s = this.scratches.get(slot);
     if (!s || s.byteLength < bytes) {
@@ -971,51 +979,54 @@ class DnnlConvImpl {
   /**
    * {@link DnnlConvImpl.attention} with DynamicViT's token policy (`mask` `[b, t]`, 1 = kept: each query
    * attends to the kept keys and itself; see `policySoftmax`). The products run in oneDNN, the policy
-   * softmax in JS. Writes the context to `ctx`, the probabilities to `probs`, `exp(s − rowmax)` to
-   * `expScores` (both `[b, heads, t, t]`), the rows' normalisers to `rowInv` and their max's column to
-   * `rowArgmax` (both `[b, heads, t]`): the gradient needs all four.
+   * softmax in JS. Writes the context to `ctx`. The gradient needs the probabilities (`probs`),
+   * `exp(s − rowmax)` (`expScores`, both `[b, heads, t, t]`), the rows' normalisers (`rowInv`) and their
+   * max's column (`rowArgmax`, both `[b, heads, t]`): give all four to keep them (training); without them
+   * they go to reused scratch (inference).
    */
   maskedAttention(
     b: number,
     t: number,
     d: number,
     heads: number,
-    qkv: Float32Array,
-    mask: Float32Array,
-    ctx: Float32Array,
-    probs: Float32Array,
-    expScores: Float32Array,
-    rowInv: Float32Array,
-    rowArgmax: Float32Array,
+    io: { qkv: Float32Array; mask: Float32Array; ctx: Float32Array },
+    kept?: MaskedAttentionSaved,
   ): void {
-    this.attentionForwardWith(b, t, d, heads, qkv, ctx, expScores, probs, () => {
-      policySoftmax(b, heads, t, mask, expScores, probs, rowInv, rowArgmax);
+    const tt = b * heads * t * t * 4, rows = b * heads * t * 4;
+    const k = kept ?? {
+      probs: this.scratchFor(tt, "attention"),
+      expScores: this.scratchFor(tt, "attentionGrad"),
+      rowInv: this.scratchFor(rows, "rowInv"),
+      rowArgmax: this.scratchFor(rows, "rowArgmax"),
+    };
+    this.attentionForwardWith(b, t, d, heads, io.qkv, io.ctx, k.expScores, k.probs, () => {
+      policySoftmax(b, heads, t, io.mask, k.expScores, k.probs, k.rowInv, k.rowArgmax);
     });
   }
 
   /**
    * Gradient of {@link DnnlConvImpl.maskedAttention} with respect to `qkv` (all of `dqkv` `[b, t, 3·d]`) and
-   * to the mask (`dmask` `[b, t]`), from the forward's `probs`, `expScores`, `rowInv` and `rowArgmax`.
+   * to the mask (`dmask` `[b, t]`), from what the forward kept.
    */
   maskedAttentionBackward(
     b: number,
     t: number,
     d: number,
     heads: number,
-    qkv: Float32Array,
-    mask: Float32Array,
-    probs: Float32Array,
-    expScores: Float32Array,
-    rowInv: Float32Array,
-    rowArgmax: Float32Array,
-    dctx: Float32Array,
-    dqkv: Float32Array,
-    dmask: Float32Array,
+    io: {
+      qkv: Float32Array;
+      mask: Float32Array;
+      dctx: Float32Array;
+      dqkv: Float32Array;
+      dmask: Float32Array;
+    },
+    kept: MaskedAttentionSaved,
   ): void {
     // dL/dP is turned into dL/dS in place.
     const g = this.scratchFor(b * heads * t * t * 4, "attentionGrad");
-    this.attentionBackwardWith(b, t, d, heads, qkv, probs, dctx, dqkv, g, () => {
-      policySoftmaxBackward(b, heads, t, mask, expScores, probs, rowInv, rowArgmax, g, dmask);
+    this.attentionBackwardWith(b, t, d, heads, io.qkv, kept.probs, io.dctx, io.dqkv, g, () => {
+      const { probs, expScores, rowInv, rowArgmax } = kept;
+      policySoftmaxBackward(b, heads, t, io.mask, expScores, probs, rowInv, rowArgmax, g, io.dmask);
       return g;
     });
   }

@@ -1070,26 +1070,22 @@ export function dnnlKernelConfigs(backendName: string, dnnl: DnnlConv): tf.Kerne
       );
     }
     const ctx = b.makeOutput([n, t, d], "float32");
-    const shapes = [[n, heads, t, t], [n, heads, t, t], [n, heads, t], [n, heads, t]];
-    const attend = (rest: Float32Array[]) =>
-      dnnl.maskedAttention(
-        n,
-        t,
-        d,
-        heads,
-        f32(b, qkv),
-        f32(b, mask),
-        f32(b, ctx),
-        ...rest as [Float32Array, Float32Array, Float32Array, Float32Array],
-      );
     if (!keepProbs) {
-      // Inference: the probabilities and row statistics live in JS arrays and are dropped.
-      attend(shapes.map((s) => new Float32Array(size(s))));
+      // Inference: the probabilities and row statistics go to the backend's reused scratch.
+      dnnl.maskedAttention(n, t, d, heads, { qkv: f32(b, qkv), mask: f32(b, mask), ctx: f32(b, ctx) });
       return ctx;
     }
-    const kept = shapes.map((s) => b.makeOutput(s, "float32"));
+    const kept = [[n, heads, t, t], [n, heads, t, t], [n, heads, t], [n, heads, t]].map((s) =>
+      b.makeOutput(s, "float32")
+    );
     // Views after every allocation (an allocation may grow the wasm heap and detach earlier views).
-    attend(kept.map((o) => f32(b, o)));
+    const [probs, expScores, rowInv, rowArgmax] = kept.map((o) => f32(b, o));
+    dnnl.maskedAttention(n, t, d, heads, { qkv: f32(b, qkv), mask: f32(b, mask), ctx: f32(b, ctx) }, {
+      probs,
+      expScores,
+      rowInv,
+      rowArgmax,
+    });
     return [ctx, ...kept];
   };
   const maskedAttentionGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -1099,22 +1095,14 @@ export function dnnlKernelConfigs(backendName: string, dnnl: DnnlConv): tf.Kerne
     const [n, t, d3] = qkv.shape;
     const dqkv = b.makeOutput([...qkv.shape], "float32");
     const dmask = b.makeOutput([...mask.shape], "float32");
+    const v = (x: Info) => f32(b, x);
     dnnl.maskedAttentionBackward(
       n,
       t,
       d3 / 3,
       heads,
-      ...[qkv, mask, probs, expScores, rowInv, rowArgmax, dctx, dqkv, dmask].map((x) => f32(b, x)) as [
-        Float32Array,
-        Float32Array,
-        Float32Array,
-        Float32Array,
-        Float32Array,
-        Float32Array,
-        Float32Array,
-        Float32Array,
-        Float32Array,
-      ],
+      { qkv: v(qkv), mask: v(mask), dctx: v(dctx), dqkv: v(dqkv), dmask: v(dmask) },
+      { probs: v(probs), expScores: v(expScores), rowInv: v(rowInv), rowArgmax: v(rowArgmax) },
     );
     return [dqkv, dmask];
   };
