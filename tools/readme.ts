@@ -266,9 +266,9 @@ interface AblationRow {
   accuracy: number;
   accuracyCI?: [number, number];
   allTokensAccuracy: number;
-  /** The same model on random tokens (ablations from the Fashion-MNIST one on). */
+  /** The same model on as many random tokens. */
   randomAccuracy?: number;
-  /** Patch tokens kept per image (a mean with the budget mode; ablations from the budget row on). */
+  /** Patch tokens kept per image (with the budget mode, the mean of a learned count). */
   keptTokens?: number;
   gmacs?: number;
   selectionPrecision?: number;
@@ -279,46 +279,35 @@ interface AblationRow {
 const keptTokens = (r: AblationRow) =>
   (r.keptTokens === undefined ? "-" : +r.keptTokens.toFixed(1)).toString();
 
-/** The one-seed ablation on the synthetic set's validation split. */
-async function syntheticAblationTable(root: string): Promise<string> {
-  const rows = await readJson<AblationRow[]>(root, "results/ablation/cpu/synthetic/ablation.json");
+/**
+ * A one-seed ablation on a validation split (`results/ablation/cpu/<dataset>/ablation.json`): accuracy with
+ * the hybrid's own top-k, the same model on random tokens and on all tokens, precision/recall where the
+ * dataset has object masks, tokens kept and GMACs.
+ */
+const ablationTable = (dataset: string, masks: boolean) => async (root: string): Promise<string> => {
+  const rows = await readJson<AblationRow[]>(root, `results/ablation/cpu/${dataset}/ablation.json`);
   return markdownTable(
     [
       "Step",
       "Accuracy % at keep 0.5 [95% CI]",
+      "Random tokens %",
       "All tokens %",
-      "Precision / recall %",
+      ...(masks ? ["Precision / recall %"] : []),
       "Tokens kept",
       "GMACs",
     ],
     rows.map((r) => [
       r.label,
       pctWithCI(r.accuracy, r.accuracyCI),
-      pct1(r.allTokensAccuracy),
-      precisionRecall(r),
-      keptTokens(r),
-      r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
-    ]),
-    ["l", "r", "r", "r", "r", "r"],
-  );
-}
-
-/** The one-seed ablation on Fashion-MNIST's validation split (no object masks: a random-tokens column). */
-async function fashionMnistAblationTable(root: string): Promise<string> {
-  const rows = await readJson<AblationRow[]>(root, "results/ablation/cpu/fashion-mnist/ablation.json");
-  return markdownTable(
-    ["Step", "Accuracy % at keep 0.5 [95% CI]", "Random tokens %", "All tokens %", "Tokens kept", "GMACs"],
-    rows.map((r) => [
-      r.label,
-      pctWithCI(r.accuracy, r.accuracyCI),
       r.randomAccuracy === undefined ? "-" : pct1(r.randomAccuracy),
       pct1(r.allTokensAccuracy),
+      ...(masks ? [precisionRecall(r)] : []),
       keptTokens(r),
       r.gmacs === undefined ? "-" : r.gmacs.toFixed(4),
     ]),
-    ["l", "r", "r", "r", "r", "r"],
+    ["l", "r", "r", "r", ...(masks ? ["r" as const] : []), "r", "r"],
   );
-}
+};
 
 /** A study's claims.md (without its title). */
 const studyClaimsIn = (dir: string) => (root: string): Promise<string> =>
@@ -335,8 +324,8 @@ export const GENERATORS: Record<string, Generator> = {
   "synthetic-claims": studyClaimsIn(SYNTHETIC_STUDY),
   "fmnist-study": cnnTokenStudyTable(FMNIST_STUDY, false),
   "fmnist-claims": studyClaimsIn(FMNIST_STUDY),
-  "synthetic-ablation": syntheticAblationTable,
-  "fmnist-ablation": fashionMnistAblationTable,
+  "synthetic-ablation": ablationTable("synthetic", true),
+  "fmnist-ablation": ablationTable("fashion-mnist", false),
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */
