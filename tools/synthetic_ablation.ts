@@ -208,13 +208,9 @@ await runCli("synthetic_ablation", async () => {
       // The same ViT on as many random tokens (no fine-tuning): does its selector pick better than chance?
       // With the budget mode the random control keeps as many tokens as the selector did on average.
       const { row } = await metrics("cnn", KEEP, step.evaluate);
-      const random = await metrics(
-        "random",
-        step.evaluate?.budget ? Math.max(row.keepRatio!, 1 / 64) : KEEP,
-        {
-          fuse: step.evaluate?.fuse,
-        },
-      );
+      // (keepCount keeps at least one token, so a ratio near 0 is fine; exactly 0 is not a keep ratio.)
+      const randomKeep = step.evaluate?.budget ? Math.max(row.keepRatio!, Number.EPSILON) : KEEP;
+      const random = await metrics("random", randomKeep, { fuse: step.evaluate?.fuse });
       rows.push({
         ...row,
         step: step.name,

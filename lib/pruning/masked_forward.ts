@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { Hybrid } from "../models/hybrid.ts";
 import { keepCount } from "./select_top_k.ts";
-import { fuseDropped } from "./strategies.ts";
+import { fuseDropped, hybridFuseWeights } from "./strategies.ts";
 import { straightThroughThresholdMask, straightThroughTopKMask } from "./topk_mask.ts";
 
 /** Options of {@link maskedHybridForward}. */
@@ -94,7 +94,7 @@ export function maskedHybridForward(
     let tokenMask = mask;
     if (options.fuse) {
       const b = mask.shape[0];
-      tokens = tf.concat([tokens, fuseDropped(tokens, tf.softmax(scores), mask)], 1) as tf.Tensor3D;
+      tokens = tf.concat([tokens, fuseDropped(tokens, hybridFuseWeights(scores), mask)], 1) as tf.Tensor3D;
       tokenMask = tf.concat([mask, tf.ones([b, 1])], 1) as tf.Tensor2D;
     }
     const r = hybrid.vit.forwardTokens(tokens, { training, tokenMask });

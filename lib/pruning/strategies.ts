@@ -98,6 +98,12 @@ export function fuseDropped(tokens: tf.Tensor3D, weights: tf.Tensor2D, keep: tf.
 }
 
 /**
+ * Weights of the hybrid's fused token over the patches: the softmax of the CNN's scores (strategy `cnn`
+ * with `fuse` at inference, and `maskedHybridForward` with `fuse` in training, so both fuse alike).
+ */
+export const hybridFuseWeights = (scores: tf.Tensor2D): tf.Tensor2D => tf.softmax(scores);
+
+/**
  * The ViT of a model: the model itself, or the hybrid's `vit`.
  *
  * @example
@@ -323,7 +329,7 @@ export function createStrategy(name: StrategyName, options: StrategyOptions = {}
                 if (ctx.block === -1) return scores;
                 return tf.squeeze(batchGather(tf.expandDims(scores, 2), ctx.keptIndices), [2]) as tf.Tensor2D;
               },
-              fuse ? (s) => tf.softmax(s) : undefined,
+              fuse ? hybridFuseWeights : undefined,
               cell,
             );
             const out = runWithReduction(

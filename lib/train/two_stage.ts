@@ -469,6 +469,8 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
     : all;
   const userScale = s2.optimizer?.lrScale;
   const weights = s2.loss ?? {};
+  // With fusion the per-epoch evaluation is the fused gathered forward, as the final one.
+  const fused = s2.fuse ? createStrategy("cnn", { fuse: true }) : undefined;
   const stage2 = await train({
     ...s2,
     label: s2.label ?? `stage 2 (ViT + selection, CNN ${mode})`,
@@ -494,11 +496,9 @@ export async function trainHybridTwoStage(options: TwoStageOptions): Promise<Two
       cnnTraining: mode !== "frozen",
     }),
     prepare: stage2Prepare(h, weights),
-    evalLogits: s2.fuse
+    evalLogits: fused
       ? (_m, b: TrainBatch) =>
-        createStrategy("cnn", { fuse: true }).forward(h, b.x, {
-          schedule: singleStage(s2.keepRatio ?? h.config.keepRatio, 0),
-        }).logits
+        fused.forward(h, b.x, { schedule: singleStage(s2.keepRatio ?? h.config.keepRatio, 0) }).logits
       : s2.keepRatio === undefined
       ? undefined
       : (_m, b: TrainBatch) => h.forward(b.x, { keepRatio: s2.keepRatio }).logits,
