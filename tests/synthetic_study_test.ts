@@ -7,20 +7,21 @@ import { join } from "node:path";
 import { assert, assertEquals } from "./_assert.ts";
 import { runTool } from "./_tool.ts";
 
-async function study(dir: string) {
+async function study(dir: string, seeds = "0,1", out = "out", more: string[] = []) {
   await runTool("synthetic_study.ts", [
     "--profile",
     "quick",
     "--seeds",
-    "0,1",
+    seeds,
     "--keeps",
     "0.25,0.5",
     "--runs",
     join(dir, "runs"),
     "--out",
-    join(dir, "out"),
+    join(dir, out),
+    ...more,
   ]);
-  return JSON.parse(await Deno.readTextFile(join(dir, "out", "per_seed.json"))) as {
+  return JSON.parse(await Deno.readTextFile(join(dir, out, "per_seed.json"))) as {
     seed: number;
     variant: string;
     accuracy: number;
@@ -95,6 +96,24 @@ Deno.test({
         again.map((r) => [r.seed, r.variant, r.accuracy, r.gmacs]),
         first.map((r) => [r.seed, r.variant, r.accuracy, r.gmacs]),
       );
+      // Seed 1 added to a result holding seed 0 (--merge) gives the table both seeds give at once.
+      await study(dir, "0", "only0");
+      const merged = await study(dir, "1", "merged", ["--merge", join(dir, "only0")]);
+      const key = (rs: typeof first) =>
+        rs.map((r) => JSON.stringify([r.seed, r.variant, r.accuracy, r.gmacs, r.run])).sort();
+      assertEquals(key(merged), key(first));
+      const means = async (o: string) =>
+        (JSON.parse(await Deno.readTextFile(join(dir, o, "results.json"))) as {
+          rows: { model: string; accuracy: number; accuracyCI: number[]; gmacs: number; seeds: number }[];
+        }).rows.map((r) => [r.model, r.accuracy, r.accuracyCI, r.gmacs, r.seeds]);
+      assertEquals(await means("merged"), await means("out"));
+      const run = JSON.parse(await Deno.readTextFile(join(dir, "merged", "run.json"))) as {
+        seeds: number[];
+        extra: { merged: { seeds: number[] } };
+      };
+      assertEquals([run.seeds, run.extra.merged.seeds], [[0, 1], [0]]);
+      await Deno.stat(join(dir, "merged", "training_runs", "s0", "hybrid.run.json"));
+      assert((await Deno.readTextFile(join(dir, "merged", "claims.md"))).includes("added with --merge"));
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -77,6 +77,11 @@ const badFlags: [string, string[], string][] = [
   ["synthetic_study.ts", ["--profile", "full"], `synthetic_study: --profile "full" is not cpu or quick`],
   [
     "synthetic_study.ts",
+    ["--merge", "/nonexistent"],
+    `synthetic_study: --merge /nonexistent: no run.json there; expected the --out folder of an earlier run`,
+  ],
+  [
+    "synthetic_study.ts",
     ["--dataset", "pcam"],
     `synthetic_study: --dataset "pcam" is not synthetic or fashion-mnist`,
   ],

@@ -58,10 +58,11 @@ import {
   useProjectRoot,
   writeReport,
 } from "../lib/mod.ts";
+import { identityDifferences } from "../lib/experiment/run_identity.ts";
 import { CliError, cpuOrQuick, parseCli, runCli, STUDY_DATASETS, STUDY_FLAGS, studyDataset } from "./cli.ts";
 
 const HELP = `usage: deno run -A tools/synthetic_study.ts [--dataset synthetic|fashion-mnist] [--seeds 0,1,2]
-         [--keeps 0.25,0.5,0.6] [--profile cpu|quick] [--runs DIR] [--out DIR]
+         [--keeps 0.25,0.5,0.6] [--profile cpu|quick] [--runs DIR] [--out DIR] [--merge DIR]
 
   --dataset D    synthetic (default: 4000 training images, the 1000-image test split) or fashion-mnist (the
                  cpu profile's 10000 training images, each seed's 2000-image test subset)
@@ -73,7 +74,12 @@ const HELP = `usage: deno run -A tools/synthetic_study.ts [--dataset synthetic|f
   --runs DIR     training runs (default results/runs/synthetic_study_<profile>, or
                  results/runs/cnn_tokens_study_<dataset>_<profile>; resumable)
   --out DIR      results folder (default results/study/<profile>/07_synthetic_equal_cost, or
-                 results/study/<profile>/08_<dataset>_cnn_tokens)`;
+                 results/study/<profile>/08_<dataset>_cnn_tokens)
+  --merge DIR    add the seeds of an earlier result of this study (DIR, e.g. the --out folder of an
+                 earlier invocation) to the seeds trained here: same configuration and --keeps, no seed
+                 twice, every variant at the same GMACs. Only --seeds are trained and evaluated; the
+                 earlier seeds' numbers and provenance come from DIR (the result counts as having local
+                 changes if DIR's did). Running all seeds at once gives the same table from scratch.`;
 
 /**
  * What every run of the study shares: the selection probe's validated configuration, on the test split.
@@ -130,6 +136,7 @@ await runCli("synthetic_study", async () => {
     seeds: { type: "string", default: "0,1,2" },
     keeps: { type: "string", default: "0.25,0.5,0.6" },
     dataset: { type: "string", default: "synthetic" },
+    merge: { type: "string" },
     ...STUDY_FLAGS,
   });
   if (values.help) {
@@ -150,6 +157,9 @@ await runCli("synthetic_study", async () => {
   const outDir = values.out ?? `results/study/${profile}/${experiment}`;
   useProjectRoot();
   const backend = await initBackend(undefined, { log: false });
+  const config = { base: BASE, trainKeep: TRAIN_KEEP, keeps, benchBatch: BENCH_BATCH, backend: backend.name };
+  // Read before anything is trained: a mismatch fails in a second, and `--out` may be the same folder.
+  const earlier = values.merge ? await readEarlier(values.merge, experiment, config, seeds) : undefined;
   const t0 = performance.now();
   const rows: SeedRow[] = [];
   const trained: string[] = [];
@@ -165,41 +175,38 @@ await runCli("synthetic_study", async () => {
       for (const m of models) m.dispose();
     }
   }
-  const { table, summary, claims } = summarise(rows, keeps, seeds, evalSet!, matched);
+  if (earlier) rows.unshift(...mergeEarlier(earlier, rows));
+  const allSeeds = [...new Set(rows.map((r) => r.seed))].sort((a, b) => a - b);
+  const { table, summary, claims } = summarise(rows, keeps, allSeeds, evalSet!, matched, earlier);
   console.log(table.toMarkdown());
   const prov = await trainingProvenance(trained);
   const info = await collectRunInfo({
     experiment,
     profile,
     dataset: { name: evalSet!.name, split: evalSet!.split, images: evalSet!.size, source: evalSet!.source },
-    config: { base: BASE, trainKeep: TRAIN_KEEP, keeps, benchBatch: BENCH_BATCH, backend: backend.name },
-    seeds,
+    config,
+    seeds: allSeeds,
     durations: { totalSeconds: (performance.now() - t0) / 1000 },
-    extra: { trainedAt: prov.runs, trainingCommits: prov.commits },
+    extra: {
+      trainedAt: { ...earlier?.trainedAt, ...prov.runs },
+      trainingCommits: [...new Set([...earlier?.trainingCommits ?? [], ...prov.commits])],
+      ...(earlier ? { merged: earlier.provenance } : {}),
+    },
   });
+  // A result is from committed code only if everything in it is: an earlier result's local changes count.
+  if (earlier && earlier.provenance.git.dirty !== false && info.git.dirty === false) {
+    info.git.dirty = earlier.provenance.git.dirty;
+  }
   const report = await writeReport(outDir, {
     table,
     run: info,
-    figures: figures(table.rows, seeds.length, evalSet!.name),
+    figures: figures(table.rows, allSeeds.length, evalSet!.name),
     files: {
+      ...earlier?.files,
       ...prov.files,
       "claims.md": claims,
-      "per_seed.json": JSON.stringify(
-        rows.map((r) => ({
-          seed: r.seed,
-          variant: r.variant,
-          accuracy: r.accuracy,
-          accuracyCI: r.accuracyCI,
-          gmacs: r.gmacs,
-          keptTokens: r.keptTokens,
-          selectionPrecision: r.selectionPrecision,
-          selectionRecall: r.selectionRecall,
-          throughputImgPerS: r.throughputImgPerS,
-          run: r.run,
-        })),
-        null,
-        2,
-      ) + "\n",
+      // Whole rows: a later `--merge` of this folder needs nothing else.
+      "per_seed.json": JSON.stringify(rows, null, 2) + "\n",
     },
   });
   console.log(claims);
@@ -325,6 +332,134 @@ async function evaluateSeed(
   return out;
 }
 
+/** An earlier result of this study whose seeds `--merge` adds to the seeds trained now. */
+interface Earlier {
+  /** Its per_seed.json rows (files written before whole rows were kept lack the per-variant constants). */
+  rows: (Partial<SeedRow> & Pick<SeedRow, "seed" | "variant" | "accuracy" | "gmacs" | "run">)[];
+  /** Its training runs' run.json files, by their path in the results folder. */
+  files: Record<string, string>;
+  trainedAt: Record<string, unknown>;
+  trainingCommits: string[];
+  provenance: {
+    from: string;
+    seeds: number[];
+    git: { commit: string | null; dirty: boolean | null };
+    createdAt: string;
+    command?: unknown;
+  };
+}
+
+/**
+ * Reads the result folder `--merge` names and checks it can join this run: the same experiment and
+ * configuration (dataset, profile, keep ratios, backend) and no seed in both. Its git state carries over:
+ * the merged result counts as having local changes if the earlier one had.
+ */
+async function readEarlier(
+  dir: string,
+  experiment: string,
+  config: unknown,
+  seeds: number[],
+): Promise<Earlier> {
+  const what = `--merge ${dir}`;
+  const read = async (file: string) => {
+    try {
+      return await Deno.readTextFile(join(dir, file));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new CliError(
+        `${what}: no ${file} there; expected the --out folder of an earlier run of this study ` +
+          `(e.g. results/study/cpu/${experiment})`,
+      );
+    }
+  };
+  const info = JSON.parse(await read("run.json")) as {
+    experiment: string;
+    config: unknown;
+    seeds: number[];
+    git?: { commit: string | null; dirty: boolean | null };
+    createdAt: string;
+    command?: unknown;
+    extra?: { trainedAt?: Record<string, unknown>; trainingCommits?: string[] };
+  };
+  if (info.experiment !== experiment) {
+    throw new CliError(
+      `${what}: it holds "${info.experiment}", this run is "${experiment}" (--dataset, --profile)`,
+    );
+  }
+  const diff = identityDifferences(info.config, config);
+  if (diff.length > 0) {
+    throw new CliError(`${what}: its configuration differs from this run's (${diff.join("; ")})`);
+  }
+  const twice = info.seeds.filter((s) => seeds.includes(s));
+  if (twice.length > 0) {
+    throw new CliError(`${what}: seed(s) ${twice.join(", ")} are there already; leave them out of --seeds`);
+  }
+  const rows = JSON.parse(await read("per_seed.json")) as Earlier["rows"];
+  const rowSeeds = [...new Set(rows.map((r) => r.seed))].sort((a, b) => a - b);
+  if (JSON.stringify(rowSeeds) !== JSON.stringify([...info.seeds].sort((a, b) => a - b))) {
+    throw new CliError(`${what}: per_seed.json has seeds ${rowSeeds}, run.json says ${info.seeds}`);
+  }
+  const files: Record<string, string> = {};
+  const walk = async (rel: string) => {
+    for await (const e of Deno.readDir(join(dir, rel))) {
+      const r = `${rel}/${e.name}`;
+      if (e.isDirectory) await walk(r);
+      else if (e.isFile) files[r] = await Deno.readTextFile(join(dir, r));
+    }
+  };
+  await walk("training_runs");
+  return {
+    rows,
+    files,
+    trainedAt: info.extra?.trainedAt ?? {},
+    trainingCommits: info.extra?.trainingCommits ?? [],
+    provenance: {
+      from: dir,
+      seeds: info.seeds,
+      git: info.git ?? { commit: null, dirty: null },
+      createdAt: info.createdAt,
+      command: info.command,
+    },
+  };
+}
+
+/**
+ * The earlier result's rows as whole rows, checked against this run's: the same variants, and each at the
+ * same GMACs (the same models and token counts); the per-variant constants come from this run's row.
+ */
+function mergeEarlier(earlier: Earlier, rows: SeedRow[]): SeedRow[] {
+  // What a variant's rows share across seeds (the model and its cost), copied into older, shorter rows.
+  const PER_VARIANT = [
+    "model",
+    "strategy",
+    "dataset",
+    "keepRatio",
+    "tokenReduction",
+    "keptTokens",
+    "gmacsCnn",
+    "gmacsVit",
+    "params",
+    "backend",
+    "batchSize",
+    "training",
+  ] as const;
+  const here = new Map(rows.map((r) => [r.variant, r]));
+  const there = new Set(earlier.rows.map((r) => r.variant));
+  const missing = [...here.keys()].filter((v) => !there.has(v));
+  if (missing.length > 0) throw new CliError(`--merge: the earlier result has no ${missing.join(", ")}`);
+  return earlier.rows.map((old) => {
+    const now = here.get(old.variant);
+    if (!now) throw new CliError(`--merge: this run has no variant "${old.variant}" (seed ${old.seed})`);
+    if (Math.abs(old.gmacs! - now.gmacs!) > 1e-9) {
+      throw new CliError(
+        `--merge: "${old.variant}" costs ${old.gmacs} GMACs in the earlier result and ${now.gmacs} here`,
+      );
+    }
+    const shared = Object.fromEntries(PER_VARIANT.map((k) => [k, now[k]]).filter(([, v]) => v !== undefined));
+    return { ...shared, ...old } as SeedRow;
+  });
+}
+
 /** Mean rows with t intervals over seeds, and the claims (paired differences per seed). */
 function summarise(
   rows: SeedRow[],
@@ -332,18 +467,21 @@ function summarise(
   seeds: number[],
   evalSet: Dataset,
   matched: Record<string, unknown>[],
+  earlier?: Earlier,
 ) {
   const variants = [...new Set(rows.map((r) => r.variant))];
   const bySeed = (v: string) => rows.filter((r) => r.variant === v).sort((a, b) => a.seed - b.seed);
   const acc = (v: string) => bySeed(v).map((r) => r.accuracy);
   const summary = new Map<string, SeedSummary>(variants.map((v) => [v, seedSummary(acc(v))]));
-  const mean = (v: string, k: "selectionPrecision" | "selectionRecall") => {
-    const xs = bySeed(v).map((r) => r[k]).filter((x): x is number => x !== undefined);
-    return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined;
+  const meanOf = (xs: (number | undefined)[]) => {
+    const d = xs.filter((x): x is number => x !== undefined);
+    return d.length ? d.reduce((a, b) => a + b, 0) / d.length : undefined;
   };
   const meanRows: (ResultRow & { selectionPrecision?: number; selectionRecall?: number })[] = variants.map(
     (v) => {
       const first = bySeed(v)[0], s = summary.get(v)!;
+      // Speed was measured on one seed per invocation: the lowest seed that has it.
+      const timed = bySeed(v).find((r) => r.throughputImgPerS !== undefined);
       return {
         model: v,
         strategy: first.strategy,
@@ -351,17 +489,20 @@ function summarise(
         keepRatio: first.keepRatio,
         accuracy: s.mean,
         ...(s.n > 1 ? { accuracyCI: s.ci, accuracyStd: s.std } : { accuracyCI: first.accuracyCI }),
-        macroF1: bySeed(v).reduce((a, r) => a + (r.macroF1 ?? 0), 0) / s.n,
+        // Rows merged from a per_seed.json written before it kept whole rows have no macro-F1: then none.
+        macroF1: bySeed(v).every((r) => r.macroF1 !== undefined)
+          ? meanOf(bySeed(v).map((r) => r.macroF1))
+          : undefined,
         gmacs: first.gmacs,
         keptTokens: first.keptTokens,
         tokenReduction: first.tokenReduction,
-        throughputImgPerS: first.throughputImgPerS,
+        throughputImgPerS: timed?.throughputImgPerS,
         params: first.params,
         seeds: s.n,
         backend: first.backend,
         batchSize: first.batchSize,
-        selectionPrecision: mean(v, "selectionPrecision"),
-        selectionRecall: mean(v, "selectionRecall"),
+        selectionPrecision: meanOf(bySeed(v).map((r) => r.selectionPrecision)),
+        selectionRecall: meanOf(bySeed(v).map((r) => r.selectionRecall)),
       };
     },
   );
@@ -456,6 +597,16 @@ function summarise(
     `Fashion-MNIST); nothing here was tuned on the test split (${evalSet.size} images${
       evalSet.name.startsWith("synthetic") ? "" : ", each seed's own subset"
     }).`,
+    ...(earlier
+      ? [
+        "",
+        `Seeds ${earlier.provenance.seeds.join(", ")} come from an earlier result of this study (${
+          earlier.provenance.git.commit?.slice(0, 7) ?? "no commit"
+        }, ${earlier.provenance.createdAt}), added with --merge (run.json: extra.merged); seeds ${
+          seeds.filter((x) => !earlier.provenance.seeds.includes(x)).join(", ")
+        } were trained and evaluated by this invocation. Every variant's GMACs agree across both.`,
+      ]
+      : []),
     "",
     md(claimRows),
     "Controls matched in GMACs (tokens kept, their GMACs, the hybrid's, how much more the control costs; same for",
