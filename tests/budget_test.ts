@@ -138,3 +138,53 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "calibrateBudgetThreshold: the pooled-score quantile; the budget mode at it keeps the target share on average",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { calibrateBudgetThreshold, evaluateStrategy } = await import("../lib/experiment/mod.ts");
+    await withHybridAndData(40, async (m, ds) => {
+      const n = m.vit.numPatches;
+      // The hand count: every image's scores, pooled, and the share above a threshold.
+      const all: number[] = [];
+      for (const b of ds.batches({ batchSize: 16 })) {
+        all.push(...(tf.tidy(() => m.scores(b.x)).arraySync() as number[][]).flat());
+        tf.dispose([b.x, b.y]);
+      }
+      const share = (t: number) => all.filter((s) => s > t).length / all.length;
+      for (const keep of [0.25, 0.5, 0.8]) {
+        const before = tf.memory().numTensors;
+        const c = await calibrateBudgetThreshold(m, ds, keep, { batchSize: 16 });
+        assertEquals(tf.memory().numTensors, before, "no tensor left behind");
+        assertEquals(c.images, 40);
+        assertClose([c.keepRatio, c.keepRatioAtZero], [share(c.threshold), share(0)], 1e-12, `keep ${keep}`);
+        assertEquals(Math.round(c.keepRatio * all.length), Math.round(keep * all.length), `keep ${keep}`);
+        // The budget mode at that threshold on the same images keeps that share (every image keeps at
+        // least its best patch, so a little more where an image has none above it).
+        const r = await evaluateStrategy(m, ds, {
+          strategy: "cnn",
+          keep,
+          budget: true,
+          budgetThreshold: c.threshold,
+          batchSize: 16,
+        });
+        const expected = c.keepRatio * n;
+        assert(
+          r.budget!.meanKept >= expected - 1e-9 && r.budget!.meanKept <= expected + 1,
+          `keep ${keep}: mean ${r.budget!.meanKept} tokens, calibrated ${expected}`,
+        );
+        assertEquals(r.budget!.threshold, c.threshold);
+      }
+      await assertRejects(() => calibrateBudgetThreshold(m, ds, 0), "not a ratio in (0, 1]");
+    });
+  },
+});
+
+async function assertRejects(fn: () => Promise<unknown>, message: string): Promise<void> {
+  let err: Error | undefined;
+  await fn().catch((e) => err = e);
+  assert(err?.message.includes(message), err?.message);
+}

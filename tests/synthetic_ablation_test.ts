@@ -16,6 +16,7 @@ interface Row {
   keptTokens?: number;
   gmacs?: number;
   run: string;
+  calibration?: { threshold: number; keepRatio: number; keepRatioAtZero: number };
 }
 
 async function ablation(dir: string): Promise<Row[]> {
@@ -48,6 +49,7 @@ Deno.test({
         "a5_keep_range",
         "a6_budget",
         "a7_fuse",
+        "a8_budget_calibrated",
       ];
       assertEquals(first.map((r) => r.step), steps);
       for (const r of first) {
@@ -80,6 +82,15 @@ Deno.test({
         plain = byStep.get("a5_keep_range")!;
       assert(budget.keptTokens! >= 0 && budget.keptTokens! <= 64, `budget row keeps ${budget.keptTokens}`);
       assertEquals(fused.keptTokens, plain.keptTokens);
+      // The calibrated row evaluates the budget row's model (trained once) at the threshold where the
+      // training images keep half their tokens on average.
+      const calibrated = byStep.get("a8_budget_calibrated")!;
+      assertEquals(calibrated.run, budget.run);
+      assert(
+        Math.abs(calibrated.calibration!.keepRatio - 0.5) < 0.01,
+        JSON.stringify(calibrated.calibration),
+      );
+      assertEquals(budget.calibration, undefined);
       assert(fused.gmacs! > plain.gmacs!, `fusion row ${fused.gmacs} GMACs, plain ${plain.gmacs}`);
       const out = join(dir, "out");
       for (const f of ["ablation.md", "results.md", "results.json", "run.json"]) {

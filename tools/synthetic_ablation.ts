@@ -27,6 +27,9 @@
  *    control keeps that mean ratio);
  * 8. that + EViT's dropped-token fusion (trained and evaluated with the fused token, which GMACs count; its
  *    random control fuses too).
+ * 9. step 7's model, its budget-mode threshold calibrated on the training images (no labels) so images
+ *    keep 0.5 of their tokens on average (`calibrateBudgetThreshold`): step 7 thresholds at 0, and nothing
+ *    in training ties that count to the ratio loss's target.
  *
  * Runs are resumable (`--runs`); writes ablation.{md,json}, results.{md,csv,json}, run.json and every training run's run.json
  * to `--out`.
@@ -35,6 +38,8 @@
  */
 import { join } from "node:path";
 import {
+  type BudgetCalibration,
+  calibrateBudgetThreshold,
   canResume,
   collectRunInfo,
   type Dataset,
@@ -105,8 +110,13 @@ export const STEPS: {
   name: string;
   label: string;
   options: Partial<TrainingRunOptions>;
-  /** How the row is evaluated, when not the plain top-k at keep 0.5 (the budget mode, fusion). */
-  evaluate?: { budget?: boolean; fuse?: boolean };
+  /**
+   * How the row is evaluated, when not the plain top-k at keep 0.5: the budget mode (at threshold 0, or at
+   * the threshold calibrated on the training images to keep 0.5 on average), fusion.
+   */
+  evaluate?: { budget?: boolean; calibrate?: boolean; fuse?: boolean };
+  /** Another step whose training run this row evaluates differently (same options, trained once). */
+  run?: string;
 }[] = [
   {
     name: "a0_today",
@@ -143,6 +153,13 @@ export const STEPS: {
     options: { ...STUDY, fuse: true },
     evaluate: { fuse: true },
   },
+  {
+    name: "a8_budget_calibrated",
+    label: "the budget row's model, its threshold calibrated on the training images to keep 0.5 on average",
+    options: { ...STUDY, selection: "threshold" },
+    evaluate: { budget: true, calibrate: true },
+    run: "a6_budget",
+  },
 ];
 
 await runCli("synthetic_ablation", async () => {
@@ -171,7 +188,12 @@ await runCli("synthetic_ablation", async () => {
   useProjectRoot();
   const backend = await initBackend(undefined, { log: false });
   const t0 = performance.now();
-  const rows: (RunMetrics & { step: string; allTokensAccuracy: number; randomAccuracy: number })[] = [];
+  const rows: (RunMetrics & {
+    step: string;
+    allTokensAccuracy: number;
+    randomAccuracy: number;
+    calibration?: BudgetCalibration;
+  })[] = [];
   const trained: string[] = [];
   let evalSet: Dataset | undefined;
   const steps = values.steps === undefined ? STEPS : values.steps.split(",").map((n) => {
@@ -180,7 +202,7 @@ await runCli("synthetic_ablation", async () => {
     return step;
   });
   for (const step of steps) {
-    const out = join(runs, step.name);
+    const out = join(runs, step.run ?? step.name);
     const options = { ...base, ...step.options } as TrainingRunOptions;
     if (profile === "quick" && options.stage1Epochs) options.stage1Epochs = 1;
     const r = await runTraining({ ...options, seed, out, resume: canResume(out), keepModel: true });
@@ -191,7 +213,7 @@ await runCli("synthetic_ablation", async () => {
       const metrics = (
         strategy: "cnn" | "random" | "none",
         keep: number,
-        more: { budget?: boolean; fuse?: boolean } = {},
+        more: { budget?: boolean; budgetThreshold?: number; fuse?: boolean } = {},
       ) =>
         recordRunMetrics(model, r.evalDataset, {
           ...more,
@@ -207,7 +229,16 @@ await runCli("synthetic_ablation", async () => {
       const all = await metrics("none", 1);
       // The same ViT on as many random tokens (no fine-tuning): does its selector pick better than chance?
       // With the budget mode the random control keeps as many tokens as the selector did on average.
-      const { row } = await metrics("cnn", KEEP, step.evaluate);
+      // Calibrated on images only (no labels), and on the training images: nothing is chosen on the split
+      // the row is evaluated on.
+      const calibration = step.evaluate?.calibrate
+        ? await calibrateBudgetThreshold(model, r.trainDataset, KEEP)
+        : undefined;
+      const { row } = await metrics("cnn", KEEP, {
+        budget: step.evaluate?.budget,
+        fuse: step.evaluate?.fuse,
+        budgetThreshold: calibration?.threshold,
+      });
       // (keepCount keeps at least one token, so a ratio near 0 is fine; exactly 0 is not a keep ratio.)
       const randomKeep = step.evaluate?.budget ? Math.max(row.keepRatio!, Number.EPSILON) : KEEP;
       const random = await metrics("random", randomKeep, { fuse: step.evaluate?.fuse });
@@ -216,6 +247,7 @@ await runCli("synthetic_ablation", async () => {
         step: step.name,
         allTokensAccuracy: all.row.accuracy,
         randomAccuracy: random.row.accuracy,
+        ...(calibration ? { calibration } : {}),
       });
       console.log(
         `${step.name}: ${(100 * row.accuracy).toFixed(2)}% at keep ${KEEP}, ` +
@@ -286,6 +318,7 @@ await runCli("synthetic_ablation", async () => {
           selectionPrecision: r.selectionPrecision,
           selectionRecall: r.selectionRecall,
           run: r.run,
+          calibration: r.calibration,
         })),
         null,
         2,

@@ -108,6 +108,8 @@ export interface TrainingRunResult {
   model?: Model;
   /** The evaluation split used (compute metrics or maps on it). */
   evalDataset: Dataset;
+  /** The images the run trained on (e.g. to calibrate the budget mode's threshold without labels). */
+  trainDataset: Dataset;
 }
 
 /** Everything a run needs once built: backend, data, model, strategy, batch size, sources, config. */
@@ -171,6 +173,7 @@ export async function runTraining(options: TrainingRunOptions): Promise<Training
       completed,
       model: keepModel ? run.model : undefined,
       evalDataset: run.evalDs,
+      trainDataset: run.trainDs,
     };
   } finally {
     if (!keepModel) run.model.dispose();
@@ -677,6 +680,7 @@ function stoppedResult(run: BuiltRun, results: TrainResult[], keepModel: boolean
     completed: false,
     model: keepModel ? run.model : undefined,
     evalDataset: run.evalDs,
+    trainDataset: run.trainDs,
   };
 }
 

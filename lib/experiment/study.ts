@@ -211,6 +211,8 @@ export interface RecordOptions {
    * threshold; `keep` ignored, the row's keep ratio and GMACs are the mean per image). Speed is not measured.
    */
   budget?: boolean;
+  /** The budget mode's threshold (default 0; see `calibrateBudgetThreshold`). */
+  budgetThreshold?: number;
 }
 
 /**
@@ -240,6 +242,7 @@ export async function recordRunMetrics(
     fuse: options.fuse,
     spread: options.spread,
     budget: options.budget,
+    budgetThreshold: options.budgetThreshold,
   });
   const numClasses = dataset.classes.length;
   const probs: Float32Array[] = [];

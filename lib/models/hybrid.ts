@@ -188,13 +188,14 @@ export class Hybrid implements Model {
             'Hybrid.forward: budget is the inference of a threshold-trained selector; train with selection "threshold"',
           );
         }
-        // Budget mode: a count per image (scores above 0), the batch gathered to its largest count; the
-        // top-kmax by score hold every image's kept patches, the others are padding.
-        const above = tf.cast(tf.greater(scores, 0), "float32") as tf.Tensor2D;
+        // Budget mode: a count per image (scores above the threshold, 0 unless calibrated), the batch
+        // gathered to its largest count; the top-kmax by score hold every image's kept patches, the others
+        // are padding.
+        const above = tf.cast(tf.greater(scores, options.budgetThreshold ?? 0), "float32") as tf.Tensor2D;
         keptCounts = Array.from(tf.sum(above, 1).dataSync(), (c) => Math.max(1, c));
         const kmax = Math.max(...keptCounts);
         const sel = selectTopK(tokens, scores, { keep: kmax, prefixTokens: this.vit.numPrefixTokens });
-        // The single best patch stays on even when no score is above 0 (an image keeps one token at least).
+        // The single best patch stays on even when no score is above the threshold (one token at least).
         const order = tf.topk(scores, 1).indices;
         const best = tf.oneHot(tf.reshape(order, [-1]), scores.shape[1]);
         const keep = tf.maximum(above, best) as tf.Tensor2D;

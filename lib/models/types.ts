@@ -172,6 +172,12 @@ export interface ForwardOptions {
    * each image's tokens masked out of attention (`aux.keptCounts`). Ignores `keepRatio`.
    */
   budget?: boolean;
+  /**
+   * The budget mode's score threshold (default 0, the training decision). Nothing in training makes the
+   * count kept above 0 match the ratio loss's target; `calibrateBudgetThreshold` finds the threshold at
+   * which images keep the target share of their tokens on average.
+   */
+  budgetThreshold?: number;
 }
 
 /** Extra outputs, present when asked for with `returnAux` / `returnAttention`. */
