@@ -3,6 +3,7 @@
  * threshold, the batch gathered to its largest count with the padding masked out of attention.
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { meanSelectionQuality } from "../lib/metrics/mod.ts";
 import { createModel, type Hybrid } from "../lib/models/mod.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { assertClose, assertNoLeak, forEachBackend, seededRandom } from "./_backends.ts";
@@ -177,6 +178,21 @@ Deno.test({
           `keep ${keep}: mean ${r.budget!.meanKept} tokens, calibrated ${expected}`,
         );
         assertEquals(r.budget!.threshold, c.threshold);
+        // Selection quality counts each image's kept patches, not the padding up to the batch's largest
+        // count: by hand, the patches above the threshold (or the best one) against the object masks.
+        const kept = Array.from({ length: ds.size }, (_, i) => {
+          const row = all.slice(i * n, (i + 1) * n);
+          const above = row.flatMap((v, j) => (v > c.threshold ? [j] : []));
+          return above.length ? above : [row.indexOf(Math.max(...row))];
+        });
+        const masks = ds.masksOf(Array.from({ length: ds.size }, (_, i) => i));
+        const q = meanSelectionQuality(kept, kept.map((_, i) => masks.subarray(i * n, (i + 1) * n)));
+        assertClose(
+          [r.selection!.precision, r.selection!.recall],
+          [q.precision, q.recall],
+          1e-9,
+          `keep ${keep}`,
+        );
       }
       await assertRejects(() => calibrateBudgetThreshold(m, ds, 0), "not a ratio in (0, 1]");
     });

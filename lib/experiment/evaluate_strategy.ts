@@ -213,6 +213,8 @@ export async function evaluateStrategy(
         const l = tf.mul(crossEntropy(logits, b.y), b.y.shape[0]);
         const r: tf.Tensor[] = [p, l];
         if (withSelection) r.push(out.aux!.keptIndices!);
+        // The budget mode gathers every image to the batch's largest count: only the kept ones count.
+        if (withSelection && budget) r.push(out.aux!.keptMask!);
         return r;
       });
       const m = b.y.shape[0];
@@ -227,7 +229,11 @@ export async function evaluateStrategy(
       }
       probs.set(p.subarray(0, m * classes), count * classes);
       if (withSelection) {
-        const kept = (await outs[2].array()) as number[][];
+        let kept = (await outs[2].array()) as number[][];
+        if (budget) {
+          const mask = (await outs[3].array()) as number[][];
+          kept = kept.map((row, i) => row.filter((_, j) => mask[i][j] > 0));
+        }
         const masks = dataset.masksOf(b.indices);
         const np = grid! * grid!;
         const rel = kept.map((_, i) => masks.subarray(i * np, (i + 1) * np));

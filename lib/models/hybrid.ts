@@ -179,6 +179,7 @@ export class Hybrid implements Model {
       const tokens = this.vit.embed(this.cnnTokens ? feature : x);
       let r: ReturnType<ViT["forwardTokens"]>;
       let keptCounts: number[] | undefined;
+      let budgetMask: tf.Tensor2D | undefined;
       if (options.keepIndices || options.tokenMask) {
         // Caller-chosen tokens (e.g. an oracle or a soft training mask) override the scorer.
         r = this.vit.forwardTokens(tokens, options);
@@ -203,6 +204,7 @@ export class Hybrid implements Model {
           gatherTokens(tf.reshape(keep, [keep.shape[0], -1, 1]) as tf.Tensor3D, sel.indices, 0),
           [2],
         ) as tf.Tensor2D;
+        budgetMask = keptMask;
         r = this.vit.forwardTokens(sel.tokens, { ...options, keptMask }, {
           keptIndices: sel.indices,
           numPatches: this.vit.numPatches,
@@ -233,6 +235,7 @@ export class Hybrid implements Model {
         }
         if (cnnLogits) aux.cnnLogits = cnnLogits;
         if (keptCounts) aux.keptCounts = keptCounts;
+        if (budgetMask) aux.keptMask = budgetMask;
         if (options.returnAttention) aux.attention = r.attention;
         out.aux = aux;
       }

@@ -198,6 +198,8 @@ export interface ForwardAux {
   tokensPerBlock?: number[];
   /** Budget mode: patch tokens kept per image (the rest of the batch's gathered tokens are padding). */
   keptCounts?: number[];
+  /** Budget mode: `[B, k]` 1 where `keptIndices` holds a kept patch, 0 where it holds padding. */
+  keptMask?: tf.Tensor2D;
 }
 
 /** What {@link Model.forward} returns. The caller disposes every tensor in it. */
