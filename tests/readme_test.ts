@@ -18,6 +18,8 @@ Deno.test("README's generated tables and claims agree with the committed results
       "synthetic-claims",
       "synthetic-ablation",
       "fmnist-ablation",
+      "synthetic-budget",
+      "fmnist-budget",
       "fmnist-study",
       "fmnist-claims",
     ]
@@ -50,7 +52,14 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
         await Deno.copyFile(join(root, syn, f), join(tmp, syn, f));
       }
     }
-    for (const d of ["synthetic", "fashion-mnist"]) {
+    for (
+      const d of [
+        "synthetic",
+        "fashion-mnist",
+        "synthetic_budget_calibration",
+        "fashion-mnist_budget_calibration",
+      ]
+    ) {
       const abl = `results/ablation/cpu/${d}`;
       await Deno.mkdir(join(tmp, abl), { recursive: true });
       await Deno.copyFile(join(root, abl, "ablation.json"), join(tmp, abl, "ablation.json"));

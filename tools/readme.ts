@@ -280,12 +280,13 @@ const keptTokens = (r: AblationRow) =>
   (r.keptTokens === undefined ? "-" : +r.keptTokens.toFixed(1)).toString();
 
 /**
- * A one-seed ablation on a validation split (`results/ablation/cpu/<dataset>/ablation.json`): accuracy with
- * the hybrid's own top-k, the same model on random tokens and on all tokens, precision/recall where the
- * dataset has object masks, tokens kept and GMACs.
+ * A one-seed ablation on a validation split (`results/ablation/cpu/<folder>/ablation.json`, the folder
+ * named after the dataset, or `--steps` written elsewhere): accuracy with the hybrid's own top-k, the same
+ * model on random tokens and on all tokens, precision/recall where the dataset has object masks, tokens
+ * kept and GMACs.
  */
-const ablationTable = (dataset: string, masks: boolean) => async (root: string): Promise<string> => {
-  const rows = await readJson<AblationRow[]>(root, `results/ablation/cpu/${dataset}/ablation.json`);
+const ablationTable = (folder: string, masks: boolean) => async (root: string): Promise<string> => {
+  const rows = await readJson<AblationRow[]>(root, `results/ablation/cpu/${folder}/ablation.json`);
   return markdownTable(
     [
       "Step",
@@ -326,6 +327,8 @@ export const GENERATORS: Record<string, Generator> = {
   "fmnist-claims": studyClaimsIn(FMNIST_STUDY),
   "synthetic-ablation": ablationTable("synthetic", true),
   "fmnist-ablation": ablationTable("fashion-mnist", false),
+  "synthetic-budget": ablationTable("synthetic_budget_calibration", true),
+  "fmnist-budget": ablationTable("fashion-mnist_budget_calibration", false),
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */
