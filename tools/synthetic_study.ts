@@ -460,6 +460,11 @@ function mergeEarlier(earlier: Earlier, rows: SeedRow[]): SeedRow[] {
   });
 }
 
+/** `seed 3 was` / `seeds 3, 4 were`. */
+function plural(xs: number[], noun: string): string {
+  return xs.length === 1 ? `${noun} ${xs[0]} was` : `${noun}s ${xs.join(", ")} were`;
+}
+
 /** Mean rows with t intervals over seeds, and the claims (paired differences per seed). */
 function summarise(
   rows: SeedRow[],
@@ -602,9 +607,9 @@ function summarise(
         "",
         `Seeds ${earlier.provenance.seeds.join(", ")} come from an earlier result of this study (${
           earlier.provenance.git.commit?.slice(0, 7) ?? "no commit"
-        }, ${earlier.provenance.createdAt}), added with --merge (run.json: extra.merged); seeds ${
-          seeds.filter((x) => !earlier.provenance.seeds.includes(x)).join(", ")
-        } were trained and evaluated by this invocation. Every variant's GMACs agree across both.`,
+        }, ${earlier.provenance.createdAt}), added with --merge (run.json: extra.merged); ${
+          plural(seeds.filter((x) => !earlier.provenance.seeds.includes(x)), "seed")
+        } trained and evaluated by this invocation. Every variant's GMACs agree across both.`,
       ]
       : []),
     "",
