@@ -104,6 +104,8 @@ const QUICK: TrainingRunOptions = {
 
 /** The study's configuration (step 3), which steps 4-6 each extend. */
 const STUDY: Partial<TrainingRunOptions> = { override: { tokens: "cnn" }, stage1Epochs: 8 };
+/** Step 7's training (a learned count per image), which step 9 evaluates again: one definition for both. */
+const BUDGET: Partial<TrainingRunOptions> = { ...STUDY, selection: "threshold" };
 
 /** The ablation's steps: a run name, what the row says, and the options on top of the base. */
 export const STEPS: {
@@ -115,7 +117,10 @@ export const STEPS: {
    * the threshold calibrated on the training images to keep 0.5 on average), fusion.
    */
   evaluate?: { budget?: boolean; calibrate?: boolean; fuse?: boolean };
-  /** Another step whose training run this row evaluates differently (same options, trained once). */
+  /**
+   * Another step whose training run this row evaluates differently (trained once; `options` must be that
+   * step's, or resuming its run fails the run-identity check).
+   */
   run?: string;
 }[] = [
   {
@@ -144,7 +149,7 @@ export const STEPS: {
     name: "a6_budget",
     label:
       "study's hybrid + learned tokens per image (threshold, ratio loss to 0.5; budget mode at inference)",
-    options: { ...STUDY, selection: "threshold" },
+    options: BUDGET,
     evaluate: { budget: true },
   },
   {
@@ -156,7 +161,7 @@ export const STEPS: {
   {
     name: "a8_budget_calibrated",
     label: "the budget row's model, its threshold calibrated on the training images to keep 0.5 on average",
-    options: { ...STUDY, selection: "threshold" },
+    options: BUDGET,
     evaluate: { budget: true, calibrate: true },
     run: "a6_budget",
   },
