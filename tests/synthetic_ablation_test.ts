@@ -50,6 +50,7 @@ Deno.test({
         "a6_budget",
         "a7_fuse",
         "a8_budget_calibrated",
+        "a9_rank_distill",
       ];
       assertEquals(first.map((r) => r.step), steps);
       for (const r of first) {
@@ -74,6 +75,7 @@ Deno.test({
       assertEquals((await config("a5_keep_range")).keepRange, [0.4, 0.8]);
       assertEquals((await config("a6_budget")).selection, "threshold");
       assertEquals((await config("a7_fuse")).fuse, true);
+      assertEquals((await config("a9_rank_distill")).rankDistill, 1);
       // The budget row is evaluated in the budget mode (its token count is a learned mean), the fusion row
       // with the fused token (one more token's GMACs than the plain top-k row above it).
       const byStep = new Map(first.map((r) => [r.step, r]));

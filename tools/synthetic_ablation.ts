@@ -165,6 +165,12 @@ export const STEPS: {
     evaluate: { budget: true, calibrate: true },
     run: "a6_budget",
   },
+  {
+    name: "a9_rank_distill",
+    label:
+      "study's hybrid + rank distillation (the selector also fits the ViT's own CLS attention on all tokens)",
+    options: { ...STUDY, rankDistill: 1 },
+  },
 ];
 
 await runCli("synthetic_ablation", async () => {
