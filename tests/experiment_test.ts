@@ -431,6 +431,17 @@ Deno.test({
       'selectorTarget "nope"',
     );
     await assertRejects(
+      () =>
+        runTraining({
+          ...tiny,
+          model: "hybrid",
+          selectorTarget: "vit_attention",
+          override: { tokens: "cnn" },
+        }),
+      Error,
+      'selectorTarget "vit_attention" needs pixel tokens',
+    );
+    await assertRejects(
       () => runTraining({ ...tiny, model: "hybrid", keepRange: [0.9, 0.1] }),
       Error,
       "keepRange [0.9,0.1]",

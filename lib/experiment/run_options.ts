@@ -332,6 +332,14 @@ function resolveHybrid(o: TrainingRunOptions) {
     selectorTarget,
     SELECTOR_TARGETS.join(", "),
   );
+  if (selectorTarget.startsWith("vit_attention") && o.override?.tokens === "cnn") {
+    throw new Error(
+      `runTraining: selectorTarget "${selectorTarget}" needs pixel tokens: with override { tokens: "cnn" } the ` +
+        "ViT's tokens come from the CNN that stage 1 is training (and a pixel ViT from initFrom has no patch " +
+        "embedding for them), so its attention is no target; use rankDistill to fit the selector to the " +
+        "ViT's attention in stage 2, or pixel tokens",
+    );
+  }
   const rankDistill = optional(o.rankDistill, "rankDistill", isNum((v) => v >= 0), "a number ≥ 0") ?? 0;
   const keepRange = optional(
     o.keepRange,
