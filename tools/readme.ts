@@ -229,6 +229,9 @@ interface StudyRow {
 const SYNTHETIC_STUDY = "results/study/cpu/07_synthetic_equal_cost";
 /** The same study on Fashion-MNIST (tools/synthetic_study.ts --dataset fashion-mnist). */
 const FMNIST_STUDY = "results/study/cpu/08_fashion-mnist_cnn_tokens";
+/** Both studies again over keeps 0.4-0.8 (Fashion-MNIST: seeds 3-5, reusing their runs; synthetic: seeds 0-2). */
+const FMNIST_KEEPS = "results/study/cpu/09_fashion-mnist_cnn_tokens_keeps_0.4-0.8";
+const SYNTHETIC_KEEPS = "results/study/cpu/10_synthetic_cnn_tokens_keeps_0.4-0.8";
 
 /** A fraction as a percentage with one decimal ("-" when absent). */
 const pct1 = (v?: number) => pct(v, 1);
@@ -314,6 +317,23 @@ const ablationTable = (folder: string, masks: boolean) => async (root: string): 
 const studyClaimsIn = (dir: string) => (root: string): Promise<string> =>
   claimsWithoutTitle(root, `${dir}/claims.md`);
 
+/**
+ * The question table of a study's claims.md cut to the questions about the given keep ratios (the header,
+ * then each row that names one of them, e.g. "keep 0.8"): the answers a README section adds to an earlier one.
+ */
+export const claimRowsAt = (dir: string, keeps: number[]) => async (root: string): Promise<string> => {
+  const lines = (await readText(root, `${dir}/claims.md`)).split("\n");
+  const start = lines.findIndex((l) => l.startsWith("| question"));
+  if (start < 0) {
+    throw new Error(`readme: ${dir}/claims.md has no question table; regenerate the results first`);
+  }
+  const table = lines.slice(start);
+  const end = table.findIndex((l) => !l.startsWith("|"));
+  const rows = table.slice(2, end < 0 ? undefined : end);
+  const at = rows.filter((l) => keeps.some((k) => new RegExp(`keep ${k}\\b`).test(l)));
+  return [table[0], table[1], ...at].join("\n");
+};
+
 /** The generators, by block name. */
 export const GENERATORS: Record<string, Generator> = {
   "study-table": studyTable,
@@ -329,6 +349,12 @@ export const GENERATORS: Record<string, Generator> = {
   "fmnist-ablation": ablationTable("fashion-mnist", false),
   "synthetic-budget": ablationTable("synthetic_budget_calibration", true),
   "fmnist-budget": ablationTable("fashion-mnist_budget_calibration", false),
+  "fmnist-study-keeps": cnnTokenStudyTable(FMNIST_KEEPS, false),
+  "fmnist-claims-keeps": claimRowsAt(FMNIST_KEEPS, [0.8]),
+  "synthetic-study-keeps": cnnTokenStudyTable(SYNTHETIC_KEEPS, true),
+  "synthetic-claims-keeps": claimRowsAt(SYNTHETIC_KEEPS, [0.4, 0.8]),
+  "synthetic-rank": ablationTable("synthetic_rank_distill", true),
+  "fmnist-rank": ablationTable("fashion-mnist_rank_distill", false),
 };
 
 /** A Markdown table (`deno fmt` aligns it afterwards). */
