@@ -1,6 +1,6 @@
 /** README's numbers come from results/: its generated blocks must equal what `deno task readme` makes. */
 import { join } from "node:path";
-import { changedBlocks, renderReadme } from "../tools/readme.ts";
+import { changedBlocks, claimRowsAt, renderReadme } from "../tools/readme.ts";
 import { assert, assertEquals } from "./_assert.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -22,6 +22,12 @@ Deno.test("README's generated tables and claims agree with the committed results
       "fmnist-budget",
       "fmnist-study",
       "fmnist-claims",
+      "fmnist-study-keeps",
+      "fmnist-claims-keeps",
+      "synthetic-study-keeps",
+      "synthetic-claims-keeps",
+      "synthetic-rank",
+      "fmnist-rank",
     ]
   ) {
     assert(blocks.includes(b), `blocks: ${blocks}`);
@@ -45,6 +51,8 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
       const syn of [
         "results/study/cpu/07_synthetic_equal_cost",
         "results/study/cpu/08_fashion-mnist_cnn_tokens",
+        "results/study/cpu/09_fashion-mnist_cnn_tokens_keeps_0.4-0.8",
+        "results/study/cpu/10_synthetic_cnn_tokens_keeps_0.4-0.8",
       ]
     ) {
       await Deno.mkdir(join(tmp, syn), { recursive: true });
@@ -58,6 +66,8 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
         "fashion-mnist",
         "synthetic_budget_calibration",
         "fashion-mnist_budget_calibration",
+        "synthetic_rank_distill",
+        "fashion-mnist_rank_distill",
       ]
     ) {
       const abl = `results/ablation/cpu/${d}`;
@@ -74,6 +84,40 @@ Deno.test("renderReadme() notices a number changed in results (the README check 
     await Deno.writeTextFile(join(tmp, rel, "results.json"), JSON.stringify(results));
     const { text } = await renderReadme(tmp);
     assertEquals(changedBlocks(await Deno.readTextFile(join(root, "README.md")), text), ["study-table"]);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("claimRowsAt() keeps the question table's header and the rows about the given keep ratios", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(join(tmp, "study"));
+    await Deno.writeTextFile(
+      join(tmp, "study", "claims.md"),
+      [
+        "# Claims",
+        "",
+        "| question | a − b |",
+        "|---|---|",
+        "| a = hybrid beats b = random at equal GMACs, keep 0.4 | 1 |",
+        "| a = hybrid beats b = random at equal GMACs, keep 0.45 | 2 |",
+        "| a = hybrid at keep 0.8 (0.0466 GMACs) against b = ResNet18 | 3 |",
+        "",
+        "| control | tokens |",
+        "|---|---|",
+        "| random=hybrid@0.4 | 26 |",
+      ].join("\n"),
+    );
+    assertEquals(
+      await claimRowsAt("study", [0.4, 0.8])(tmp),
+      [
+        "| question | a − b |",
+        "|---|---|",
+        "| a = hybrid beats b = random at equal GMACs, keep 0.4 | 1 |",
+        "| a = hybrid at keep 0.8 (0.0466 GMACs) against b = ResNet18 | 3 |",
+      ].join("\n"),
+    );
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
