@@ -330,7 +330,9 @@ export const claimRowsAt = (dir: string, keeps: number[]) => async (root: string
   const table = lines.slice(start);
   const end = table.findIndex((l) => !l.startsWith("|"));
   const rows = table.slice(2, end < 0 ? undefined : end);
-  const at = rows.filter((l) => keeps.some((k) => new RegExp(`keep ${k}\\b`).test(l)));
+  const at = rows.filter((l) =>
+    keeps.some((k) => new RegExp(`keep ${String(k).replace(".", "\\.")}\\b`).test(l))
+  );
   return [table[0], table[1], ...at].join("\n");
 };
 

@@ -26,10 +26,13 @@
  *    evaluated in the budget mode (the row's keep ratio and GMACs are the means over images; its random
  *    control keeps that mean ratio);
  * 8. that + EViT's dropped-token fusion (trained and evaluated with the fused token, which GMACs count; its
- *    random control fuses too).
+ *    random control fuses too);
  * 9. step 7's model, its budget-mode threshold calibrated on the training images (no labels) so images
  *    keep 0.5 of their tokens on average (`calibrateBudgetThreshold`): step 7 thresholds at 0, and nothing
- *    in training ties that count to the ratio loss's target.
+ *    in training ties that count to the ratio loss's target;
+ * 10. step 3 + rank distillation (`rankDistill: 1`): in stage 2 the selector also fits, by KL, the CLS
+ *    attention of the ViT being trained on all tokens (the ViT-attention target in the form that works with
+ *    CNN tokens; the stage-1 `vit_attention` target does not, see `runTraining`).
  *
  * Runs are resumable (`--runs`); writes ablation.{md,json}, results.{md,csv,json}, run.json and every training run's run.json
  * to `--out`.
